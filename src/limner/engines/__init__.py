@@ -1,0 +1,1 @@
+"""Engines draw pictures. Nothing here knows about HTTP."""

@@ -1,0 +1,52 @@
+"""The narrow interface every engine implements, and the errors it may raise."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from PIL import Image
+
+from limner.jobs import GenerationParams, StepCallback
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the planner needs to know about an engine before any work starts."""
+
+    name: str
+    native_width: int
+    native_height: int
+    draws_alpha: bool
+    """True when the model itself draws an alpha channel (then `transparent` is native)."""
+    max_batch_images: int = 8
+
+
+class EngineError(Exception):
+    """An engine failed while drawing; the batch's requests fail, the server keeps serving."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Draws pictures for a batch of requests.
+
+    `generate` runs in a worker thread, never on the event loop. It returns one list of
+    PIL images per request, `params.n` images each, in seed order. Images may be RGB or
+    RGBA (RGBA only when `info.draws_alpha`), at any size: `limner.imaging` makes the
+    exact requested size. After every denoising step it calls `on_step`; when that raises
+    `GenerationCancelled`, it stops at once and skips the final decode.
+    """
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def load(self) -> None: ...
+
+    def generate(
+        self,
+        batch: Sequence[GenerationParams],
+        on_step: StepCallback | None = None,
+    ) -> list[list[Image.Image]]: ...
+
+    def close(self) -> None: ...

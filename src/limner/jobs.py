@@ -1,0 +1,66 @@
+"""Torch-free records that cross the line between the service and the engines.
+
+The service turns a validated request into one `GenerationParams`; the scheduler groups
+several into a batch; an engine turns a batch into pictures, reporting each step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from PIL import Image
+
+Quality = Literal["low", "medium", "high"]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What an engine needs to draw the `n` images of one request.
+
+    `width`/`height` are the exact pixel size the client asked for; an engine may draw at
+    its native size and leave the final resize to `limner.imaging`. `seeds` holds one seed
+    per image, so `len(seeds)` is `n`. `steps=None` means "the engine's default for
+    `quality`".
+    """
+
+    prompt: str
+    width: int
+    height: int
+    seeds: tuple[int, ...]
+    quality: Quality = "medium"
+    steps: int | None = None
+    transparent: bool = False
+    style: str | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+
+PreviewFn = Callable[[], list[list[Image.Image]]]
+"""Decodes the current state of every image in the batch: one list per request."""
+
+
+@dataclass(frozen=True)
+class StepUpdate:
+    """Reported by an engine after each denoising step (1-based `step` of `total`)."""
+
+    step: int
+    total: int
+    preview: PreviewFn = field(repr=False)
+
+
+StepCallback = Callable[[StepUpdate], None]
+"""Called by engines after every step. Raising `GenerationCancelled` stops the batch
+before the final decode."""
+
+
+class GenerationCancelled(Exception):
+    """Raised from a step callback to stop a batch whose clients have all gone away."""
+
+
+def batch_size(batch: Sequence[GenerationParams]) -> int:
+    """Number of images a batch draws."""
+    return sum(p.n for p in batch)
