@@ -1,0 +1,121 @@
+"""One `Settings` object, built once at the edge (CLI or tests) and passed down.
+
+Sources, later ones winning: defaults, an optional TOML file (`--config`), environment
+variables `LIMNER_*`, command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EMBEDDED_ENGINE = "limner-emoji"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """An engine to load: `kind` is `embedded`, `diffusers` or `fake`."""
+
+    name: str
+    kind: str
+    path: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()
+    public_base_url: str | None = None
+    """Base of `url` responses, e.g. `https://images.example.com` behind a proxy."""
+    data_dir: Path = field(default_factory=lambda: _default_data_dir())
+    url_ttl_s: int = 3600
+    signing_secret: str | None = None
+    max_body_bytes: int = 1_048_576
+    moderation: bool = True
+    max_queue: int = 64
+    batch_wait_ms: float = 10.0
+    request_timeout_s: float = 540.0
+    shutdown_grace_s: float = 30.0
+    threads: int | None = None
+    auto_size: str = "1024x1024"
+    gpt_default: str = "gpt-image-1"
+    engines: tuple[EngineConfig, ...] = (EngineConfig(EMBEDDED_ENGINE, "embedded"),)
+    default_engine: str = EMBEDDED_ENGINE
+    models: Mapping[str, str] = field(default_factory=dict)
+    """OpenAI model name (or any new name) -> engine name."""
+
+    @property
+    def base_url(self) -> str:
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "limner"
+
+
+def load_settings(config_file: Path | None = None, environ: Mapping[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    """Defaults < TOML file < `LIMNER_*` environment < keyword overrides (None = not given)."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_from_toml(tomllib.loads(config_file.read_text())))
+    values.update(_from_environ(os.environ if environ is None else environ))
+    values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+    if "engines" in values and "default_engine" not in values:
+        values["default_engine"] = values["engines"][0].name
+    return Settings(**values)
+
+
+def _from_toml(doc: Mapping[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    simple = {f for f in Settings.__dataclass_fields__ if f not in ("engines", "models")}
+    for key, value in doc.items():
+        if key in simple:
+            values[key] = tuple(value) if key == "api_keys" else value
+        elif key not in ("engines", "models"):
+            raise ValueError(f"unknown setting {key!r} in the config file")
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"]).expanduser()
+    if "engines" in doc:
+        engines = []
+        for name, table in doc["engines"].items():
+            table = dict(table)
+            kind = table.pop("kind")
+            path = table.pop("path", None)
+            engines.append(EngineConfig(name=name, kind=kind, path=path, options=table))
+        values["engines"] = tuple(engines)
+    if "models" in doc:
+        values["models"] = dict(doc["models"])
+    return values
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if keys := environ.get("LIMNER_API_KEYS"):
+        values["api_keys"] = tuple(k.strip() for k in keys.split(",") if k.strip())
+    for name, key, cast in (
+        ("host", "LIMNER_HOST", str),
+        ("port", "LIMNER_PORT", int),
+        ("public_base_url", "LIMNER_PUBLIC_BASE_URL", str),
+        ("signing_secret", "LIMNER_SIGNING_SECRET", str),
+        ("threads", "LIMNER_THREADS", int),
+    ):
+        if environ.get(key):
+            values[name] = cast(environ[key])
+    if environ.get("LIMNER_DATA_DIR"):
+        values["data_dir"] = Path(environ["LIMNER_DATA_DIR"]).expanduser()
+    if environ.get("LIMNER_MODERATION"):
+        values["moderation"] = environ["LIMNER_MODERATION"].lower() not in ("off", "0", "false")
+    return values

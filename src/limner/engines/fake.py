@@ -1,0 +1,74 @@
+"""A deterministic, torch-free engine for tests, demos and the scheduler's own tests.
+
+It draws a seed-coloured disc on a transparent square, `steps` steps long, each step
+optionally sleeping `step_s` so cancellation and concurrency can be observed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw
+
+from limner.engines.base import EngineError, EngineInfo
+from limner.jobs import GenerationParams, StepCallback, StepUpdate
+
+STEPS = {"low": 2, "medium": 4, "high": 8}
+
+
+class FakeEngine:
+    def __init__(self, *, name: str = "fake", size: int = 64, step_s: float = 0.0,
+                 max_batch_images: int = 8, fail_on: str | None = None) -> None:
+        self._info = EngineInfo(name=name, native_width=size, native_height=size,
+                                draws_alpha=True, max_batch_images=max_batch_images)
+        self.step_s = step_s
+        self.fail_on = fail_on
+        """A prompt that makes `generate` raise, to test failures."""
+        self.batches: list[list[GenerationParams]] = []
+        self.steps_run = 0
+        self.loaded = False
+        self._lock = threading.Lock()
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def load(self) -> None:
+        self.loaded = True
+
+    def close(self) -> None:
+        self.loaded = False
+
+    def generate(self, batch: Sequence[GenerationParams],
+                 on_step: StepCallback | None = None) -> list[list[Image.Image]]:
+        with self._lock:
+            self.batches.append(list(batch))
+        if any(self.fail_on is not None and self.fail_on in p.prompt for p in batch):
+            raise EngineError("the fake engine was told to fail")
+        total = batch[0].steps or STEPS[batch[0].quality]
+        for step in range(1, total + 1):
+            if self.step_s:
+                time.sleep(self.step_s)
+            self.steps_run += 1
+            if on_step is not None:
+                on_step(StepUpdate(step, total, lambda s=step: self._draw_all(batch, s, total)))
+        return self._draw_all(batch, total, total)
+
+    def _draw_all(self, batch: Sequence[GenerationParams], step: int,
+                  total: int) -> list[list[Image.Image]]:
+        return [[self._draw(p.prompt, seed, step, total) for seed in p.seeds] for p in batch]
+
+    def _draw(self, prompt: str, seed: int, step: int, total: int) -> Image.Image:
+        digest = hashlib.sha256(f"{prompt}\0{seed}".encode()).digest()
+        size = self._info.native_width
+        image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+        radius = size * (0.2 + 0.25 * step / total)
+        centre = size / 2
+        ImageDraw.Draw(image).ellipse(
+            (centre - radius, centre - radius, centre + radius, centre + radius),
+            fill=(digest[0], digest[1], digest[2], 255),
+        )
+        return image

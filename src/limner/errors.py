@@ -1,0 +1,141 @@
+"""limner's exceptions. Each knows its HTTP status and OpenAI error type; only
+`limner.server.errors` turns them into responses.
+
+    LimnerError
+    ├── InvalidRequest          400 invalid_request_error (bad field, names the param)
+    │   └── ModerationBlocked   400 moderation_blocked / content_policy_violation
+    ├── AuthenticationFailed    401 invalid_api_key
+    ├── Forbidden               403 (a tampered file URL)
+    ├── NotFound                404 (unknown model, unknown file)
+    ├── Gone                    410 (an expired file URL)
+    ├── PayloadTooLarge         413
+    ├── UnsupportedMediaType    415
+    ├── QueueFull               429 rate_limit_exceeded + Retry-After
+    ├── GenerationFailed        500 server_error (the engine raised)
+    ├── StorageFailed           507 server_error (the image store could not write)
+    ├── Unavailable             503 (shutting down, model not loaded)
+    └── TimedOut                504 (the per-request deadline passed)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class LimnerError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    should_retry: ClassVar[bool | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.extra = extra or {}
+        self.headers = headers or {}
+
+
+class InvalidRequest(LimnerError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ModerationBlocked(InvalidRequest):
+    pass
+
+
+class AuthenticationFailed(LimnerError):
+    status = 401
+    type = "invalid_request_error"
+
+
+class NotFound(LimnerError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class Forbidden(LimnerError):
+    status = 403
+    type = "invalid_request_error"
+
+
+class Gone(LimnerError):
+    status = 410
+    type = "invalid_request_error"
+
+
+class UnsupportedMediaType(LimnerError):
+    status = 415
+    type = "invalid_request_error"
+
+
+class PayloadTooLarge(LimnerError):
+    status = 413
+    type = "invalid_request_error"
+
+
+class QueueFull(LimnerError):
+    status = 429
+    type = "requests"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(
+            message,
+            code="rate_limit_exceeded",
+            headers={"retry-after": str(retry_after_s)},
+        )
+        self.retry_after_s = retry_after_s
+
+
+class GenerationFailed(LimnerError):
+    status = 500
+    should_retry = False
+
+
+class StorageFailed(LimnerError):
+    status = 507
+    should_retry = False
+
+
+class Unavailable(LimnerError):
+    status = 503
+
+
+class TimedOut(LimnerError):
+    status = 504
+    should_retry = False
+
+
+def invalid_value(param: str, value: object, supported: list[str]) -> InvalidRequest:
+    """OpenAI's wording for a value outside an enum."""
+    quoted = [f"'{s}'" for s in supported]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
+    return InvalidRequest(
+        f"Invalid value: '{value}'. Supported values are: {listed}.",
+        param=param,
+        code="invalid_value",
+    )
+
+
+def unsupported_parameter(param: str, model: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Unsupported parameter: '{param}' is not supported with the model '{model}'.",
+        param=param,
+        code="unsupported_parameter",
+    )
+
+
+def model_not_found(model: str) -> NotFound:
+    return NotFound(
+        f"The model `{model}` does not exist or you do not have access to it.",
+        code="model_not_found",
+    )

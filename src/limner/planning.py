@@ -1,0 +1,209 @@
+"""Request + model rules -> a resolved `GenerationPlan`.
+
+Every validation error is raised here, before any work starts or any stream opens, as an
+OpenAI-shaped 400 that names the `param`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+from limner.catalogue import Catalogue, ModelEntry
+from limner.errors import InvalidRequest, invalid_value, unsupported_parameter
+from limner.jobs import GenerationParams, Quality
+from limner.protocol.images import CreateImageRequest
+from limner.rules import GPT_ONLY_FIELDS, check_size, default_model_name, parse_size
+
+USER_MAX = 512
+SEED_MAX = 2**63 - 1
+FORMATS = ("png", "jpeg", "webp")
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    entry: ModelEntry
+    params: GenerationParams
+    size: str
+    quality: str
+    """Resolved, never `auto`: low/medium/high for GPT models, standard/hd for dall-e."""
+    background: Literal["transparent", "opaque"]
+    output_format: str
+    output_compression: int
+    response_format: Literal["b64_json", "url"]
+    stream: bool
+    partial_images: int
+    moderation: Literal["auto", "low"]
+    user: str | None
+
+    @property
+    def model(self) -> str:
+        return self.entry.name
+
+    @property
+    def is_gpt(self) -> bool:
+        return self.entry.rules.is_gpt
+
+
+def plan_request(request: CreateImageRequest, catalogue: Catalogue,
+                 auto_size: str = "1024x1024") -> GenerationPlan:
+    given = request.given()
+    # 1. The model: explicit, or the spec's default rule.
+    name = request.model or default_model_name(
+        given, request.quality, request.stream, catalogue.gpt_default
+    )
+    entry = catalogue.resolve(name)
+    rules = entry.rules
+    gpt = rules.is_gpt
+
+    # 2. Prompt and n.
+    if not request.prompt.strip():
+        raise InvalidRequest(
+            "Invalid 'prompt': string too short. Expected a non-empty prompt.",
+            param="prompt", code="string_below_min_length",
+        )
+    if len(request.prompt) > rules.prompt_max:
+        raise InvalidRequest(
+            f"Invalid 'prompt': string too long. Expected a string with maximum length "
+            f"{rules.prompt_max}, but got a string with length {len(request.prompt)} instead.",
+            param="prompt", code="string_above_max_length",
+        )
+    n = 1 if request.n is None else request.n
+    if n < 1:
+        raise InvalidRequest(
+            f"Invalid 'n': integer below minimum value. Expected a value >= 1, but got {n} "
+            "instead.", param="n", code="integer_below_min_value",
+        )
+    if n > rules.n_max:
+        raise InvalidRequest(
+            f"Invalid 'n': integer above maximum value. Expected a value <= {rules.n_max}, "
+            f"but got {n} instead.", param="n", code="integer_above_max_value",
+        )
+
+    # 3. Parameters this family does not take.
+    if not gpt:
+        for field in GPT_ONLY_FIELDS:
+            if field in given:
+                raise unsupported_parameter(field, name)
+        if request.stream:
+            raise unsupported_parameter("stream", name)
+    if request.style is not None and not rules.styles:
+        raise unsupported_parameter("style", name)
+
+    # 4. Size and quality.
+    size = request.size or rules.default_size
+    check_size(rules, size)
+    if size == "auto":
+        size = auto_size
+    parsed = parse_size(size)
+    assert parsed is not None
+    width, height = parsed
+
+    quality = request.quality or "auto"
+    if quality not in rules.qualities:
+        raise invalid_value("quality", quality, list(rules.qualities))
+    if quality == "auto":
+        quality = rules.auto_quality
+    engine_quality: Quality = (
+        "high" if quality in ("high", "hd") else "low" if quality == "low" else "medium"
+    )
+
+    style = request.style
+    if style is not None and style not in rules.styles:
+        raise invalid_value("style", style, list(rules.styles))
+    if rules.styles and style is None:
+        style = rules.styles[0]
+
+    # 5. Output format, compression, background.
+    output_format = request.output_format or "png"
+    if output_format not in FORMATS:
+        raise invalid_value("output_format", output_format, list(FORMATS))
+    compression = 100 if request.output_compression is None else request.output_compression
+    if compression < 0:
+        raise InvalidRequest(
+            "Invalid 'output_compression': integer below minimum value. Expected a value "
+            f">= 0, but got {compression} instead.",
+            param="output_compression", code="integer_below_min_value",
+        )
+    if compression > 100:
+        raise InvalidRequest(
+            "Invalid 'output_compression': integer above maximum value. Expected a value "
+            f"<= 100, but got {compression} instead.",
+            param="output_compression", code="integer_above_max_value",
+        )
+    background = request.background or "auto"
+    if background not in ("transparent", "opaque", "auto"):
+        raise invalid_value("background", background, ["transparent", "opaque", "auto"])
+    if background == "transparent":
+        if not rules.transparent:
+            raise InvalidRequest(
+                "Transparent background is not supported for this model.",
+                param="background", code="invalid_value",
+            )
+        if output_format == "jpeg":
+            raise InvalidRequest(
+                "Transparent background requires output_format 'png' or 'webp'; 'jpeg' has "
+                "no alpha channel.", param="background", code="invalid_value",
+            )
+    resolved_background: Literal["transparent", "opaque"] = (
+        "transparent" if background == "transparent" else "opaque"
+    )
+
+    # 6. Delivery, streaming, moderation, user, seed.
+    response_format = request.response_format or rules.default_response_format
+    if response_format not in ("url", "b64_json"):
+        raise invalid_value("response_format", response_format, ["url", "b64_json"])
+    partial_images = 0 if request.partial_images is None else request.partial_images
+    if not 0 <= partial_images <= 3:
+        raise InvalidRequest(
+            f"Invalid 'partial_images': expected an integer between 0 and 3, but got "
+            f"{partial_images} instead.", param="partial_images", code="invalid_value",
+        )
+    stream = bool(request.stream)
+    if stream and response_format == "url":
+        raise InvalidRequest(
+            "Streaming returns images as base64; 'response_format' must be 'b64_json' "
+            "when 'stream' is true.", param="response_format", code="invalid_value",
+        )
+    moderation = request.moderation or "auto"
+    if moderation not in ("auto", "low"):
+        raise invalid_value("moderation", moderation, ["low", "auto"])
+    if request.user is not None and len(request.user) > USER_MAX:
+        raise InvalidRequest(
+            f"Invalid 'user': string too long. Expected a string with maximum length "
+            f"{USER_MAX}, but got a string with length {len(request.user)} instead.",
+            param="user", code="string_above_max_length",
+        )
+    seed = request.seed
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    elif not 0 <= seed <= SEED_MAX - 10:
+        raise InvalidRequest(
+            f"Invalid 'seed': expected an integer between 0 and {SEED_MAX - 10}.",
+            param="seed", code="invalid_value",
+        )
+
+    params = GenerationParams(
+        prompt=request.prompt,
+        width=width,
+        height=height,
+        seeds=tuple(seed + i for i in range(n)),
+        quality=engine_quality,
+        transparent=resolved_background == "transparent",
+        style=style,
+    )
+    return GenerationPlan(
+        entry=entry,
+        params=params,
+        size=f"{width}x{height}",
+        quality=quality,
+        background=resolved_background,
+        output_format=output_format,
+        output_compression=compression,
+        response_format=response_format,  # type: ignore[arg-type]
+        stream=stream,
+        partial_images=partial_images,
+        moderation=moderation,  # type: ignore[arg-type]
+        user=request.user,
+    )

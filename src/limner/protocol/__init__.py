@@ -1,0 +1,1 @@
+"""The OpenAI wire contract: pydantic and the standard library only, never torch."""

@@ -1,0 +1,31 @@
+"""The two server-sent events of `stream=true`. Neither ever carries an `error` key."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from limner.protocol.images import ImagesUsage
+
+
+class _ImageEvent(BaseModel):
+    b64_json: str
+    created_at: int
+    size: str
+    quality: str
+    background: str
+    output_format: str
+
+
+class ImageGenPartialImageEvent(_ImageEvent):
+    type: Literal["image_generation.partial_image"] = "image_generation.partial_image"
+    partial_image_index: int
+
+
+class ImageGenCompletedEvent(_ImageEvent):
+    type: Literal["image_generation.completed"] = "image_generation.completed"
+    usage: ImagesUsage
+
+
+ImageGenStreamEvent = ImageGenPartialImageEvent | ImageGenCompletedEvent

@@ -1,0 +1,83 @@
+"""`POST /v1/images/generations`: the request body and the non-streaming response.
+
+Fields are typed loosely on purpose (`str`, not `Literal`): enum and range checks belong to
+`limner.rules`, which knows the model and can name the offending `param` the way OpenAI does.
+Types are strict, so `"n": "2"` is an `invalid_type` error rather than a silent coercion.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
+
+EXTENSION_FIELDS = frozenset({"seed"})
+"""Documented limner extensions that the OpenAI spec does not have."""
+
+
+class CreateImageRequest(BaseModel):
+    """The request body. `null` for any optional field means "omitted"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: StrictStr
+    model: StrictStr | None = None
+    n: StrictInt | None = None
+    quality: StrictStr | None = None
+    response_format: StrictStr | None = None
+    output_format: StrictStr | None = None
+    output_compression: StrictInt | None = None
+    stream: StrictBool | None = None
+    partial_images: StrictInt | None = None
+    size: StrictStr | None = None
+    moderation: StrictStr | None = None
+    background: StrictStr | None = None
+    style: StrictStr | None = None
+    user: StrictStr | None = None
+    seed: StrictInt | None = None
+    """limner extension: the seed of the first image; image `i` uses `seed + i`."""
+
+    def given(self) -> set[str]:
+        """Fields the client set to a non-null value."""
+        return {name for name in self.model_fields_set if getattr(self, name) is not None}
+
+
+class InputTokensDetails(BaseModel):
+    text_tokens: int
+    image_tokens: int
+
+
+class OutputTokensDetails(BaseModel):
+    image_tokens: int
+    text_tokens: int
+
+
+class ImagesUsage(BaseModel):
+    """The usage object of the stream's completed event (no output details)."""
+
+    input_tokens: int
+    total_tokens: int
+    output_tokens: int
+    input_tokens_details: InputTokensDetails
+
+
+class ImageGenUsage(ImagesUsage):
+    """The usage object of a non-streaming response."""
+
+    output_tokens_details: OutputTokensDetails | None = None
+
+
+class Image(BaseModel):
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(BaseModel):
+    """Serialise with `exclude_none=True`: dall-e answers carry no `usage` or echo fields."""
+
+    created: int
+    data: list[Image]
+    background: str | None = None
+    output_format: str | None = None
+    size: str | None = None
+    quality: str | None = None
+    usage: ImageGenUsage | None = None

@@ -1,0 +1,284 @@
+"""One `Scheduler` per engine: a bounded FIFO queue, batching, cancellation, deadlines.
+
+Requests become `Job`s. A single worker task takes the oldest job, gathers compatible jobs
+(same size, quality and steps) that arrive within `batch_wait_s`, up to `max_batch_images`
+images, and runs them as one batch on the engine in a dedicated thread, so the event loop
+stays free. The engine's step callback delivers partial images and stops a batch whose
+clients have all gone away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from PIL import Image
+
+from limner.engines.base import Engine
+from limner.errors import GenerationFailed, LimnerError, QueueFull, TimedOut, Unavailable
+from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
+
+log = logging.getLogger("limner.scheduler")
+Clock = Callable[[], float]
+BatchKey = tuple[int, int, str, int | None]
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """Intermediate pictures of one job (one per image), at `step` of `total`."""
+
+    index: int
+    step: int
+    total: int
+    images: list[Image.Image]
+
+
+def preview_steps(partial_images: int, total: int) -> list[int]:
+    """Evenly spaced steps (1-based, before the last) at which to decode partial images."""
+    if partial_images <= 0 or total <= 1:
+        return []
+    steps = {max(1, round(total * (i + 1) / (partial_images + 1))) for i in range(partial_images)}
+    return sorted(s for s in steps if s < total)
+
+
+class Job:
+    """A request in the scheduler: await `result`, read `partials`, or `cancel()`."""
+
+    def __init__(self, params: GenerationParams, partial_images: int,
+                 deadline: float | None, loop: asyncio.AbstractEventLoop) -> None:
+        self.id = next(_ids)
+        self.params = params
+        self.partial_images = partial_images
+        self.deadline = deadline
+        self.result: asyncio.Future[list[Image.Image]] = loop.create_future()
+        self.partials: asyncio.Queue[PartialImage] = asyncio.Queue()
+        self._cancelled = threading.Event()
+        self._timed_out = threading.Event()
+        self._partials_sent = 0
+        self._loop = loop
+
+    @property
+    def key(self) -> BatchKey:
+        p = self.params
+        return (p.width, p.height, p.quality, p.steps)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """The client went away: drop the job, or stop it at the engine's next step."""
+        self._cancelled.set()
+        if not self.result.done():
+            self.result.cancel()
+
+    def _expire(self) -> None:
+        self._timed_out.set()
+        self._cancelled.set()
+
+    def _fail(self, error: BaseException) -> None:
+        if not self.result.done():
+            self.result.set_exception(error)
+
+    def _succeed(self, images: list[Image.Image]) -> None:
+        if not self.result.done():
+            self.result.set_result(images)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_queue: int = 64,
+        max_batch_images: int | None = None,
+        batch_wait_s: float = 0.01,
+        request_timeout_s: float | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.max_queue = max_queue
+        self.max_batch_images = max_batch_images or engine.info.max_batch_images
+        self.batch_wait_s = batch_wait_s
+        self.request_timeout_s = request_timeout_s
+        self.clock = clock
+        self._pending: deque[Job] = deque()
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limner-engine")
+        self._worker: asyncio.Task[None] | None = None
+        self._running: list[Job] = []
+        self._closing = False
+        self._seconds_per_image = 1.0
+
+    # Admission -------------------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def submit(self, params: GenerationParams, partial_images: int = 0) -> Job:
+        if self._closing:
+            raise Unavailable("The server is shutting down; retry shortly.", code="shutting_down")
+        if len(self._pending) >= self.max_queue:
+            raise QueueFull(
+                "Too many requests are queued for this model. Please retry after a short wait.",
+                retry_after_s=self.retry_after_s(),
+            )
+        deadline = None
+        if self.request_timeout_s is not None:
+            deadline = self.clock() + self.request_timeout_s
+        job = Job(params, partial_images, deadline, asyncio.get_running_loop())
+        job.result.add_done_callback(lambda _f: self._discard(job))
+        self._pending.append(job)
+        self._arrived.set()
+        return job
+
+    def retry_after_s(self) -> int:
+        images = sum(job.params.n for job in self._pending)
+        estimate = images * self._seconds_per_image / max(1, self.max_batch_images)
+        return int(min(120, max(1, round(estimate))))
+
+    def _discard(self, job: Job) -> None:
+        if job.result.cancelled():
+            with contextlib.suppress(ValueError):
+                self._pending.remove(job)
+
+    # Lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Refuse new work, let queued and running work finish within `grace_s`, then cancel."""
+        self._closing = True
+        deadline = time.monotonic() + grace_s
+        while (self._pending or self._running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for job in [*self._pending, *self._running]:
+            job._fail(Unavailable("The server shut down before this request finished.",
+                                  code="shutting_down"))
+            job.cancel()
+        self._pending.clear()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # The worker ------------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            batch = await self._gather_batch()
+            if batch:
+                await self._run_batch(batch)
+
+    async def _gather_batch(self) -> list[Job]:
+        head = self._pending.popleft()
+        batch = [head]
+        images = head.params.n
+        window_end = self.clock() + self.batch_wait_s
+        while True:
+            for job in list(self._pending):
+                if job.key == head.key and images + job.params.n <= self.max_batch_images:
+                    self._pending.remove(job)
+                    batch.append(job)
+                    images += job.params.n
+            remaining = window_end - self.clock()
+            if images >= self.max_batch_images or remaining <= 0:
+                break
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+        now = self.clock()
+        live = []
+        for job in batch:
+            if job.deadline is not None and now >= job.deadline:
+                job._fail(_timed_out())
+            elif not job.cancelled:
+                live.append(job)
+        return live
+
+    async def _run_batch(self, batch: list[Job]) -> None:
+        loop = asyncio.get_running_loop()
+        self._running = batch
+        started = time.monotonic()
+        try:
+            images = await loop.run_in_executor(
+                self._executor, self._generate, batch, loop
+            )
+        except GenerationCancelled:
+            for job in batch:
+                if job._timed_out.is_set():
+                    job._fail(_timed_out())
+                else:
+                    job.cancel()
+            return
+        except LimnerError as exc:
+            for job in batch:
+                job._fail(exc)
+            return
+        except Exception as exc:
+            log.exception("engine %s failed on a batch of %d", self.engine.info.name, len(batch))
+            error = GenerationFailed(
+                f"The image could not be generated: {type(exc).__name__}: {exc}",
+                code="generation_failed",
+            )
+            for job in batch:
+                job._fail(error)
+            return
+        finally:
+            self._running = []
+        elapsed = time.monotonic() - started
+        count = sum(job.params.n for job in batch)
+        self._seconds_per_image = 0.7 * self._seconds_per_image + 0.3 * elapsed / max(1, count)
+        for job, job_images in zip(batch, images, strict=True):
+            if job._timed_out.is_set():
+                job._fail(_timed_out())
+            else:
+                job._succeed(job_images)
+
+    def _generate(self, batch: list[Job], loop: asyncio.AbstractEventLoop) -> list[
+            list[Image.Image]]:
+        """Runs in the engine thread."""
+        plans: dict[int, list[int]] = {}
+
+        def on_step(update: StepUpdate) -> None:
+            now = self.clock()
+            for job in batch:
+                if job.deadline is not None and now >= job.deadline and not job.cancelled:
+                    job._expire()
+            if all(job.cancelled for job in batch):
+                raise GenerationCancelled()
+            wanted = []
+            for index, job in enumerate(batch):
+                if job.cancelled or not job.partial_images:
+                    continue
+                steps = plans.setdefault(job.id, preview_steps(job.partial_images, update.total))
+                if update.step in steps:
+                    wanted.append((index, job))
+            if not wanted:
+                return
+            previews = update.preview()
+            for index, job in wanted:
+                partial = PartialImage(job._partials_sent, update.step, update.total,
+                                       previews[index])
+                job._partials_sent += 1
+                loop.call_soon_threadsafe(job.partials.put_nowait, partial)
+
+        return self.engine.generate([job.params for job in batch], on_step)
+
+
+def _timed_out() -> TimedOut:
+    return TimedOut("The request did not finish within the server's time limit.",
+                    code="timeout")

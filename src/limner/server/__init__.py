@@ -1,0 +1,1 @@
+"""HTTP: the FastAPI app, auth, error rendering, SSE framing and routes."""

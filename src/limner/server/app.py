@@ -1,0 +1,106 @@
+"""`create_app`: the composition root. Builds every part once and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from limner import __version__
+from limner.catalogue import Catalogue
+from limner.config import Settings
+from limner.engines.base import Engine
+from limner.engines.registry import build_engine
+from limner.moderation import PromptPolicy
+from limner.scheduler import Scheduler
+from limner.server.errors import install_error_handlers
+from limner.server.middleware import RequestContextMiddleware
+from limner.server.routes import files, health, images, models
+from limner.server.state import AppState
+from limner.service import Delivery, ImageService
+from limner.store.local import LocalImageStore
+from limner.store.signing import Signer, load_or_create_secret
+
+log = logging.getLogger("limner.server")
+SWEEP_EVERY_S = 60.0
+
+
+def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = None,
+               clock: Callable[[], float] = time.time) -> FastAPI:
+    """The service. `engines` replaces the configured ones (tests pass fakes); `clock` is the
+    wall clock of URL expiry, injectable so tests can jump an hour ahead."""
+    built = dict(engines) if engines is not None else {
+        config.name: build_engine(config, settings.threads) for config in settings.engines
+    }
+    default_engine = settings.default_engine if settings.default_engine in built \
+        else next(iter(built))
+    catalogue = Catalogue(list(built), default_engine, settings.models, settings.gpt_default)
+    store = LocalImageStore(settings.data_dir / "images", settings.url_ttl_s, clock)
+    secret = settings.signing_secret.encode() if settings.signing_secret \
+        else load_or_create_secret(settings.data_dir / "signing.key")
+    delivery = Delivery(store, Signer(secret), settings.base_url)
+    policy = PromptPolicy(enabled=settings.moderation)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state: AppState = app.state.limner
+        for name, engine in built.items():
+            scheduler = Scheduler(
+                engine,
+                max_queue=settings.max_queue,
+                batch_wait_s=settings.batch_wait_ms / 1000,
+                request_timeout_s=settings.request_timeout_s,
+            )
+            scheduler.start()
+            state.schedulers[name] = scheduler
+        state.tasks.append(asyncio.create_task(_load_engines(state)))
+        state.tasks.append(asyncio.create_task(_sweep(store)))
+        try:
+            yield
+        finally:
+            for task in state.tasks:
+                task.cancel()
+            await asyncio.gather(*(s.stop(settings.shutdown_grace_s)
+                                   for s in state.schedulers.values()))
+            for engine in built.values():
+                with contextlib.suppress(Exception):
+                    engine.close()
+
+    app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    schedulers: dict[str, Scheduler] = {}
+    app.state.limner = AppState(
+        settings=settings, catalogue=catalogue, engines=built, schedulers=schedulers,
+        service=ImageService(catalogue, schedulers, delivery, policy, clock),
+        delivery=delivery, started_at=int(clock()),
+    )
+    install_error_handlers(app)
+    for module in (images, models, files, health):
+        app.include_router(module.router)
+    app.add_middleware(RequestContextMiddleware, api_keys=settings.api_keys)
+    return app
+
+
+async def _load_engines(state: AppState) -> None:
+    for name, engine in state.engines.items():
+        try:
+            await asyncio.to_thread(engine.load)
+        except Exception as exc:
+            log.exception("engine %s failed to load", name)
+            state.load_errors[name] = f"{type(exc).__name__}: {exc}"
+        else:
+            state.loaded.add(name)
+            log.info("engine %s loaded", name)
+
+
+async def _sweep(store: LocalImageStore) -> None:
+    while True:
+        removed = await asyncio.to_thread(store.sweep)
+        if removed:
+            log.info("removed %d expired image files", removed)
+        await asyncio.sleep(SWEEP_EVERY_S)

@@ -1,0 +1,91 @@
+"""Pure-ASGI middleware: request ids on every response, API keys, an access log line."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from limner.protocol.errors import error_payload
+
+log = logging.getLogger("limner.access")
+
+OPEN_PATHS = ("/healthz", "/v1/files/images/")
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+class RequestContextMiddleware:
+    """Adds `x-request-id`, checks `Authorization: Bearer` when keys are configured.
+
+    Keys are stored hashed and compared with `hmac.compare_digest` against every configured
+    key, so timing says nothing about which key, or how much of one, matched. With no keys
+    configured any key (or none) is accepted: the SDKs always send one.
+    """
+
+    def __init__(self, app: ASGIApp, api_keys: Iterable[str]) -> None:
+        self.app = app
+        self._keys = [_digest(k) for k in api_keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope["headers"]}
+        incoming = headers.get("x-request-id", "")
+        request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() \
+            else f"req_{uuid.uuid4().hex}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = {"code": 0}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"],
+                                      (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            if self._keys and not scope["path"].startswith(OPEN_PATHS):
+                problem = self._check_key(headers.get("authorization"))
+                if problem is not None:
+                    await _send_json(send_with_id, 401, error_payload(
+                        problem, "invalid_request_error", None, "invalid_api_key"))
+                    return
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info("%s %s %s %d %.1fms", request_id, scope["method"], scope["path"],
+                     status["code"], (time.perf_counter() - started) * 1000)
+
+    def _check_key(self, authorization: str | None) -> str | None:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return ("You didn't provide an API key. You need to provide your API key in an "
+                    "Authorization header using Bearer auth (i.e. Authorization: Bearer "
+                    "YOUR_KEY).")
+        given = _digest(authorization[7:].strip())
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(given, key)
+        if matched:
+            return None
+        return "Incorrect API key provided. You can find your API keys in the server's " \
+               "configuration (--api-key or LIMNER_API_KEYS)."
+
+
+async def _send_json(send: Send, status: int, payload: object) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,131 @@
+"""Raw request bytes -> `CreateImageRequest`, with OpenAI's wording for every failure.
+
+The body is read with a size cap, decoded as strict UTF-8 JSON (duplicate keys and deep
+nesting refused), and validated with strict types, so `"n": "2"` or `"n": 2.0` is an
+`invalid_type` error naming `n`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect, Request
+
+from limner.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from limner.protocol.images import CreateImageRequest
+
+MAX_DEPTH = 32
+_JSON_TYPES = {str: "a string", bool: "a boolean", int: "an integer", float: "a decimal number",
+               list: "an array", dict: "an object", type(None): "null"}
+_EXPECTED = {"prompt": "a string", "model": "a string", "quality": "a string",
+             "response_format": "a string", "output_format": "a string", "size": "a string",
+             "moderation": "a string", "background": "a string", "style": "a string",
+             "user": "a string", "n": "an integer", "output_compression": "an integer",
+             "partial_images": "an integer", "seed": "an integer", "stream": "a boolean"}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    content_type = request.headers.get("content-type", "")
+    if "json" not in content_type.lower():
+        raise UnsupportedMediaType(
+            f"Unsupported content type: '{content_type or 'none'}'. This endpoint takes "
+            "'application/json'.", code="unsupported_content_type",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise InvalidRequest("The client disconnected while sending the body.") from exc
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.",
+                           code="request_too_large")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise InvalidRequest(f"Duplicate key in the JSON body: '{key}'.", param=key,
+                                 code="invalid_json")
+        result[key] = value
+    return result
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request: the body is empty. "
+            "(HINT: send a JSON object with at least a 'prompt'.)", code="invalid_json",
+        )
+    try:
+        text = body.decode("utf-8")
+        document = json.loads(text, object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("The request body is not valid UTF-8.",
+                             code="invalid_json") from exc
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. (HINT: This likely means you "
+            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+            "but what was sent was not valid JSON.)", code="invalid_json",
+        ) from exc
+    if not isinstance(document, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    if _depth(document) > MAX_DEPTH:
+        raise InvalidRequest("The JSON body is nested too deeply.", code="invalid_json")
+    return document
+
+
+def parse_request(document: dict[str, Any]) -> CreateImageRequest:
+    try:
+        return CreateImageRequest.model_validate(document)
+    except ValidationError as exc:
+        raise _translate(exc, document) from None
+
+
+def _translate(exc: ValidationError, document: dict[str, Any]) -> InvalidRequest:
+    errors = exc.errors()
+    order = {"extra_forbidden": 0, "missing": 1}
+    first = sorted(errors, key=lambda e: order.get(e["type"], 2))[0]
+    field = str(first["loc"][0]) if first["loc"] else None
+    if first["type"] == "extra_forbidden" and field is not None:
+        return InvalidRequest(f"Unknown parameter: '{field}'.", param=field,
+                              code="unknown_parameter")
+    if first["type"] == "missing" and field is not None:
+        return InvalidRequest(f"Missing required parameter: '{field}'.", param=field,
+                              code="missing_required_parameter")
+    if field is not None:
+        value = document.get(field)
+        got = _JSON_TYPES.get(type(value), "a value of another type")
+        if field == "prompt" and value is None:
+            return InvalidRequest("Missing required parameter: 'prompt'.", param="prompt",
+                                  code="missing_required_parameter")
+        expected = _EXPECTED.get(field, "another type")
+        return InvalidRequest(
+            f"Invalid type for '{field}': expected {expected}, but got {got} instead.",
+            param=field, code="invalid_type",
+        )
+    return InvalidRequest(str(first["msg"]), code="invalid_value")

@@ -1,0 +1,30 @@
+"""`GET /v1/files/images/{name}?expires=&signature=`: signed, expiring image downloads."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
+
+from limner.errors import Forbidden, Gone
+from limner.store.local import MEDIA_TYPES
+from limner.server.state import app_state
+
+router = APIRouter()
+
+
+@router.get("/v1/files/images/{name}")
+async def get_image(request: Request, name: str) -> FileResponse:
+    delivery = app_state(request.app).delivery
+    expires_text = request.query_params.get("expires", "")
+    signature = request.query_params.get("signature", "")
+    if not expires_text.isdigit() or not signature:
+        raise Forbidden("This image URL is not signed.", code="invalid_signature")
+    expires = int(expires_text)
+    if not delivery.signer.verify(f"{delivery.route}/{name}", expires, signature):
+        raise Forbidden("This image URL's signature is not valid.", code="invalid_signature")
+    if expires <= delivery.store.clock():
+        raise Gone("This image URL has expired.", code="expired")
+    path = delivery.store.path_for(name)
+    media_type = MEDIA_TYPES[path.suffix.lstrip(".")]
+    return FileResponse(path, media_type=media_type,
+                        headers={"cache-control": "private, max-age=3600"})

@@ -1,0 +1,26 @@
+"""`GET /healthz`: 200 once the default model is loaded, 503 before."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from limner.server.state import app_state
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> JSONResponse:
+    state = app_state(request.app)
+    default = state.catalogue.default_engine
+    body = {
+        "status": "ok" if default in state.loaded else "loading",
+        "default_model": default,
+        "loaded": sorted(state.loaded),
+        "queue_depth": {name: s.queue_depth for name, s in state.schedulers.items()},
+    }
+    if state.load_errors:
+        body["status"] = "error" if default in state.load_errors else body["status"]
+        body["errors"] = state.load_errors
+    return JSONResponse(body, status_code=200 if default in state.loaded else 503)

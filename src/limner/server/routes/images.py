@@ -1,0 +1,84 @@
+"""`POST /v1/images/generations` (also served at `/images/generations`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from limner.errors import Unavailable
+from limner.planning import plan_request
+from limner.server.parsing import parse_json, parse_request, read_body
+from limner.server.sse import sse_body
+from limner.server.state import app_state
+
+log = logging.getLogger("limner.audit")
+router = APIRouter()
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    pass
+
+
+async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Runs `work`; if the client disconnects first, cancels it (and so its job)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    raise ClientGone()
+
+
+@router.post("/v1/images/generations")
+@router.post("/images/generations", include_in_schema=False)
+async def create_image(request: Request) -> Response:
+    state = app_state(request.app)
+    request_id: str = request.state.request_id
+    # 1. Parse and validate everything before any work starts or a stream opens.
+    body = await read_body(request, state.settings.max_body_bytes)
+    image_request = parse_request(parse_json(body))
+    plan = plan_request(image_request, state.catalogue, state.settings.auto_size)
+    if plan.entry.engine not in state.loaded:
+        raise Unavailable(
+            f"The model '{plan.model}' is still loading; retry in a few seconds.",
+            code="model_loading", headers={"retry-after": "5"},
+        )
+    log.info("%s model=%s n=%d size=%s quality=%s stream=%s user=%r", request_id, plan.model,
+             plan.params.n, plan.size, plan.quality, plan.stream, plan.user)
+    service = state.service
+    # 2. Streaming: admission errors (moderation, queue full) still come as plain JSON.
+    if plan.stream:
+        service.check_moderation(plan, request_id)
+        job = service.submit(plan)
+        return StreamingResponse(
+            sse_body(service.stream(plan, job)),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    # 3. One JSON answer; the job is cancelled if the client goes away.
+    try:
+        result = await _until_disconnect(request, service.generate(plan, request_id))
+    except ClientGone:
+        log.info("%s client disconnected; generation cancelled", request_id)
+        return Response(status_code=499)
+    return JSONResponse(result.model_dump(exclude_none=True))

@@ -1,0 +1,47 @@
+"""Server-sent events framing, byte for byte as the OpenAI clients expect.
+
+`event: <type>` + `data: <one-line JSON>` + a blank line; no `[DONE]`. Comment lines keep
+idle connections alive. A failure after the 200 is an `error` event; normal events never
+carry an `error` key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from pydantic import BaseModel
+
+from limner.errors import LimnerError
+from limner.protocol.errors import error_payload
+
+log = logging.getLogger("limner.server")
+HEARTBEAT = b": keep-alive\n\n"
+
+
+def frame(event_type: str, data: str) -> bytes:
+    return f"event: {event_type}\ndata: {data}\n\n".encode()
+
+
+def frame_model(event: BaseModel) -> bytes:
+    return frame(getattr(event, "type"), event.model_dump_json())  # noqa: B009
+
+
+def frame_error(exc: BaseException) -> bytes:
+    if isinstance(exc, LimnerError):
+        payload = error_payload(exc.message, exc.type, exc.param, exc.code)
+    else:
+        payload = error_payload("The server had an error while processing your request.",
+                                "server_error", None, "internal_error")
+    return frame("error", json.dumps({"type": "error", **payload}, separators=(",", ":")))
+
+
+async def sse_body(events: AsyncIterator[BaseModel | None]) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            yield HEARTBEAT if event is None else frame_model(event)
+    except Exception as exc:
+        if not isinstance(exc, LimnerError):
+            log.exception("stream failed after it had started")
+        yield frame_error(exc)

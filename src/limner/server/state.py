@@ -1,0 +1,31 @@
+"""What the routes reach through `app.state`, built once by `create_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from limner.catalogue import Catalogue
+from limner.config import Settings
+from limner.engines.base import Engine
+from limner.scheduler import Scheduler
+from limner.service import Delivery, ImageService
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    catalogue: Catalogue
+    engines: dict[str, Engine]
+    schedulers: dict[str, Scheduler]
+    service: ImageService
+    delivery: Delivery
+    started_at: int
+    loaded: set[str] = field(default_factory=set)
+    load_errors: dict[str, str] = field(default_factory=dict)
+    tasks: list[Any] = field(default_factory=list)
+
+
+def app_state(app: Any) -> AppState:
+    state: AppState = app.state.limner
+    return state

@@ -1,0 +1,178 @@
+"""ImageService: plan -> moderation -> scheduler -> imaging -> delivery. No HTTP types.
+
+Routes hand it a validated `GenerationPlan`; it answers with protocol objects: an
+`ImagesResponse`, or the stream events of `stream=true`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+from PIL import Image
+
+from limner import imaging
+from limner.catalogue import Catalogue
+from limner.errors import ModerationBlocked
+from limner.moderation import PromptPolicy
+from limner.planning import GenerationPlan
+from limner.protocol.events import ImageGenCompletedEvent, ImageGenPartialImageEvent
+from limner.protocol.images import Image as ImageData
+from limner.protocol.images import ImageGenUsage, ImagesResponse
+from limner.scheduler import Job, PartialImage, Scheduler
+from limner.store.local import LocalImageStore
+from limner.store.signing import Signer
+from limner.usage import generation_usage, stream_usage
+
+BACKDROP_HINT = ", isolated on a plain white background"
+"""Added to the prompt when an RGB-only model must draw something we then key out."""
+
+StreamEvent = ImageGenPartialImageEvent | ImageGenCompletedEvent
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where `url` responses point: the public base URL and the signed file route."""
+
+    store: LocalImageStore
+    signer: Signer
+    public_base_url: str
+    route: str = "/v1/files/images"
+
+    def url_for(self, name: str, expires: int) -> str:
+        path = f"{self.route}/{name}"
+        signature = self.signer.sign(path, expires)
+        return f"{self.public_base_url.rstrip('/')}{path}?expires={expires}&signature={signature}"
+
+
+class ImageService:
+    def __init__(self, catalogue: Catalogue, schedulers: Mapping[str, Scheduler],
+                 delivery: Delivery, policy: PromptPolicy,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.catalogue = catalogue
+        self.schedulers = schedulers
+        self.delivery = delivery
+        self.policy = policy
+        self.clock = clock
+
+    # 1. Checks that need no engine ------------------------------------------------------
+    def check_moderation(self, plan: GenerationPlan, request_id: str) -> None:
+        categories = self.policy.violations(plan.params.prompt, plan.moderation)
+        if not categories:
+            return
+        if plan.is_gpt:
+            raise ModerationBlocked(
+                "Your request was rejected by the safety system. If you believe this is an "
+                f"error, include the request ID {request_id}. "
+                f"safety_violations=[{', '.join(categories)}].",
+                code="moderation_blocked",
+                extra={"moderation_details": {"moderation_stage": "input",
+                                              "categories": categories}},
+            )
+        raise ModerationBlocked(
+            "Your request was rejected as a result of our safety system. Your prompt may "
+            "contain text that is not allowed by our safety system.",
+            code="content_policy_violation",
+        )
+
+    # 2. Admission ---------------------------------------------------------------------------
+    def submit(self, plan: GenerationPlan) -> Job:
+        scheduler = self.schedulers[plan.entry.engine]
+        params = plan.params
+        if params.transparent and not scheduler.engine.info.draws_alpha:
+            params = dataclasses.replace(params, prompt=params.prompt + BACKDROP_HINT)
+        return scheduler.submit(params, plan.partial_images if plan.stream else 0)
+
+    # 3. Non-streaming -----------------------------------------------------------------------
+    async def generate(self, plan: GenerationPlan, request_id: str) -> ImagesResponse:
+        self.check_moderation(plan, request_id)
+        job = self.submit(plan)
+        try:
+            images = await job.result
+        finally:
+            job.cancel()
+        encoded = await asyncio.to_thread(self._encode_all, plan, images)
+        data = [await self._deliver(plan, blob) for blob in encoded]
+        response = ImagesResponse(created=int(self.clock()), data=data)
+        if plan.is_gpt:
+            response.background = plan.background
+            response.output_format = plan.output_format
+            response.size = plan.size
+            response.quality = plan.quality
+            response.usage = self._usage(plan, plan.params.n)
+        return response
+
+    # 4. Streaming ---------------------------------------------------------------------------
+    async def stream(self, plan: GenerationPlan, job: Job,
+                     heartbeat_s: float = 10.0) -> AsyncIterator[StreamEvent | None]:
+        """Partial events as the engine reports them, then one completed event per image.
+
+        Yields `None` when nothing happened for `heartbeat_s`, so the caller can send a
+        keep-alive comment. The job is cancelled if the consumer stops early.
+        """
+        try:
+            counters: dict[int, int] = {}
+            while not job.result.done():
+                getter = asyncio.ensure_future(job.partials.get())
+                done, _ = await asyncio.wait({getter, job.result}, timeout=heartbeat_s,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    if not done:
+                        yield None
+                    continue
+                async for event in self._partial_events(plan, getter.result(), counters):
+                    yield event
+            while not job.partials.empty():
+                async for event in self._partial_events(plan, job.partials.get_nowait(),
+                                                        counters):
+                    yield event
+            images = await job.result
+            per_image = stream_usage(self._usage(plan, 1))
+            for picture in images:
+                blob = await asyncio.to_thread(self._encode, plan, picture)
+                yield ImageGenCompletedEvent(
+                    b64_json=base64.b64encode(blob).decode(), created_at=int(self.clock()),
+                    size=plan.size, quality=plan.quality, background=plan.background,
+                    output_format=plan.output_format, usage=per_image,
+                )
+        finally:
+            job.cancel()
+
+    # Helpers ----------------------------------------------------------------------------
+    async def _partial_events(self, plan: GenerationPlan, partial: PartialImage,
+                              counters: dict[int, int]) -> AsyncIterator[StreamEvent]:
+        for position, picture in enumerate(partial.images):
+            blob = await asyncio.to_thread(self._encode, plan, picture)
+            index = counters.get(position, 0)
+            counters[position] = index + 1
+            yield ImageGenPartialImageEvent(
+                b64_json=base64.b64encode(blob).decode(), created_at=int(self.clock()),
+                size=plan.size, quality=plan.quality, background=plan.background,
+                output_format=plan.output_format, partial_image_index=index,
+            )
+
+    def _encode(self, plan: GenerationPlan, picture: Image.Image) -> bytes:
+        p = plan.params
+        return imaging.finish(picture, p.width, p.height, p.transparent, plan.output_format,
+                              plan.output_compression)
+
+    def _encode_all(self, plan: GenerationPlan, pictures: list[Image.Image]) -> list[bytes]:
+        return [self._encode(plan, picture) for picture in pictures]
+
+    async def _deliver(self, plan: GenerationPlan, blob: bytes) -> ImageData:
+        revised = plan.params.prompt if plan.entry.rules.family == "dall-e-3" else None
+        if plan.response_format == "b64_json":
+            return ImageData(b64_json=base64.b64encode(blob).decode(), revised_prompt=revised)
+        stored = await asyncio.to_thread(self.delivery.store.put, blob, plan.output_format)
+        return ImageData(url=self.delivery.url_for(stored.name, stored.expires),
+                         revised_prompt=revised)
+
+    def _usage(self, plan: GenerationPlan, n: int) -> ImageGenUsage:
+        p = plan.params
+        partials = plan.partial_images if plan.stream else 0
+        return generation_usage(p.prompt, p.width, p.height, plan.quality, n, partials)

@@ -1,0 +1,1 @@
+"""Image files for `response_format=url`: signed, expiring, swept."""

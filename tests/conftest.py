@@ -1,0 +1,99 @@
+"""Shared fixtures: a real limner server on a loopback port, driven over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from limner.config import Settings  # noqa: E402
+from limner.engines.base import Engine  # noqa: E402
+from limner.engines.fake import FakeEngine  # noqa: E402
+from limner.server.app import create_app  # noqa: E402
+
+
+@dataclass
+class FakeClock:
+    """Wall clock for URL expiry that tests can move forward."""
+
+    now: float = field(default_factory=time.time)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    settings: Settings
+    engines: Mapping[str, Engine]
+    clock: FakeClock
+    app: Any
+
+    @property
+    def v1(self) -> str:
+        return self.base_url + "/v1"
+
+    def http(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=60, **kwargs)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Starts a real server with uvicorn on 127.0.0.1; call with settings overrides."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(engines: Mapping[str, Engine] | None = None, **overrides: Any) -> RunningServer:
+        port = free_port()
+        engines = engines if engines is not None else {"fake": FakeEngine()}
+        values: dict[str, Any] = {"port": port, "data_dir": tmp_path / f"data-{port}",
+                                  "default_engine": next(iter(engines))}
+        values.update(overrides)
+        settings = Settings(**values)
+        clock = FakeClock()
+        app = create_app(settings, engines=engines, clock=clock)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                lifespan="on")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.time() + 30
+        base = f"http://127.0.0.1:{port}"
+        while time.time() < deadline:
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+        else:
+            raise RuntimeError("the test server did not become healthy")
+        servers.append((server, thread))
+        return RunningServer(base, settings, engines, clock, app)
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=30)
