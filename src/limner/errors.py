@@ -3,7 +3,8 @@
 
     LimnerError
     ├── InvalidRequest          400 invalid_request_error (bad field, names the param)
-    │   └── ModerationBlocked   400 moderation_blocked / content_policy_violation
+    │   └── ModerationBlocked   400 content_policy_violation (dall-e)
+    │       └── ImageModerationBlocked  400 moderation_blocked (GPT image models)
     ├── AuthenticationFailed    401 invalid_api_key
     ├── Forbidden               403 (a tampered file URL)
     ├── NotFound                404 (unknown model, unknown file)
@@ -50,7 +51,13 @@ class InvalidRequest(LimnerError):
 
 
 class ModerationBlocked(InvalidRequest):
-    pass
+    """dall-e's `content_policy_violation`."""
+
+
+class ImageModerationBlocked(ModerationBlocked):
+    """GPT image models' `moderation_blocked`."""
+
+    type = "image_generation_user_error"
 
 
 class AuthenticationFailed(LimnerError):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from limner import imaging
 from limner.catalogue import Catalogue
-from limner.errors import ModerationBlocked
+from limner.errors import ImageModerationBlocked, ModerationBlocked
 from limner.moderation import PromptPolicy
 from limner.planning import GenerationPlan
 from limner.protocol.events import ImageGenCompletedEvent, ImageGenPartialImageEvent
@@ -65,7 +65,7 @@ class ImageService:
         if not categories:
             return
         if plan.is_gpt:
-            raise ModerationBlocked(
+            raise ImageModerationBlocked(
                 "Your request was rejected by the safety system. If you believe this is an "
                 f"error, include the request ID {request_id}. "
                 f"safety_violations=[{', '.join(categories)}].",

@@ -1,0 +1,308 @@
+"""The `limner` command: `serve`, `images generate`, `models`.
+
+`images generate` takes the official `openai` CLI's flags and sends only those the user set,
+so the server applies the same defaults as for any other client. `--base-url`, `--api-key`
+and `--format` work anywhere on the line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import httpx
+
+from limner import __version__
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# Client options, accepted on every level ----------------------------------------------------
+def client_options(func: F) -> F:
+    for option in reversed((
+        click.option("--base-url", default=None, metavar="URL",
+                     help=f"Server base URL (env LIMNER_BASE_URL; default {DEFAULT_BASE_URL})."),
+        click.option("--api-key", default=None, metavar="KEY",
+                     help="API key to send (env LIMNER_API_KEY)."),
+        click.option("--format", "output_format_", default=None,
+                     type=click.Choice(["json", "jsonl", "raw"]),
+                     help="How to print responses (default json)."),
+    )):
+        func = option(func)
+    return func
+
+
+def _remember(ctx: click.Context, base_url: str | None, api_key: str | None,
+              output_format_: str | None) -> None:
+    obj = ctx.ensure_object(dict)
+    for key, value in (("base_url", base_url), ("api_key", api_key),
+                       ("format", output_format_)):
+        if value is not None:
+            obj[key] = value
+
+
+def _client_settings(ctx: click.Context) -> tuple[str, str, str]:
+    obj = ctx.find_root().ensure_object(dict)
+    base = obj.get("base_url") or os.environ.get("LIMNER_BASE_URL") or DEFAULT_BASE_URL
+    key = obj.get("api_key") or os.environ.get("LIMNER_API_KEY") or "limner"
+    return base.rstrip("/"), key, obj.get("format", "json")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@client_options
+@click.version_option(__version__, "-v", "--version")
+@click.pass_context
+def main(ctx: click.Context, base_url: str | None, api_key: str | None,
+         output_format_: str | None) -> None:
+    """limner: OpenAI-compatible image generation on your own machine."""
+    _remember(ctx, base_url, api_key, output_format_)
+
+
+# serve ------------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (default 127.0.0.1: this machine "
+              "only; 0.0.0.0 exposes the service to the network).")
+@click.option("--port", default=None, type=int, help="Port (default 8000).")
+@click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
+              help="Accept this API key (repeatable; env LIMNER_API_KEYS, comma-separated). "
+                   "With none, any key is accepted.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), default=None, help="A TOML config file.")
+@click.option("--model", default=None, metavar="PATH_OR_ID",
+              help="Serve a diffusers text-to-image pipeline (a local folder or a hub id) "
+                   "instead of the embedded model, under every OpenAI model name.")
+@click.option("--public-base-url", default=None, metavar="URL",
+              help="Base of the `url`s handed out, e.g. behind a reverse proxy.")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Where image files and the URL signing key live.")
+@click.option("--threads", default=None, type=int, help="CPU threads for the model.")
+@click.option("--log-level", default="info",
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
+          config_file: Path | None, model: str | None, public_base_url: str | None,
+          data_dir: Path | None, threads: int | None, log_level: str) -> None:
+    """Run the HTTP service."""
+    import uvicorn
+
+    from limner.config import EngineConfig, load_settings
+    from limner.server.app import create_app
+
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {"host": host, "port": port, "api_keys": api_keys,
+                                 "public_base_url": public_base_url, "data_dir": data_dir,
+                                 "threads": threads}
+    if model is not None:
+        name = Path(model.rstrip("/")).name or "diffusers"
+        overrides["engines"] = (EngineConfig(name, "diffusers", path=model),)
+        overrides["default_engine"] = name
+    try:
+        settings = load_settings(config_file, **overrides)
+        app = create_app(settings)
+    except (ValueError, KeyError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    exposure = "this machine only" if settings.host in ("127.0.0.1", "localhost", "::1") \
+        else "the network"
+    auth = f"{len(settings.api_keys)} API key(s)" if settings.api_keys else \
+        "no API keys (any key is accepted)"
+    click.echo(f"limner {__version__} on http://{settings.host}:{settings.port} "
+               f"(reachable from {exposure}; {auth}); OpenAI base URL: "
+               f"{settings.base_url}/v1", err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+
+
+# images generate ----------------------------------------------------------------------------
+@main.group()
+@client_options
+@click.pass_context
+def images(ctx: click.Context, base_url: str | None, api_key: str | None,
+           output_format_: str | None) -> None:
+    """Image commands (client side: they talk to a running server)."""
+    _remember(ctx.find_root(), base_url, api_key, output_format_)
+
+
+@images.command()
+@click.option("--prompt", required=True, help="What to draw.")
+@click.option("--model", default=None)
+@click.option("--n", type=int, default=None, help="How many images (1-10).")
+@click.option("--size", default=None, help="auto, 1024x1024, 1536x1024, ... or WIDTHxHEIGHT.")
+@click.option("--quality", default=None, help="low, medium, high, auto (standard/hd: dall-e).")
+@click.option("--style", default=None, help="vivid or natural (dall-e-3).")
+@click.option("--background", default=None, help="transparent, opaque or auto.")
+@click.option("--output-format", default=None, help="png, jpeg or webp.")
+@click.option("--output-compression", type=int, default=None, help="0-100 (jpeg, webp).")
+@click.option("--response-format", default=None, help="b64_json or url.")
+@click.option("--moderation", default=None, help="auto or low.")
+@click.option("--partial-images", type=int, default=None, help="0-3 (with --stream).")
+@click.option("--stream", is_flag=True, default=None, help="Stream partial images.")
+@click.option("--user", default=None, help="End-user id, recorded in the server's log.")
+@click.option("--seed", type=int, default=None, help="limner extension: reproducible images.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the images here (numbered name-1.png, name-2.png ... for n>1).")
+@client_options
+@click.pass_context
+def generate(ctx: click.Context, output: Path | None, base_url: str | None,
+             api_key: str | None, output_format_: str | None, **fields: Any) -> None:
+    """Generate images: POST /images/generations."""
+    _remember(ctx.find_root(), base_url, api_key, output_format_)
+    base, key, fmt = _client_settings(ctx)
+    body = {name: value for name, value in fields.items() if value is not None}
+    url = f"{base}/images/generations"
+    headers = {"authorization": f"Bearer {key}", "user-agent": f"limner-cli/{__version__}"}
+    timeout = httpx.Timeout(600, connect=5)
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            if body.get("stream"):
+                _stream(client, url, headers, body, output, fmt)
+            else:
+                response = client.post(url, json=body, headers=headers)
+                _fail_on_error(response)
+                payload = response.json()
+                written = _write_images(client, payload.get("data", []), output,
+                                        body.get("output_format", "png"))
+                _print(_shorten(payload, written) if output else payload, fmt, response.content)
+                for path in written:
+                    click.echo(f"wrote {path}", err=True)
+    except httpx.HTTPError as exc:
+        click.echo(f"error: could not reach {url}: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command("models")
+@client_options
+@click.pass_context
+def models_command(ctx: click.Context, base_url: str | None, api_key: str | None,
+                   output_format_: str | None) -> None:
+    """List the server's models: GET /models."""
+    _remember(ctx.find_root(), base_url, api_key, output_format_)
+    base, key, fmt = _client_settings(ctx)
+    try:
+        response = httpx.get(f"{base}/models", headers={"authorization": f"Bearer {key}"},
+                             timeout=30)
+    except httpx.HTTPError as exc:
+        click.echo(f"error: could not reach {base}: {exc}", err=True)
+        sys.exit(1)
+    _fail_on_error(response)
+    _print(response.json(), fmt, response.content)
+    click.echo("Every OpenAI model name is served by the embedded model unless configured "
+               "otherwise; what it can draw: docs/MODEL_CARD.md", err=True)
+
+
+# Helpers ------------------------------------------------------------------------------------
+def _print(payload: Any, fmt: str, raw: bytes | None = None) -> None:
+    if fmt == "raw" and raw is not None:
+        click.echo(raw.decode("utf-8", "replace"))
+    elif fmt == "jsonl":
+        click.echo(json.dumps(payload, separators=(",", ":")))
+    else:
+        click.echo(json.dumps(payload, indent=2))
+
+
+def _fail_on_error(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    request = response.request
+    click.echo(f'{request.method} "{request.url}": {response.status_code} '
+               f"{response.reason_phrase}", err=True)
+    try:
+        payload = response.json()
+        error = payload.get("error", payload) if isinstance(payload, dict) else payload
+    except ValueError:
+        error = {"message": response.text}
+    click.echo(json.dumps(error, indent=2))
+    sys.exit(1)
+
+
+def _output_paths(output: Path, count: int, fmt: str) -> list[Path]:
+    if not output.suffix:
+        output = output.with_suffix("." + fmt)
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(1, count + 1)]
+
+
+def _write_images(client: httpx.Client, data: list[dict[str, Any]], output: Path | None,
+                  fmt: str) -> list[Path]:
+    if output is None or not data:
+        return []
+    paths = _output_paths(output, len(data), fmt)
+    for item, path in zip(data, paths, strict=True):
+        if item.get("b64_json"):
+            blob = base64.b64decode(item["b64_json"])
+        else:
+            download = client.get(item["url"])
+            download.raise_for_status()
+            blob = download.content
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob)
+    return paths
+
+
+def _shorten(payload: dict[str, Any], written: list[Path]) -> dict[str, Any]:
+    """The response as printed with -o: each b64_json replaced by where it was written."""
+    shown = dict(payload)
+    shown["data"] = [
+        {**item, "b64_json": f"<written to {path}>"} if "b64_json" in item else item
+        for item, path in zip(payload.get("data", []), written, strict=False)
+    ]
+    return shown
+
+
+def _sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    event, data = "", []
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "", []
+        elif line.startswith(":"):
+            continue
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+def _stream(client: httpx.Client, url: str, headers: dict[str, str], body: dict[str, Any],
+            output: Path | None, fmt: str) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    n = int(body.get("n") or 1)
+    partials_each = int(body.get("partial_images") or 0)
+    finals: list[dict[str, Any]] = []
+    with client.stream("POST", url, json=body, headers=headers) as response:
+        if not response.is_success:
+            response.read()
+            _fail_on_error(response)
+        with console.status("generating: waiting for the first step...") as status:
+            partials = 0
+            for event_type, payload in _sse_events(response):
+                if event_type == "error" or payload.get("type") == "error":
+                    console.print(f"[red]error during generation:[/red] "
+                                  f"{payload.get('error', {}).get('message')}")
+                    click.echo(json.dumps(payload.get("error", payload), indent=2))
+                    sys.exit(1)
+                if payload.get("type") == "image_generation.partial_image":
+                    partials += 1
+                    status.update(f"generating: partial image {partials} of "
+                                  f"{partials_each * n} received")
+                elif payload.get("type") == "image_generation.completed":
+                    finals.append(payload)
+                    status.update(f"generating: {len(finals)} of {n} image(s) done")
+                shown = payload
+                if output is not None and "b64_json" in payload:
+                    shown = {**payload, "b64_json": f"<{len(payload['b64_json'])} base64 chars>"}
+                _print(shown, fmt if fmt != "raw" else "jsonl")
+    written = _write_images(client, finals, output, body.get("output_format", "png"))
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
