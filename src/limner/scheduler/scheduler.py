@@ -65,6 +65,7 @@ class Job:
         self._timed_out = threading.Event()
         self._partials_sent = 0
         self._loop = loop
+        self._on_cancel: Callable[[Job], None] | None = None
 
     @property
     def key(self) -> BatchKey:
@@ -80,6 +81,8 @@ class Job:
         self._cancelled.set()
         if not self.result.done():
             self.result.cancel()
+        if self._on_cancel is not None:
+            self._on_cancel(self)
 
     def _expire(self) -> None:
         self._timed_out.set()
@@ -136,7 +139,7 @@ class Scheduler:
         if self.request_timeout_s is not None:
             deadline = self.clock() + self.request_timeout_s
         job = Job(params, partial_images, deadline, asyncio.get_running_loop())
-        job.result.add_done_callback(lambda _f: self._discard(job))
+        job._on_cancel = self._discard
         self._pending.append(job)
         self._arrived.set()
         return job
@@ -147,9 +150,8 @@ class Scheduler:
         return int(min(120, max(1, round(estimate))))
 
     def _discard(self, job: Job) -> None:
-        if job.result.cancelled():
-            with contextlib.suppress(ValueError):
-                self._pending.remove(job)
+        with contextlib.suppress(ValueError):
+            self._pending.remove(job)
 
     # Lifecycle -------------------------------------------------------------------------
     def start(self) -> None:

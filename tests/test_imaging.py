@@ -1,0 +1,63 @@
+"""Imaging: exact sizes, backgrounds with real alpha, encoders."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image, ImageDraw
+
+from limner import imaging
+
+
+def disc(mode: str = "RGBA", size: int = 64) -> Image.Image:
+    background = (0, 0, 0, 0) if mode == "RGBA" else (255, 255, 255)
+    image = Image.new(mode, (size, size), background)
+    fill = (200, 30, 30, 255) if mode == "RGBA" else (200, 30, 30)
+    ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill=fill)
+    return image
+
+
+@pytest.mark.parametrize("size", [(1024, 1024), (1536, 1024), (1024, 1536), (256, 256)])
+def test_fit_to_size_is_exact(size: tuple[int, int]) -> None:
+    for mode in ("RGBA", "RGB"):
+        assert imaging.fit_to_size(disc(mode), *size).size == size
+
+
+def test_wide_rgba_is_padded_not_stretched() -> None:
+    wide = imaging.fit_to_size(disc(), 1536, 1024)
+    alpha = wide.getchannel("A")
+    assert alpha.getpixel((10, 512)) == 0 and alpha.getpixel((768, 512)) == 255
+
+
+def test_opaque_has_no_alpha_and_transparent_keeps_it() -> None:
+    assert imaging.apply_background(disc(), transparent=False).mode == "RGB"
+    kept = imaging.apply_background(disc(), transparent=True)
+    assert kept.mode == "RGBA" and kept.getchannel("A").getextrema() == (0, 255)
+
+
+def test_key_out_backdrop_of_an_rgb_picture() -> None:
+    keyed = imaging.apply_background(disc("RGB"), transparent=True)
+    assert keyed.mode == "RGBA"
+    assert keyed.getpixel((2, 2))[3] == 0
+    assert keyed.getpixel((32, 32)) == (200, 30, 30, 255)
+
+
+@pytest.mark.parametrize(("fmt", "pil", "mode"), [("png", "PNG", "RGBA"), ("webp", "WEBP", "RGBA"),
+                                                  ("jpeg", "JPEG", "RGB")])
+def test_encode(fmt: str, pil: str, mode: str) -> None:
+    data = imaging.finish(disc(), 512, 512, transparent=fmt != "jpeg", output_format=fmt,
+                          compression=80)
+    image = Image.open(io.BytesIO(data))
+    assert image.format == pil and image.size == (512, 512) and image.mode == mode
+
+
+def test_webp_100_is_lossless() -> None:
+    source = imaging.fit_to_size(disc(), 256, 256)
+    decoded = Image.open(io.BytesIO(imaging.encode(source, "webp", 100))).convert("RGBA")
+    assert decoded.tobytes() == source.tobytes()
+
+
+def test_compression_shrinks_jpeg() -> None:
+    big = imaging.fit_to_size(disc("RGB"), 512, 512)
+    assert len(imaging.encode(big, "jpeg", 5)) < len(imaging.encode(big, "jpeg", 100))

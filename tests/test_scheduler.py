@@ -1,0 +1,170 @@
+"""The scheduler against the fake engine: batching, FIFO, 429, cancellation, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from limner.engines.fake import FakeEngine
+from limner.errors import GenerationFailed, QueueFull, TimedOut, Unavailable
+from limner.jobs import GenerationParams
+from limner.scheduler import Scheduler
+from limner.scheduler.scheduler import preview_steps
+
+
+def params(prompt: str = "otter", n: int = 1, size: int = 64, quality: str = "low",
+           seed: int = 0) -> GenerationParams:
+    return GenerationParams(prompt=prompt, width=size, height=size,
+                            seeds=tuple(range(seed, seed + n)), quality=quality)  # type: ignore[arg-type]
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_preview_steps_are_evenly_spaced() -> None:
+    assert preview_steps(0, 10) == []
+    assert preview_steps(1, 10) == [5]
+    assert preview_steps(3, 8) == [2, 4, 6]
+    assert preview_steps(3, 4) == [1, 2, 3]
+    assert preview_steps(3, 2) == [1]
+    assert preview_steps(2, 1) == []
+
+
+async def test_compatible_requests_share_a_batch() -> None:
+    engine = FakeEngine(step_s=0.01)
+    scheduler = Scheduler(engine, batch_wait_s=0.05, max_batch_images=8)
+    scheduler.start()
+    jobs = [scheduler.submit(params(seed=i, n=2)) for i in range(3)]
+    other = scheduler.submit(params(size=128))
+    results = await asyncio.gather(*(job.result for job in [*jobs, other]))
+    assert [len(r) for r in results] == [2, 2, 2, 1]
+    sizes = [[p.width for p in batch] for batch in engine.batches]
+    assert sizes == [[64, 64, 64], [128]]
+    await scheduler.stop()
+
+
+async def test_batch_size_is_bounded_and_order_is_fifo() -> None:
+    engine = FakeEngine()
+    scheduler = Scheduler(engine, batch_wait_s=0.02, max_batch_images=4)
+    scheduler.start()
+    jobs = [scheduler.submit(params(prompt=f"p{i}", n=3)) for i in range(3)]
+    await asyncio.gather(*(job.result for job in jobs))
+    assert [[p.prompt for p in batch] for batch in engine.batches] == [["p0"], ["p1"], ["p2"]]
+    await scheduler.stop()
+
+
+async def test_queue_full_is_a_429_with_bounded_retry_after() -> None:
+    engine = FakeEngine(step_s=0.05)
+    scheduler = Scheduler(engine, max_queue=2)
+    jobs = [scheduler.submit(params()) for _ in range(2)]
+    with pytest.raises(QueueFull) as caught:
+        scheduler.submit(params())
+    assert caught.value.status == 429
+    assert 1 <= int(caught.value.headers["retry-after"]) <= 120
+    scheduler.start()
+    await asyncio.gather(*(job.result for job in jobs))
+    await scheduler.stop()
+
+
+async def test_cancelled_queued_job_never_runs() -> None:
+    engine = FakeEngine(step_s=0.02)
+    scheduler = Scheduler(engine, batch_wait_s=0)
+    scheduler.start()
+    first = scheduler.submit(params(prompt="first", size=32))
+    second = scheduler.submit(params(prompt="second"))
+    second.cancel()
+    assert second not in scheduler._pending
+    await first.result
+    await asyncio.sleep(0.05)
+    assert [p.prompt for batch in engine.batches for p in batch] == ["first"]
+    await scheduler.stop()
+
+
+async def test_cancelling_a_running_batch_stops_the_engine() -> None:
+    engine = FakeEngine(step_s=0.05)
+    scheduler = Scheduler(engine, batch_wait_s=0)
+    scheduler.start()
+    job = scheduler.submit(params(quality="high"))  # 8 steps
+    await asyncio.sleep(0.12)
+    job.cancel()
+    await asyncio.sleep(0.2)
+    assert engine.steps_run < 8
+    follow = scheduler.submit(params(prompt="next"))
+    assert len(await follow.result) == 1
+    await scheduler.stop()
+
+
+async def test_engine_failure_fails_only_that_batch() -> None:
+    engine = FakeEngine(fail_on="boom")
+    scheduler = Scheduler(engine, batch_wait_s=0)
+    scheduler.start()
+    bad = scheduler.submit(params(prompt="boom"))
+    with pytest.raises(GenerationFailed) as caught:
+        await bad.result
+    assert caught.value.status == 500 and caught.value.should_retry is False
+    good = scheduler.submit(params(prompt="fine"))
+    assert len(await good.result) == 1
+    await scheduler.stop()
+
+
+async def test_deadline_while_queued_and_while_running() -> None:
+    clock = ManualClock()
+    engine = FakeEngine(step_s=0.02)
+    scheduler = Scheduler(engine, batch_wait_s=0, request_timeout_s=10, clock=clock)
+    stale = scheduler.submit(params())
+    clock.now += 11
+    scheduler.start()
+    with pytest.raises(TimedOut):
+        await stale.result
+    running = scheduler.submit(params(quality="high"))
+    await asyncio.sleep(0.05)
+    clock.now += 11
+    with pytest.raises(TimedOut):
+        await running.result
+    assert engine.steps_run < 8
+    await scheduler.stop()
+
+
+async def test_partial_images_are_delivered() -> None:
+    engine = FakeEngine()
+    scheduler = Scheduler(engine, batch_wait_s=0)
+    scheduler.start()
+    job = scheduler.submit(params(quality="high", n=2), partial_images=3)
+    images = await job.result
+    partials = [job.partials.get_nowait() for _ in range(job.partials.qsize())]
+    assert [(p.index, p.step, p.total) for p in partials] == [(0, 2, 8), (1, 4, 8), (2, 6, 8)]
+    assert all(len(p.images) == 2 for p in partials)
+    assert len(images) == 2
+    await scheduler.stop()
+
+
+async def test_stop_refuses_new_work_and_finishes_running_work() -> None:
+    engine = FakeEngine(step_s=0.02)
+    scheduler = Scheduler(engine, batch_wait_s=0)
+    scheduler.start()
+    job = scheduler.submit(params())
+    stopping = asyncio.create_task(scheduler.stop(grace_s=5))
+    await asyncio.sleep(0)
+    with pytest.raises(Unavailable):
+        scheduler.submit(params())
+    assert len(await job.result) == 1
+    await stopping
+
+
+async def test_event_loop_stays_free_during_generation() -> None:
+    engine = FakeEngine(step_s=0.05)
+    scheduler = Scheduler(engine, batch_wait_s=0)
+    scheduler.start()
+    job = scheduler.submit(params(quality="high"))
+    ticks = 0
+    while not job.result.done():
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks > 10
+    await scheduler.stop()
