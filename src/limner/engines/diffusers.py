@@ -75,7 +75,7 @@ class DiffusersEngine:
         if self.threads and self.device == "cpu":
             torch.set_num_threads(self.threads)
         try:
-            pipe = DiffusionPipeline.from_pretrained(self.model, torch_dtype=self.dtype)
+            pipe = DiffusionPipeline.from_pretrained(self.model, dtype=self.dtype)
         except Exception as exc:
             raise EngineError(f"could not load the diffusers pipeline {self.model!r}: {exc}") \
                 from exc
