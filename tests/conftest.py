@@ -18,10 +18,10 @@ import uvicorn
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from limner.config import Settings  # noqa: E402
-from limner.engines.base import Engine  # noqa: E402
-from limner.engines.fake import FakeEngine  # noqa: E402
-from limner.server.app import create_app  # noqa: E402
+from limner.config import Settings
+from limner.engines.base import Engine
+from limner.engines.fake import FakeEngine
+from limner.server.app import create_app
 
 
 @dataclass

@@ -150,7 +150,7 @@ def images(ctx: click.Context, base_url: str | None, api_key: str | None,
               help="Write the images here (numbered name-1.png, name-2.png ... for n>1).")
 @client_options
 @click.pass_context
-def generate(ctx: click.Context, output: Path | None, base_url: str | None,
+def generate(ctx: click.Context, /, output: Path | None, base_url: str | None,
              api_key: str | None, output_format_: str | None, **fields: Any) -> None:
     """Generate images: POST /images/generations."""
     _remember(ctx.find_root(), base_url, api_key, output_format_)
@@ -258,7 +258,7 @@ def _shorten(payload: dict[str, Any], written: list[Path]) -> dict[str, Any]:
 
 
 def _sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
-    event, data = "", []
+    event, data = "", list[str]()
     for line in response.iter_lines():
         if not line:
             if data:

@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
@@ -117,8 +118,9 @@ class ImageService:
         try:
             counters: dict[int, int] = {}
             while not job.result.done():
-                getter = asyncio.ensure_future(job.partials.get())
-                done, _ = await asyncio.wait({getter, job.result}, timeout=heartbeat_s,
+                getter: asyncio.Future[Any] = asyncio.ensure_future(job.partials.get())
+                waiting: set[asyncio.Future[Any]] = {getter, job.result}
+                done, _ = await asyncio.wait(waiting, timeout=heartbeat_s,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()

@@ -75,7 +75,9 @@ class DiffusersEngine:
         if self.threads and self.device == "cpu":
             torch.set_num_threads(self.threads)
         try:
-            pipe = DiffusionPipeline.from_pretrained(self.model, dtype=self.dtype)
+            pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+                self.model, dtype=self.dtype
+            )
         except Exception as exc:
             raise EngineError(f"could not load the diffusers pipeline {self.model!r}: {exc}") \
                 from exc
@@ -131,9 +133,9 @@ class DiffusersEngine:
     def _preview(self, latents: torch.Tensor) -> list[Image.Image]:
         if latents.ndim == 4 and latents.shape[1] == 4:
             factors = torch.tensor(_SD_LATENT_RGB, dtype=torch.float32)
-            rgb = torch.einsum("bchw,cr->brhw", latents.float().cpu(), factors)
-            rgb = ((rgb + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-            return [Image.fromarray((x * 255).astype(np.uint8)) for x in rgb]
+            mapped = torch.einsum("bchw,cr->brhw", latents.float().cpu(), factors)
+            pixels = ((mapped + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+            return [Image.fromarray((x * 255).astype(np.uint8)) for x in pixels]
         decoded = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
         rgb = ((decoded.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray((x * 255).astype(np.uint8)) for x in rgb]

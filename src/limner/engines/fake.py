@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw
 
 from limner.engines.base import EngineError, EngineInfo
-from limner.jobs import GenerationParams, StepCallback, StepUpdate
+from limner.jobs import GenerationParams, PreviewFn, StepCallback, StepUpdate
 
 STEPS = {"low": 2, "medium": 4, "high": 8}
 
@@ -54,8 +54,12 @@ class FakeEngine:
                 time.sleep(self.step_s)
             self.steps_run += 1
             if on_step is not None:
-                on_step(StepUpdate(step, total, lambda s=step: self._draw_all(batch, s, total)))
+                on_step(StepUpdate(step, total, self._previewer(batch, step, total)))
         return self._draw_all(batch, total, total)
+
+    def _previewer(self, batch: Sequence[GenerationParams], step: int,
+                   total: int) -> PreviewFn:
+        return lambda: self._draw_all(batch, step, total)
 
     def _draw_all(self, batch: Sequence[GenerationParams], step: int,
                   total: int) -> list[list[Image.Image]]:

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 from limner.errors import Forbidden, Gone
-from limner.store.local import MEDIA_TYPES
 from limner.server.state import app_state
+from limner.store.local import MEDIA_TYPES
 
 router = APIRouter()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -14,7 +16,7 @@ router = APIRouter()
 async def healthz(request: Request) -> JSONResponse:
     state = app_state(request.app)
     default = state.catalogue.default_engine
-    body = {
+    body: dict[str, Any] = {
         "status": "ok" if default in state.loaded else "loading",
         "default_model": default,
         "loaded": sorted(state.loaded),

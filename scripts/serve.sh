@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs limner (if needed) and serves the embedded default model on 127.0.0.1:8000.
+# Any arguments go to `limner serve` (e.g. --port 9000, --api-key KEY, --model PATH).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec .venv/bin/limner serve "$@"
