@@ -8,9 +8,11 @@ and `--format` work anywhere on the line.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,8 +118,39 @@ def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
     click.echo(f"limner {__version__} on http://{settings.host}:{settings.port} "
                f"(reachable from {exposure}; {auth}); OpenAI base URL: "
                f"{settings.base_url}/v1", err=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+    _GracefulServer(config).run()
+    click.echo("limner stopped", err=True)
+
+
+class _GracefulServer:
+    """uvicorn's server, but SIGTERM/SIGINT end it with exit status 0 after a graceful
+    shutdown (in-flight requests finish within the grace period) instead of re-raising the
+    signal."""
+
+    def __init__(self, config: Any) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(config)
+        self.server.capture_signals = self._capture_signals  # type: ignore[method-assign]
+
+    @contextlib.contextmanager
+    def _capture_signals(self) -> Iterator[None]:
+        def handle(signum: int, frame: Any) -> None:
+            if self.server.should_exit and signum == signal.SIGINT:
+                self.server.force_exit = True
+            self.server.should_exit = True
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def run(self) -> None:
+        self.server.run()
 
 
 # images generate ----------------------------------------------------------------------------

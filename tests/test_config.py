@@ -1,0 +1,51 @@
+"""Settings: defaults < TOML < environment < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from limner.catalogue import Catalogue
+from limner.config import EngineConfig, load_settings
+from limner.errors import NotFound
+
+
+def test_defaults_bind_locally_and_serve_the_embedded_model() -> None:
+    settings = load_settings(environ={})
+    assert settings.host == "127.0.0.1" and settings.port == 8000
+    assert settings.engines == (EngineConfig("limner-emoji", "embedded"),)
+    assert settings.base_url == "http://127.0.0.1:8000"
+
+
+def test_layers(tmp_path: Path) -> None:
+    config = tmp_path / "limner.toml"
+    config.write_text(
+        'port = 9000\napi_keys = ["a"]\n'
+        '[engines.sd]\nkind = "diffusers"\npath = "/m/sd"\nguidance = 0.0\n'
+        '[models]\n"dall-e-3" = "sd"\n'
+    )
+    settings = load_settings(config, environ={"LIMNER_PORT": "9100",
+                                              "LIMNER_API_KEYS": "x, y"}, host="0.0.0.0")
+    assert settings.port == 9100 and settings.api_keys == ("x", "y")
+    assert settings.host == "0.0.0.0" and settings.base_url == "http://127.0.0.1:9100"
+    assert settings.engines == (EngineConfig("sd", "diffusers", "/m/sd", {"guidance": 0.0}),)
+    assert settings.default_engine == "sd" and settings.models == {"dall-e-3": "sd"}
+
+
+def test_unknown_setting_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("prot = 1\n")
+    with pytest.raises(ValueError, match="prot"):
+        load_settings(config, environ={})
+
+
+def test_catalogue_maps_names_to_engines() -> None:
+    catalogue = Catalogue(["emoji", "sd"], "emoji", {"dall-e-3": "sd", "art": "sd"})
+    assert catalogue.resolve("dall-e-3").engine == "sd"
+    assert catalogue.resolve("gpt-image-1").engine == "emoji"
+    assert catalogue.resolve("art").rules.free_size
+    with pytest.raises(NotFound):
+        catalogue.resolve("dall-e-4")
+    with pytest.raises(ValueError):
+        Catalogue(["emoji"], "emoji", {"x": "missing"})

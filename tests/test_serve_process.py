@@ -1,0 +1,61 @@
+"""`limner serve` as a real process: starts, answers the SDK, exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+from conftest import free_port
+from PIL import Image
+from tiny_pipeline import build_tiny_sd
+
+
+def wait_healthy(base: str, process: subprocess.Popen[bytes], seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server did not become healthy")
+
+
+def test_serve_a_diffusers_folder_with_keys(tmp_path: Path) -> None:
+    model = build_tiny_sd(tmp_path)
+    port = free_port()
+    env = {**os.environ, "LIMNER_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "limner", "serve", "--port", str(port), "--model", str(model),
+         "--api-key", "sk-1", "--threads", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, process)
+        client = openai.OpenAI(base_url=base + "/v1", api_key="sk-1", max_retries=0)
+        response = client.images.generate(prompt="a fox", model="dall-e-3",
+                                          response_format="b64_json")
+        assert response.data[0].b64_json is not None
+        image = Image.open(io.BytesIO(base64.b64decode(response.data[0].b64_json)))
+        assert image.size == (1024, 1024)
+        assert httpx.get(base + "/v1/models").status_code == 401
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert process.stderr is not None
+        assert "reachable from this machine only" in process.stderr.read().decode()
+        secret = tmp_path / "data" / "signing.key"
+        assert secret.stat().st_mode & 0o777 == 0o600
+    finally:
+        if process.poll() is None:
+            process.kill()
