@@ -1,0 +1,97 @@
+"""Failures over real HTTP: engine errors, full queues, disconnects, in-band stream errors."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable
+
+import httpx
+import openai
+import pytest
+from conftest import RunningServer
+
+from limner.engines.fake import FakeEngine
+
+Serve = Callable[..., RunningServer]
+
+
+def test_engine_failure_is_a_500_envelope_and_the_next_request_works(serve: Serve) -> None:
+    server = serve(engines={"fake": FakeEngine(fail_on="boom")})
+    response = httpx.post(server.v1 + "/images/generations", timeout=30,
+                          json={"prompt": "boom", "model": "gpt-image-1"})
+    assert response.status_code == 500
+    assert response.headers["x-should-retry"] == "false"
+    error = response.json()["error"]
+    assert error["type"] == "server_error" and error["code"] == "generation_failed"
+    assert set(error) == {"message", "type", "param", "code"}
+    ok = httpx.post(server.v1 + "/images/generations", timeout=30,
+                    json={"prompt": "fine", "model": "gpt-image-1"})
+    assert ok.status_code == 200
+
+
+def test_failure_after_the_stream_opened_is_an_error_event(serve: Serve) -> None:
+    server = serve(engines={"fake": FakeEngine(fail_on="boom")})
+    client = openai.OpenAI(base_url=server.v1, api_key="k", max_retries=0)
+    stream = client.images.generate(prompt="boom", model="gpt-image-1", stream=True)
+    with pytest.raises(openai.APIError) as caught:
+        list(stream)
+    assert "could not be generated" in caught.value.message
+    with httpx.stream("POST", server.v1 + "/images/generations", timeout=30,
+                      json={"prompt": "boom", "model": "gpt-image-1", "stream": True}) as raw:
+        assert raw.status_code == 200
+        text = raw.read().decode()
+    assert text.startswith("event: error\ndata: {\"type\":\"error\",\"error\":{")
+    assert text.endswith("\n\n")
+
+
+def test_full_queue_answers_429_with_retry_after(serve: Serve) -> None:
+    server = serve(engines={"fake": FakeEngine(step_s=0.2, max_batch_images=1)}, max_queue=1)
+    body = {"prompt": "x", "model": "gpt-image-1", "quality": "low"}
+
+    def send(_: int) -> httpx.Response:
+        return httpx.post(server.v1 + "/images/generations", json=body, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(send, range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) == {200, 429} and statuses.count(200) >= 2
+    limited = next(r for r in responses if r.status_code == 429)
+    assert 1 <= int(limited.headers["retry-after"]) <= 120
+    assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_models_and_health_stay_instant_during_generation(serve: Serve) -> None:
+    server = serve(engines={"fake": FakeEngine(step_s=0.3)})
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, server.v1 + "/images/generations", timeout=60,
+                              json={"prompt": "x", "model": "gpt-image-1", "quality": "high"})
+        time.sleep(0.3)
+        assert httpx.get(server.base_url + "/healthz").status_code == 200
+        assert httpx.get(server.v1 + "/models").status_code == 200
+        # Answered while the 8-step (2.4 s) generation is still running: the loop is free.
+        assert not pending.done()
+        assert pending.result().status_code == 200
+
+
+def test_client_disconnect_cancels_generation(serve: Serve) -> None:
+    engine = FakeEngine(step_s=0.2)
+    server = serve(engines={"fake": engine})
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.v1 + "/images/generations", timeout=0.5,
+                   json={"prompt": "x", "model": "gpt-image-1", "quality": "high"})
+    time.sleep(1.0)
+    assert engine.steps_run < 8
+
+
+def test_stream_disconnect_cancels_generation(serve: Serve) -> None:
+    engine = FakeEngine(step_s=0.2)
+    server = serve(engines={"fake": engine})
+    with httpx.stream("POST", server.v1 + "/images/generations", timeout=30,
+                      json={"prompt": "x", "model": "gpt-image-1", "quality": "high",
+                            "stream": True, "partial_images": 3}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                break  # first partial image arrived; hang up
+    time.sleep(1.2)
+    assert engine.steps_run < 8
