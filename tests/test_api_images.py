@@ -235,6 +235,17 @@ def post(server: RunningServer, body: object, **kwargs: object) -> httpx.Respons
      {"message": "Invalid 'partial_images': expected an integer between 0 and 3, but got 4 "
                  "instead.", "type": "invalid_request_error", "param": "partial_images",
       "code": "invalid_value"}),
+    ({"prompt": "an otter\u0000", "model": "gpt-image-1"}, 400,
+     {"message": "Invalid 'prompt': it contains control characters (such as NUL); only "
+                 "printable text, tabs and newlines are accepted.",
+      "type": "invalid_request_error", "param": "prompt", "code": "invalid_value"}),
+    ({"prompt": "x", "user": "u" * 513}, 400,
+     {"message": "Invalid 'user': string too long. Expected a string with maximum length 512, "
+                 "but got a string with length 513 instead.", "type": "invalid_request_error",
+      "param": "user", "code": "string_above_max_length"}),
+    ({"prompt": "x", "n": True}, 400,
+     {"message": "Invalid type for 'n': expected an integer, but got a boolean instead.",
+      "type": "invalid_request_error", "param": "n", "code": "invalid_type"}),
     ({"prompt": "x", "model": "gpt-image-1", "output_format": "gif"}, 400,
      {"message": "Invalid value: 'gif'. Supported values are: 'png', 'jpeg', and 'webp'.",
       "type": "invalid_request_error", "param": "output_format", "code": "invalid_value"}),
@@ -245,6 +256,12 @@ def test_error_bodies(server: RunningServer, body: object, status: int,
     assert response.status_code == status
     assert error_of(response) == expected
     assert response.headers["x-request-id"].startswith("req_")
+
+
+def test_emoji_and_right_to_left_prompts_are_fine(server: RunningServer) -> None:
+    for prompt in ("🦦 otter", "قطة لطيفة", "a cat\twith\nnewlines"):
+        response = post(server, {"prompt": prompt, "model": "gpt-image-1"})
+        assert response.status_code == 200, response.text
 
 
 def test_gpt_only_parameter_selects_a_gpt_model(server: RunningServer) -> None:

@@ -6,6 +6,7 @@ OpenAI-shaped 400 that names the `param`.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Literal
@@ -17,6 +18,7 @@ from limner.protocol.images import CreateImageRequest
 from limner.rules import GPT_ONLY_FIELDS, check_size, default_model_name, parse_size
 
 USER_MAX = 512
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SEED_MAX = 2**63 - 1
 FORMATS = ("png", "jpeg", "webp")
 
@@ -62,6 +64,11 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
         raise InvalidRequest(
             "Invalid 'prompt': string too short. Expected a non-empty prompt.",
             param="prompt", code="string_below_min_length",
+        )
+    if _CONTROL.search(request.prompt):
+        raise InvalidRequest(
+            "Invalid 'prompt': it contains control characters (such as NUL); only printable "
+            "text, tabs and newlines are accepted.", param="prompt", code="invalid_value",
         )
     if len(request.prompt) > rules.prompt_max:
         raise InvalidRequest(
