@@ -7,7 +7,7 @@ Every served model name (an OpenAI name such as `dall-e-3`, or a local name) res
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from limner.errors import InvalidRequest, invalid_value
@@ -71,26 +71,10 @@ GPT_IMAGE_1 = ModelRules(
     qualities=("low", "medium", "high", "auto"),
     auto_quality="medium",
 )
-GPT_IMAGE_2 = ModelRules(
-    family="gpt-image-2",
-    prompt_max=32000,
-    n_max=10,
-    sizes=("1024x1024", "1024x1536", "1536x1024", "auto"),
-    default_size="auto",
-    qualities=("low", "medium", "high", "auto"),
-    auto_quality="medium",
-    free_size=True,
-    transparent=False,
-)
-LOCAL = ModelRules(
-    family="gpt-image-2",
-    prompt_max=32000,
-    n_max=10,
+GPT_IMAGE_2 = replace(GPT_IMAGE_1, family="gpt-image-2", free_size=True, transparent=False)
+LOCAL = replace(
+    GPT_IMAGE_2,
     sizes=("256x256", "512x512", "1024x1024", "1024x1536", "1536x1024", "auto"),
-    default_size="auto",
-    qualities=("low", "medium", "high", "auto"),
-    auto_quality="medium",
-    free_size=True,
     transparent=True,
 )
 """Rules for a model served under its own local name: gpt-image-2's free sizes, plus
