@@ -61,3 +61,12 @@ def test_webp_100_is_lossless() -> None:
 def test_compression_shrinks_jpeg() -> None:
     big = imaging.fit_to_size(disc("RGB"), 512, 512)
     assert len(imaging.encode(big, "jpeg", 5)) < len(imaging.encode(big, "jpeg", 100))
+
+
+def test_stream_events_stay_under_the_go_clients_line_limit() -> None:
+    from limner.errors import GenerationFailed
+    from limner.service import MAX_EVENT_B64, _stream_b64
+
+    assert _stream_b64(b"abc") == "YWJj"
+    with pytest.raises(GenerationFailed, match="too large for one stream event"):
+        _stream_b64(b"\0" * (MAX_EVENT_B64 // 4 * 3 + 3))

@@ -18,7 +18,7 @@ from PIL import Image
 
 from limner import imaging
 from limner.catalogue import Catalogue
-from limner.errors import ImageModerationBlocked, ModerationBlocked
+from limner.errors import GenerationFailed, ImageModerationBlocked, ModerationBlocked
 from limner.moderation import PromptPolicy
 from limner.planning import GenerationPlan
 from limner.protocol.events import ImageGenCompletedEvent, ImageGenPartialImageEvent
@@ -33,6 +33,19 @@ BACKDROP_HINT = ", isolated on a plain white background"
 """Added to the prompt when an RGB-only model must draw something we then key out."""
 
 StreamEvent = ImageGenPartialImageEvent | ImageGenCompletedEvent
+MAX_EVENT_B64 = 32 * 1024 * 1024 - 4096
+"""The Go SDK and the official CLI refuse SSE lines over 32 MiB."""
+
+
+def _stream_b64(blob: bytes) -> str:
+    text = base64.b64encode(blob).decode()
+    if len(text) > MAX_EVENT_B64:
+        raise GenerationFailed(
+            f"The encoded image ({len(blob):,} bytes) is too large for one stream event "
+            "(32 MiB per line); ask for output_format 'jpeg' or 'webp', or stream=false.",
+            code="image_too_large_for_stream",
+        )
+    return text
 
 
 @dataclass(frozen=True)
@@ -138,7 +151,7 @@ class ImageService:
             for picture in images:
                 blob = await asyncio.to_thread(self._encode, plan, picture)
                 yield ImageGenCompletedEvent(
-                    b64_json=base64.b64encode(blob).decode(), created_at=int(self.clock()),
+                    b64_json=_stream_b64(blob), created_at=int(self.clock()),
                     size=plan.size, quality=plan.quality, background=plan.background,
                     output_format=plan.output_format, usage=per_image,
                 )
@@ -153,7 +166,7 @@ class ImageService:
             index = counters.get(position, 0)
             counters[position] = index + 1
             yield ImageGenPartialImageEvent(
-                b64_json=base64.b64encode(blob).decode(), created_at=int(self.clock()),
+                b64_json=_stream_b64(blob), created_at=int(self.clock()),
                 size=plan.size, quality=plan.quality, background=plan.background,
                 output_format=plan.output_format, partial_image_index=index,
             )
