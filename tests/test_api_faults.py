@@ -95,3 +95,17 @@ def test_stream_disconnect_cancels_generation(serve: Serve) -> None:
                 break  # first partial image arrived; hang up
     time.sleep(1.2)
     assert engine.steps_run < 8
+
+
+def test_metrics_in_prometheus_format(serve: Serve) -> None:
+    server = serve()
+    for body in ({"prompt": "x", "model": "gpt-image-1", "n": 2}, {"prompt": "x", "n": 99}):
+        httpx.post(server.v1 + "/images/generations", json=body, timeout=30)
+    text = httpx.get(server.base_url + "/metrics").text
+    assert 'limner_images_total{model="gpt-image-1"} 2' in text
+    assert 'limner_requests_total{status="200"} 1' in text
+    assert 'limner_requests_total{status="400"} 1' in text
+    assert 'limner_queue_depth{model="fake"} 0' in text
+    assert 'limner_batch_images_count{model="fake"} 1' in text
+    assert 'limner_step_seconds_count{model="fake"} 4' in text
+    assert "# TYPE limner_queue_seconds histogram" in text

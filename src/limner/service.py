@@ -19,6 +19,7 @@ from PIL import Image
 from limner import imaging
 from limner.catalogue import Catalogue
 from limner.errors import GenerationFailed, ImageModerationBlocked, ModerationBlocked
+from limner.metrics import Metrics
 from limner.moderation import PromptPolicy
 from limner.planning import GenerationPlan
 from limner.protocol.events import ImageGenCompletedEvent, ImageGenPartialImageEvent
@@ -66,7 +67,9 @@ class Delivery:
 class ImageService:
     def __init__(self, catalogue: Catalogue, schedulers: Mapping[str, Scheduler],
                  delivery: Delivery, policy: PromptPolicy,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
         self.catalogue = catalogue
         self.schedulers = schedulers
         self.delivery = delivery
@@ -111,6 +114,7 @@ class ImageService:
             job.cancel()
         encoded = await asyncio.to_thread(self._encode_all, plan, images)
         data = [await self._deliver(plan, blob) for blob in encoded]
+        self.metrics.images.inc(len(data), model=plan.model)
         response = ImagesResponse(created=int(self.clock()), data=data)
         if plan.is_gpt:
             response.background = plan.background
@@ -148,6 +152,7 @@ class ImageService:
                     yield event
             images = await job.result
             per_image = stream_usage(self._usage(plan, 1))
+            self.metrics.images.inc(len(images), model=plan.model)
             for picture in images:
                 blob = await asyncio.to_thread(self._encode, plan, picture)
                 yield ImageGenCompletedEvent(
@@ -173,8 +178,11 @@ class ImageService:
 
     def _encode(self, plan: GenerationPlan, picture: Image.Image) -> bytes:
         p = plan.params
-        return imaging.finish(picture, p.width, p.height, p.transparent, plan.output_format,
+        started = time.perf_counter()
+        blob = imaging.finish(picture, p.width, p.height, p.transparent, plan.output_format,
                               plan.output_compression)
+        self.metrics.encode_seconds.observe(time.perf_counter() - started, model=plan.model)
+        return blob
 
     def _encode_all(self, plan: GenerationPlan, pictures: list[Image.Image]) -> list[bytes]:
         return [self._encode(plan, picture) for picture in pictures]

@@ -25,6 +25,7 @@ from PIL import Image
 from limner.engines.base import Engine
 from limner.errors import GenerationFailed, LimnerError, QueueFull, TimedOut, Unavailable
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
+from limner.metrics import Metrics
 
 log = logging.getLogger("limner.scheduler")
 Clock = Callable[[], float]
@@ -65,6 +66,7 @@ class Job:
         self._timed_out = threading.Event()
         self._partials_sent = 0
         self._loop = loop
+        self.submitted_at = time.monotonic()
         self._on_cancel: Callable[[Job], None] | None = None
 
     @property
@@ -107,8 +109,10 @@ class Scheduler:
         batch_wait_s: float = 0.01,
         request_timeout_s: float | None = None,
         clock: Clock = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
+        self.metrics = metrics
         self.max_queue = max_queue
         self.max_batch_images = max_batch_images or engine.info.max_batch_images
         self.batch_wait_s = batch_wait_s
@@ -215,6 +219,11 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         self._running = batch
         started = time.monotonic()
+        model = self.engine.info.name
+        if self.metrics is not None:
+            self.metrics.batch_images.observe(sum(j.params.n for j in batch), model=model)
+            for job in batch:
+                self.metrics.queue_seconds.observe(started - job.submitted_at, model=model)
         try:
             images = await loop.run_in_executor(
                 self._executor, self._generate, batch, loop
@@ -243,6 +252,8 @@ class Scheduler:
             self._running = []
         elapsed = time.monotonic() - started
         count = sum(job.params.n for job in batch)
+        if self.metrics is not None:
+            self.metrics.batch_seconds.observe(elapsed, model=model)
         self._seconds_per_image = 0.7 * self._seconds_per_image + 0.3 * elapsed / max(1, count)
         for job, job_images in zip(batch, images, strict=True):
             if job._timed_out.is_set():
@@ -254,8 +265,14 @@ class Scheduler:
             list[Image.Image]]:
         """Runs in the engine thread."""
         plans: dict[int, list[int]] = {}
+        last_step = [time.monotonic()]
+        model = self.engine.info.name
 
         def on_step(update: StepUpdate) -> None:
+            if self.metrics is not None:
+                moment = time.monotonic()
+                self.metrics.step_seconds.observe(moment - last_step[0], model=model)
+                last_step[0] = moment
             now = self.clock()
             for job in batch:
                 if job.deadline is not None and now >= job.deadline and not job.cancelled:

@@ -16,11 +16,12 @@ from limner.catalogue import Catalogue
 from limner.config import Settings
 from limner.engines.base import Engine
 from limner.engines.registry import build_engine
+from limner.metrics import Gauge, Metrics
 from limner.moderation import PromptPolicy
 from limner.scheduler import Scheduler
 from limner.server.errors import install_error_handlers
 from limner.server.middleware import RequestContextMiddleware
-from limner.server.routes import files, health, images, models
+from limner.server.routes import files, health, images, metrics_route, models
 from limner.server.state import AppState
 from limner.service import Delivery, ImageService
 from limner.store.local import LocalImageStore
@@ -45,6 +46,7 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
         else load_or_create_secret(settings.data_dir / "signing.key")
     delivery = Delivery(store, Signer(secret), settings.base_url)
     policy = PromptPolicy(enabled=settings.moderation)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,6 +57,7 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
                 max_queue=settings.max_queue,
                 batch_wait_s=settings.batch_wait_ms / 1000,
                 request_timeout_s=settings.request_timeout_s,
+                metrics=metrics,
             )
             scheduler.start()
             state.schedulers[name] = scheduler
@@ -76,11 +79,17 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     schedulers: dict[str, Scheduler] = {}
     app.state.limner = AppState(
         settings=settings, catalogue=catalogue, engines=built, schedulers=schedulers,
-        service=ImageService(catalogue, schedulers, delivery, policy, clock),
+        service=ImageService(catalogue, schedulers, delivery, policy, clock, metrics),
         delivery=delivery, started_at=int(clock()),
     )
+    metrics.add_gauge(Gauge("limner_queue_depth", "Requests waiting for an engine.",
+                            lambda: {(("model", n),): s.queue_depth
+                                     for n, s in schedulers.items()}))
+    metrics.add_gauge(Gauge("limner_engine_loaded", "1 once an engine has loaded.",
+                            lambda: {(("model", n),): float(n in app.state.limner.loaded)
+                                     for n in built}))
     install_error_handlers(app)
-    for module in (images, models, files, health):
+    for module in (images, models, files, health, metrics_route):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, api_keys=settings.api_keys)
     return app

@@ -10,7 +10,7 @@ from typing import TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from limner.errors import Unavailable
+from limner.errors import LimnerError, Unavailable
 from limner.planning import plan_request
 from limner.server.parsing import parse_json, parse_request, read_body
 from limner.server.sse import sse_body
@@ -52,6 +52,18 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
 @router.post("/v1/images/generations")
 @router.post("/images/generations", include_in_schema=False)
 async def create_image(request: Request) -> Response:
+    state = app_state(request.app)
+    counter = state.service.metrics.requests
+    try:
+        response = await _create_image(request)
+    except LimnerError as exc:
+        counter.inc(status=str(exc.status))
+        raise
+    counter.inc(status=str(response.status_code))
+    return response
+
+
+async def _create_image(request: Request) -> Response:
     state = app_state(request.app)
     request_id: str = request.state.request_id
     # 1. Parse and validate everything before any work starts or a stream opens.
