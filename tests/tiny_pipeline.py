@@ -74,3 +74,17 @@ def build_tiny_sd(folder: Path) -> Path:
     target = folder / "tiny-sd"
     pipe.save_pretrained(target)
     return target
+
+
+def build_tiny_decoder(folder: Path) -> Path:
+    """A random-weight tiny autoencoder (TAESD layout) matching `build_tiny_sd`'s latents."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    decoder = AutoencoderTiny(
+        in_channels=3, out_channels=3, encoder_block_out_channels=(32, 32),
+        decoder_block_out_channels=(32, 32), num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1), latent_channels=4, upsampling_scaling_factor=2,
+    )
+    decoder.save_pretrained(folder)
+    return folder

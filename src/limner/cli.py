@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -78,9 +79,10 @@ def main(ctx: click.Context, base_url: str | None, api_key: str | None,
                    "With none, any key is accepted.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), default=None, help="A TOML config file.")
-@click.option("--model", default=None, metavar="PATH_OR_ID",
-              help="Serve a diffusers text-to-image pipeline (a local folder or a hub id) "
-                   "instead of the embedded model, under every OpenAI model name.")
+@click.option("--model", default=None, metavar="NAME_OR_PATH",
+              help="Serve a diffusers text-to-image pipeline instead of the embedded model, "
+                   "under every OpenAI model name: a preset name (see `limner models "
+                   "presets`), a local folder, or a hub id.")
 @click.option("--public-base-url", default=None, metavar="URL",
               help="Base of the `url`s handed out, e.g. behind a reverse proxy.")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
@@ -95,6 +97,7 @@ def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
     import uvicorn
 
     from limner.config import EngineConfig, load_settings
+    from limner.presets import resolve_model
     from limner.server.app import create_app
 
     logging.basicConfig(level=log_level.upper(),
@@ -102,12 +105,13 @@ def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
     overrides: dict[str, Any] = {"host": host, "port": port, "api_keys": api_keys,
                                  "public_base_url": public_base_url, "data_dir": data_dir,
                                  "threads": threads}
-    if model is not None:
-        name = Path(model.rstrip("/")).name or "diffusers"
-        overrides["engines"] = (EngineConfig(name, "diffusers", path=model),)
-        overrides["default_engine"] = name
     try:
         settings = load_settings(config_file, **overrides)
+        if model is not None:
+            name, source, options = resolve_model(model, settings.data_dir)
+            settings = dataclasses.replace(
+                settings, engines=(EngineConfig(name, "diffusers", source, options),),
+                default_engine=name)
         app = create_app(settings)
     except (ValueError, KeyError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -210,13 +214,63 @@ def generate(ctx: click.Context, /, output: Path | None, base_url: str | None,
         sys.exit(1)
 
 
-@main.command("models")
+@main.group("models", invoke_without_command=True)
 @client_options
 @click.pass_context
 def models_command(ctx: click.Context, base_url: str | None, api_key: str | None,
                    output_format_: str | None) -> None:
+    """List the server's models (GET /models); `pull` and `presets` manage local ones."""
+    _remember(ctx.find_root(), base_url, api_key, output_format_)
+    if ctx.invoked_subcommand is None:
+        _list_models(ctx)
+
+
+@models_command.command("list")
+@client_options
+@click.pass_context
+def models_list(ctx: click.Context, base_url: str | None, api_key: str | None,
+                output_format_: str | None) -> None:
     """List the server's models: GET /models."""
     _remember(ctx.find_root(), base_url, api_key, output_format_)
+    _list_models(ctx)
+
+
+@models_command.command("presets")
+def models_presets() -> None:
+    """The well-known models `serve --model NAME` and `models pull NAME` know."""
+    from limner.presets import PRESETS
+
+    for preset in PRESETS.values():
+        steps = "/".join(str(preset.steps[q]) for q in ("low", "medium", "high"))
+        click.echo(f"{preset.name:14} {preset.repo:36} {preset.native_size}px  "
+                   f"steps {steps}  guidance {preset.guidance:g}  ({preset.licence})")
+
+
+@models_command.command("pull")
+@click.argument("name")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Where models are kept (DATA_DIR/models/NAME).")
+@click.option("--source", default=None, type=click.Path(exists=True, file_okay=False,
+              path_type=Path), help="Copy from this local folder instead of downloading.")
+def models_pull(name: str, data_dir: Path | None, source: Path | None) -> None:
+    """Fetch a preset's weights once, so `serve --model NAME` needs no network."""
+    from limner.config import load_settings
+    from limner.presets import PRESETS, pull
+
+    preset = PRESETS.get(name)
+    if preset is None:
+        raise click.BadParameter(f"unknown preset {name!r}; known: {', '.join(PRESETS)}",
+                                 param_hint="NAME")
+    settings = load_settings(data_dir=data_dir)
+    try:
+        target = pull(preset, settings.data_dir, source)
+    except Exception as exc:
+        raise click.ClickException(f"could not fetch {preset.repo}: {exc}") from exc
+    click.echo(f"{preset.name}: weights in {target}; serve with `limner serve --model "
+               f"{preset.name}`", err=True)
+
+
+def _list_models(ctx: click.Context) -> None:
     base, key, fmt = _client_settings(ctx)
     try:
         response = httpx.get(f"{base}/models", headers={"authorization": f"Bearer {key}"},

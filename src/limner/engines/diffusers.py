@@ -51,7 +51,9 @@ class DiffusersEngine:
     def __init__(self, model: str, *, name: str | None = None, threads: int | None = None,
                  device: str | None = None, dtype: str = "auto",
                  steps: Mapping[str, int] | None = None, guidance: float | None = None,
-                 native_size: int | None = None, max_batch_images: int = 4) -> None:
+                 native_size: int | None = None, max_batch_images: int = 4,
+                 tiny_decoder: str | None = None, decoder: str = "full",
+                 scheduler: Mapping[str, Any] | None = None) -> None:
         self.model = model
         self.threads = threads
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -61,7 +63,13 @@ class DiffusersEngine:
         self._native = native_size
         self._max_batch = max_batch_images
         self._name = name or Path(model.rstrip("/")).name
+        if decoder not in ("full", "tiny"):
+            raise ValueError(f"decoder must be 'full' or 'tiny', not {decoder!r}")
+        self.tiny_decoder = tiny_decoder
+        self.decoder = decoder
+        self.scheduler = dict(scheduler or {})
         self.pipe: Any = None
+        self.tiny: Any = None
 
     @property
     def info(self) -> EngineInfo:
@@ -81,6 +89,20 @@ class DiffusersEngine:
         except Exception as exc:
             raise EngineError(f"could not load the diffusers pipeline {self.model!r}: {exc}") \
                 from exc
+        if self.scheduler:
+            pipe.scheduler = _scheduler(pipe.scheduler.config, self.scheduler)
+        if self.tiny_decoder:
+            from diffusers import AutoencoderTiny
+
+            try:
+                self.tiny = AutoencoderTiny.from_pretrained(  # type: ignore[no-untyped-call]
+                    self.tiny_decoder, dtype=self.dtype
+                ).to(self.device)
+            except Exception as exc:
+                raise EngineError(f"could not load the tiny decoder {self.tiny_decoder!r}: "
+                                  f"{exc}") from exc
+            if self.decoder == "tiny":
+                pipe.vae = self.tiny
         pipe = pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         if self._native is None:
@@ -131,6 +153,11 @@ class DiffusersEngine:
         return _split([image.convert("RGB") for image in images], counts)
 
     def _preview(self, latents: torch.Tensor) -> list[Image.Image]:
+        if self.tiny is not None and latents.ndim == 4:
+            with torch.inference_mode():
+                decoded = self.tiny.decode(latents.to(self.tiny.dtype)).sample
+            pixels = ((decoded.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+            return [Image.fromarray((x * 255).numpy().astype(np.uint8)) for x in pixels]
         if latents.ndim == 4 and latents.shape[1] == 4:
             factors = torch.tensor(_SD_LATENT_RGB, dtype=torch.float32)
             mapped = torch.einsum("bchw,cr->brhw", latents.float().cpu(), factors)
@@ -139,6 +166,16 @@ class DiffusersEngine:
         decoded = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
         rgb = ((decoded.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray((x * 255).astype(np.uint8)) for x in rgb]
+
+
+def _scheduler(config: Any, spec: Mapping[str, Any]) -> Any:
+    import diffusers
+
+    overrides = dict(spec)
+    cls = getattr(diffusers, overrides.pop("class", type(config).__name__), None)
+    if cls is None:
+        raise EngineError(f"unknown scheduler class in {dict(spec)!r}")
+    return cls.from_config(config, **overrides)
 
 
 def _split(images: list[Image.Image], counts: list[int]) -> list[list[Image.Image]]:
