@@ -15,11 +15,12 @@ def build_engine(config: EngineConfig, threads: int | None = None) -> Engine:
         from limner.engines.embedded import EmbeddedEngine
 
         kwargs = dict(config.options)
+        kwargs.setdefault("name", config.name)
         if config.path:
             kwargs["weights"] = config.path
         if threads:
             kwargs.setdefault("threads", threads)
-        return EmbeddedEngine(**kwargs)  # type: ignore[no-any-return]
+        return EmbeddedEngine(**kwargs)
     if config.kind == "diffusers":
         from limner.engines.diffusers import DiffusersEngine
 
