@@ -71,14 +71,16 @@ class ResBlock(nn.Module):
         self.c2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
         nn.init.zeros_(self.c2.weight)
-        nn.init.zeros_(self.c2.bias)
+        if self.c2.bias is not None:
+            nn.init.zeros_(self.c2.bias)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         h = self.c1(F.silu(self.n1(x)))
         scale, shift = self.film(e)[:, :, None, None].chunk(2, dim=1)
         h = self.n2(h) * (1 + scale) + shift
         h = self.c2(F.silu(h))
-        return self.skip(x) + h
+        out: torch.Tensor = self.skip(x) + h
+        return out
 
 
 class Attention(nn.Module):
@@ -91,7 +93,8 @@ class Attention(nn.Module):
         self.out = nn.Conv2d(ch, ch, 1)
         self.heads = heads
         nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        if self.out.bias is not None:
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -99,7 +102,8 @@ class Attention(nn.Module):
         a = F.scaled_dot_product_attention(
             q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2)
         )
-        return x + self.out(a.transpose(-1, -2).reshape(b, c, h, w))
+        out: torch.Tensor = x + self.out(a.transpose(-1, -2).reshape(b, c, h, w))
+        return out
 
 
 class EmojiUNet(nn.Module):
@@ -158,6 +162,7 @@ class EmojiUNet(nn.Module):
         h = self.inp(F.pixel_unshuffle(x, self.cfg.patch))
         hs = [h]
         for level, ds in zip(self.down, self.downsample, strict=True):
+            assert isinstance(level, nn.ModuleList)
             for blk in level:
                 h = blk(h, e)
                 hs.append(h)
@@ -166,6 +171,7 @@ class EmojiUNet(nn.Module):
                 hs.append(h)
         h = self.mid2(self.mid_attn(self.mid1(h, e)), e)
         for level, us in zip(self.up, self.upsample, strict=True):
+            assert isinstance(level, nn.ModuleList)
             for blk in level:
                 h = blk(torch.cat([h, hs.pop()], dim=1), e)
             if not isinstance(us, nn.Identity):

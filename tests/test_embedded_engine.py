@@ -1,0 +1,105 @@
+"""The embedded engine with the real shipped weights: sizes, alpha, seeds, steps, cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from limner.engines.base import Engine
+from limner.engines.embedded import EmbeddedEngine
+from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
+
+
+@pytest.fixture(scope="module")
+def engine() -> EmbeddedEngine:
+    eng = EmbeddedEngine(threads=1)
+    eng.load()
+    return eng
+
+
+def params(prompt: str = "a slice of pizza", seeds: tuple[int, ...] = (1,), **kw: object
+           ) -> GenerationParams:
+    base: dict[str, object] = {"width": 64, "height": 64, "quality": "low"}
+    base.update(kw)
+    return GenerationParams(prompt=prompt, seeds=seeds, **base)  # type: ignore[arg-type]
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_protocol_and_info(engine: EmbeddedEngine) -> None:
+    assert isinstance(engine, Engine)
+    assert engine.info.draws_alpha
+    assert (engine.info.native_width, engine.info.native_height) == (64, 64)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (256, 256), (1024, 1024), (1536, 864)])
+def test_sizes_modes_alpha(engine: EmbeddedEngine, size: tuple[int, int]) -> None:
+    out = engine.generate([params(width=size[0], height=size[1], seeds=(3, 4))])
+    assert len(out) == 1 and len(out[0]) == 2
+    for image in out[0]:
+        assert image.mode == "RGBA"
+        assert image.size == size
+        alpha = pixels(image)[..., 3]
+        assert alpha.min() == 0, "an emoji has a transparent background"
+        assert alpha.max() == 255, "and an opaque body"
+
+
+def test_seeds(engine: EmbeddedEngine) -> None:
+    a = engine.generate([params(seeds=(7, 8))])[0]
+    b = engine.generate([params(seeds=(7,))])[0]
+    assert np.array_equal(pixels(a[0]), pixels(b[0])), "same seed, same image"
+    assert np.abs(pixels(a[0]) - pixels(a[1])).mean() > 1.0, "n images of a request differ"
+
+
+def test_batch_of_requests(engine: EmbeddedEngine) -> None:
+    out = engine.generate([params("a red heart", seeds=(1,)),
+                           params("a rocket", seeds=(2, 3), width=128, height=96)])
+    assert [len(x) for x in out] == [1, 2]
+    assert out[1][0].size == (128, 96)
+
+
+def test_steps_and_previews(engine: EmbeddedEngine) -> None:
+    updates: list[StepUpdate] = []
+    engine.generate([params(seeds=(1, 2), quality="medium"), params("a cat", seeds=(5,))],
+                    updates.append)
+    assert [u.step for u in updates] == list(range(1, len(updates) + 1))
+    assert len(updates) == engine.steps["medium"]
+    assert all(u.total == len(updates) for u in updates)
+    preview = updates[0].preview()
+    assert [len(x) for x in preview] == [2, 1]
+    assert all(isinstance(im, Image.Image) and im.mode == "RGBA" for x in preview for im in x)
+    final = updates[-1].preview()
+    assert final[0][0].size == (64, 64)
+
+
+def test_cancel_stops_at_once(engine: EmbeddedEngine) -> None:
+    calls: list[int] = []
+
+    def cancel(update: StepUpdate) -> None:
+        calls.append(update.step)
+        if update.step == 2:
+            raise GenerationCancelled
+
+    with pytest.raises(GenerationCancelled):
+        engine.generate([params(quality="high")], cancel)
+    assert calls == [1, 2]
+
+
+def test_explicit_steps_and_style(engine: EmbeddedEngine) -> None:
+    steps: list[int] = []
+    engine.generate([params(steps=3, style="twemoji")], lambda u: steps.append(u.step))
+    assert steps == [1, 2, 3]
+
+
+def test_does_not_touch_global_threads_at_import() -> None:
+    before = torch.get_num_threads()
+    import importlib
+
+    import limner.engines.embedded as mod
+
+    importlib.reload(mod)
+    assert torch.get_num_threads() == before
