@@ -48,7 +48,7 @@ class EmbeddedEngine:
         self,
         weights: str | Path | None = None,
         *,
-        name: str = "limner-embedded",
+        name: str = "limner-emoji",
         threads: int | None = None,
         strength: float = 0.6,
         guidance: float = 3.0,
