@@ -86,7 +86,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise InvalidRequest("The request body is not valid UTF-8.",
                              code="invalid_json") from exc
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also over-long integers
         raise InvalidRequest(
             "We could not parse the JSON body of your request. (HINT: This likely means you "
             "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
@@ -96,6 +96,17 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     if _depth(document) > MAX_DEPTH:
         raise InvalidRequest("The JSON body is nested too deeply.", code="invalid_json")
+    for key, value in document.items():
+        try:  # "\ud800" escapes decode to lone surrogates, which no encoder accepts later
+            key.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest("A key of the JSON body contains an unpaired surrogate escape.",
+                                 code="invalid_json") from exc
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest(f"Invalid '{key}': it contains an unpaired surrogate escape.",
+                                 param=key, code="invalid_value") from exc
     return document
 
 
