@@ -91,7 +91,7 @@ OPENAI_MODELS: dict[str, ModelRules] = {
     "gpt-image-2-2026-04-21": GPT_IMAGE_2,
 }
 
-_SIZE = re.compile(r"^([0-9]{1,5})x([0-9]{1,5})$")
+_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 MIN_PIXELS = 655_360
 MAX_PIXELS = 8_294_400
 MAX_EDGE = 3840
@@ -109,7 +109,7 @@ def default_model_name(given: set[str], quality: str | None, stream: bool | None
 
 
 def parse_size(size: str) -> tuple[int, int] | None:
-    match = _SIZE.match(size)
+    match = _SIZE.fullmatch(size)
     if match is None:
         return None
     return int(match.group(1)), int(match.group(2))
