@@ -46,10 +46,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        # Starlette sends this response from outside every middleware, so the request id
+        # that RequestContextMiddleware put in the scope is added here.
+        request_id = str(request.scope.get("state", {}).get("request_id", ""))
+        log.exception("%s unexpected error on %s %s", request_id, request.method,
+                      request.url.path)
+        headers = {"x-should-retry": "false"}
+        if request_id:
+            headers["x-request-id"] = request_id
         return JSONResponse(
             error_payload("The server had an error while processing your request.",
                           "server_error", None, "internal_error"),
             status_code=500,
-            headers={"x-should-retry": "false"},
+            headers=headers,
         )
