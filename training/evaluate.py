@@ -199,6 +199,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", default=None)
     ap.add_argument("--strength", type=float, nargs="+", default=[0.6, 1.0])
+    ap.add_argument("--guidance", type=float, default=None, help="default: the engine's")
+    ap.add_argument("--steps", type=int, default=None, help="medium-quality steps override")
     ap.add_argument("--classifier-steps", type=int, default=1500)
     ap.add_argument("--sheet", default=str(ROOT / "docs" / "contact-sheet.png"))
     args = ap.parse_args()
@@ -218,7 +220,12 @@ def main() -> None:
     train_x = premul01(d["images"])
     results: dict[str, object] = {}
     for strength in args.strength:
-        engine = EmbeddedEngine(args.weights, threads=1, strength=strength)
+        kw: dict[str, object] = {}
+        if args.guidance is not None:
+            kw["guidance"] = args.guidance
+        if args.steps is not None:
+            kw["steps"] = {"medium": args.steps}
+        engine = EmbeddedEngine(args.weights, threads=1, strength=strength, **kw)  # type: ignore[arg-type]
         engine.load()
         mode = "hybrid (retrieve + SDEdit)" if strength < 1 else "pure text-to-image"
         all_dist = []
