@@ -50,8 +50,12 @@ def test_sizes_modes_alpha(engine: EmbeddedEngine, size: tuple[int, int]) -> Non
 
 def test_seeds(engine: EmbeddedEngine) -> None:
     a = engine.generate([params(seeds=(7, 8))])[0]
+    again = engine.generate([params(seeds=(7, 8))])[0]
+    assert all(np.array_equal(pixels(x), pixels(y)) for x, y in zip(a, again, strict=True)), \
+        "same seed, same batch: the same image, bit for bit"
     b = engine.generate([params(seeds=(7,))])[0]
-    assert np.array_equal(pixels(a[0]), pixels(b[0])), "same seed, same image"
+    # In another batch the kernels may sum in another order: at most one level apart.
+    assert np.abs(pixels(a[0]) - pixels(b[0])).max() <= 1, "same seed, same image"
     assert np.abs(pixels(a[0]) - pixels(a[1])).mean() > 1.0, "n images of a request differ"
 
 
