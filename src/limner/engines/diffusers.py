@@ -3,12 +3,18 @@
 The only module that imports diffusers. Steps are reported through
 `callback_on_step_end`; a `GenerationCancelled` raised there propagates out of the
 pipeline, so a cancelled batch never reaches the (expensive) VAE decode.
+
+Fast paths (engine options): text-encoder outputs are cached per prompt; `backend =
+"openvino"` runs the UNet, tiny decoder and text encoder in OpenVINO on the CPU (see
+`openvino_backend`, imported only then); `compile = true` wraps the UNet in `torch.compile`.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,10 @@ from limner.jobs import GenerationParams, StepCallback, StepUpdate
 log = logging.getLogger("limner.engines.diffusers")
 
 DEFAULT_STEPS = {"low": 1, "medium": 2, "high": 4}
+BACKENDS = ("torch", "openvino")
+PROMPT_CACHE_SIZE = 256
+_SD_ENCODE_PROMPT = ["self", "prompt", "device", "num_images_per_prompt",
+                     "do_classifier_free_guidance", "negative_prompt"]
 # Linear map from SD 1.x/2.x latents to RGB: a cheap preview with no VAE decode.
 _SD_LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173),
                   (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
@@ -53,11 +63,31 @@ class DiffusersEngine:
                  steps: Mapping[str, int] | None = None, guidance: float | None = None,
                  native_size: int | None = None, max_batch_images: int = 4,
                  tiny_decoder: str | None = None, decoder: str = "full",
-                 scheduler: Mapping[str, Any] | None = None) -> None:
+                 scheduler: Mapping[str, Any] | None = None, backend: str = "torch",
+                 cache_dir: str | None = None, compile: bool = False) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
+                             f"not {backend!r}")
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile must be true or false, not {compile!r}")
+        if compile and backend == "openvino":
+            raise ValueError("compile = true and backend = 'openvino' both compile the UNet: "
+                             "choose one")
         self.model = model
         self.threads = threads
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = pick_dtype(self.device, dtype)
+        self.backend = backend
+        self.cache_dir = cache_dir
+        self.compile = compile
+        if backend == "openvino":
+            if device not in (None, "cpu"):
+                raise ValueError(f"backend = 'openvino' runs on the CPU; device {device!r} "
+                                 "needs backend = 'torch'")
+            self.device = "cpu"
+            self.ov_precision = _ov_precision(dtype)
+            self.dtype = torch.float32  # the parts left in torch are cheap; keep them exact
+        else:
+            self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self.dtype = pick_dtype(self.device, dtype)
         self.steps = {**DEFAULT_STEPS, **dict(steps or {})}
         self.guidance = guidance
         self._native = native_size
@@ -70,6 +100,11 @@ class DiffusersEngine:
         self.scheduler = dict(scheduler or {})
         self.pipe: Any = None
         self.tiny: Any = None
+        self._embeds: OrderedDict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor | None]] \
+            = OrderedDict()
+        self._negative: torch.Tensor | None = None
+        self._cfg = False
+        self._cache_prompts = False
 
     @property
     def info(self) -> EngineInfo:
@@ -110,11 +145,75 @@ class DiffusersEngine:
             factor = getattr(pipe, "vae_scale_factor", 8)
             sample_size = getattr(sample, "sample_size", None) if sample is not None else None
             self._native = int(sample_size * factor) if isinstance(sample_size, int) else 512
+        sd_encode = _has_sd_encode_prompt(pipe)
+        self._cfg = sd_encode and _uses_cfg(pipe, self.guidance)
+        self._cache_prompts = sd_encode and (not self._cfg or "negative_prompt_embeds" in
+                                             inspect.signature(type(pipe).__call__).parameters)
+        self._embeds.clear()
+        self._negative = None
+        if self.backend == "openvino":
+            self._to_openvino(pipe, sd_encode)
+        elif self.compile:
+            self._compile_unet(pipe)
         self.pipe = pipe
-        log.info("loaded %s (%s, %s)", self.model, self.device, self.dtype)
+        log.info("loaded %s (%s, %s, backend %s%s)", self.model, self.device, self.dtype,
+                 self.backend, ", torch.compile" if self.compile else "")
+
+    def _to_openvino(self, pipe: Any, sd_encode: bool) -> None:
+        """Swap the UNet, the tiny decoder and a CLIP text encoder for OpenVINO-compiled ones.
+
+        Runs after `pipe.to(device)`. The swaps use `object.__setattr__`: the pipeline's own
+        `__setattr__` would record the wrapper's class in `pipe.config` (its model_index), so
+        `save_pretrained` and `components` would describe a pipeline that cannot be loaded.
+        The wrappers are not `torch.nn.Module`s, so `pipe.device`, `pipe.dtype` and
+        `_execution_device` keep coming from the torch parts left (VAE, text encoder).
+        """
+        try:
+            from limner.engines import openvino_backend as ovb
+        except ImportError as exc:
+            raise EngineError("backend = 'openvino' needs OpenVINO, which is not installed: "
+                              "pip install 'limner[openvino]'") from exc
+        unet = getattr(pipe, "unet", None)
+        if unet is None or getattr(unet.config, "addition_embed_type", None) is not None:
+            raise EngineError("backend = 'openvino' supports Stable Diffusion 1.x/2.x-style "
+                              "pipelines (SD-Turbo, SDXS, LCM); use backend = 'torch' for "
+                              f"{type(pipe).__name__}")
+        cache = Path(self.cache_dir) / "openvino" if self.cache_dir else None
+        runtime = ovb.OpenVINORuntime(cache, self.threads, self.ov_precision)
+        try:
+            object.__setattr__(pipe, "unet", runtime.unet(unet, self.model))
+            if self.tiny is not None and self.tiny_decoder:
+                self.tiny = runtime.tiny_decoder(self.tiny, self.tiny_decoder)
+                if self.decoder == "tiny":
+                    object.__setattr__(pipe, "vae", self.tiny)
+            encoder = getattr(pipe, "text_encoder", None)
+            tokenizer = getattr(pipe, "tokenizer", None)
+            if sd_encode and type(encoder).__name__ == "CLIPTextModel" \
+                    and tokenizer is not None:
+                object.__setattr__(pipe, "text_encoder", runtime.text_encoder(
+                    encoder, self.model, int(tokenizer.model_max_length)))
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"could not convert {self.model!r} to OpenVINO: {exc}") from exc
+        log.info("OpenVINO (%s): converted %s, the rest read from the IR cache",
+                 self.ov_precision, ", ".join(runtime.converted) or "nothing")
+
+    def _compile_unet(self, pipe: Any) -> None:
+        """`torch.compile` the UNet: the first call of each shape compiles (slow), later
+        calls run fused kernels. Freezing (CPU only) folds the weights into the graph."""
+        if getattr(pipe, "unet", None) is None:
+            raise EngineError(f"compile = true needs a UNet; {type(pipe).__name__} has none")
+        if self.device == "cpu":
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+        pipe.unet = torch.compile(pipe.unet)
 
     def close(self) -> None:
         self.pipe = None
+        self._embeds.clear()
+        self._negative = None
 
     def _draw_size(self, width: int, height: int) -> tuple[int, int]:
         """Draw at the model's native area with the requested aspect, on a 64-pixel grid."""
@@ -149,8 +248,43 @@ class DiffusersEngine:
         if self.guidance is not None:
             kwargs["guidance_scale"] = self.guidance
         with torch.inference_mode():
+            if self._cache_prompts:
+                del kwargs["prompt"]
+                kwargs.update(self._prompt_embeds(batch))
             images = self.pipe(**kwargs).images
         return _split([image.convert("RGB") for image in images], counts)
+
+    def _prompt_embeds(self, batch: Sequence[GenerationParams]) -> dict[str, torch.Tensor]:
+        """`prompt_embeds` (and `negative_prompt_embeds` under CFG) for the batch, one row
+        per image, with each prompt through the text encoder at most once while cached."""
+        positive, negative = [], []
+        for params in batch:
+            embeds, uncond = self._embed(params.prompt)
+            positive.append(embeds.repeat(len(params.seeds), 1, 1))
+            if uncond is not None:
+                negative.append(uncond.repeat(len(params.seeds), 1, 1))
+        out = {"prompt_embeds": torch.cat(positive)}
+        if self._cfg:
+            out["negative_prompt_embeds"] = torch.cat(negative)
+        return out
+
+    def _embed(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        key = (prompt, self._cfg)
+        hit = self._embeds.get(key)
+        if hit is not None:
+            self._embeds.move_to_end(key)
+            return hit
+        embeds, uncond = self.pipe.encode_prompt(prompt, self.pipe._execution_device, 1,
+                                                 self._cfg, negative_prompt=None)
+        if uncond is not None:
+            # The empty prompt's embedding is the same for every entry: keep one copy.
+            if self._negative is not None and torch.equal(uncond, self._negative):
+                uncond = self._negative
+            self._negative = uncond
+        self._embeds[key] = (embeds, uncond)
+        while len(self._embeds) > PROMPT_CACHE_SIZE:
+            self._embeds.popitem(last=False)
+        return embeds, uncond
 
     def _preview(self, latents: torch.Tensor) -> list[Image.Image]:
         if self.tiny is not None and latents.ndim == 4:
@@ -166,6 +300,44 @@ class DiffusersEngine:
         decoded = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
         rgb = ((decoded.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray((x * 255).astype(np.uint8)) for x in rgb]
+
+
+def _ov_precision(dtype: str) -> str:
+    """OpenVINO's inference precision for the `dtype` option (torch itself stays fp32)."""
+    if dtype == "auto":
+        return "bf16" if cpu_has_bf16() else "f32"
+    if dtype in ("float32", "fp32"):
+        return "f32"
+    if dtype in ("bfloat16", "bf16"):
+        return "bf16"
+    raise ValueError(f"backend = 'openvino' runs in f32 or bf16; dtype {dtype!r} is not one "
+                     "of auto, float32, bfloat16")
+
+
+def _has_sd_encode_prompt(pipe: Any) -> bool:
+    """True for pipelines whose `encode_prompt` and `__call__` are StableDiffusionPipeline's
+    (SD 1.x/2.x, SD-Turbo, SDXS, LCM): those take precomputed `prompt_embeds`. SDXL and FLUX
+    encode with two text encoders and keep getting `prompt=`."""
+    if getattr(pipe, "encode_prompt", None) is None:
+        return False
+    try:
+        names = list(inspect.signature(type(pipe).encode_prompt).parameters)
+        call = inspect.signature(type(pipe).__call__).parameters
+    except (TypeError, ValueError):
+        return False
+    return names[:len(_SD_ENCODE_PROMPT)] == _SD_ENCODE_PROMPT and "prompt_embeds" in call
+
+
+def _uses_cfg(pipe: Any, guidance: float | None) -> bool:
+    """The pipeline's `do_classifier_free_guidance`, decided before the call: guidance above
+    1 and a UNet with no guidance embedding (LCM has one)."""
+    if guidance is None:
+        default = inspect.signature(type(pipe).__call__).parameters.get("guidance_scale")
+        guidance = float(default.default) if default is not None \
+            and isinstance(default.default, int | float) else 1.0
+    unet = getattr(pipe, "unet", None)
+    return guidance > 1 and getattr(getattr(unet, "config", None), "time_cond_proj_dim",
+                                     None) is None
 
 
 def _scheduler(config: Any, spec: Mapping[str, Any]) -> Any:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from limner.config import EngineConfig
 from limner.engines.base import Engine
 
 
-def build_engine(config: EngineConfig, threads: int | None = None) -> Engine:
+def build_engine(config: EngineConfig, threads: int | None = None,
+                 data_dir: Path | None = None) -> Engine:
+    """`data_dir` gives engines that cache derived files (a diffusers engine's OpenVINO IR) a
+    default `cache_dir` of `DATA_DIR/cache`."""
     if config.kind == "fake":
         from limner.engines.fake import FakeEngine
 
@@ -26,6 +31,8 @@ def build_engine(config: EngineConfig, threads: int | None = None) -> Engine:
 
         if not config.path:
             raise ValueError(f"engine {config.name!r}: a diffusers engine needs a `path`")
-        return DiffusersEngine(config.path, name=config.name, threads=threads,
-                               **dict(config.options))
+        options = dict(config.options)
+        if data_dir is not None:
+            options.setdefault("cache_dir", str(data_dir / "cache"))
+        return DiffusersEngine(config.path, name=config.name, threads=threads, **options)
     raise ValueError(f"engine {config.name!r}: unknown kind {config.kind!r}")

@@ -36,7 +36,8 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     """The service. `engines` replaces the configured ones (tests pass fakes); `clock` is the
     wall clock of URL expiry, injectable so tests can jump an hour ahead."""
     built = dict(engines) if engines is not None else {
-        config.name: build_engine(config, settings.threads) for config in settings.engines
+        config.name: build_engine(config, settings.threads, settings.data_dir)
+        for config in settings.engines
     }
     default_engine = settings.default_engine if settings.default_engine in built \
         else next(iter(built))
