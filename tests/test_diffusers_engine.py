@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import openai
 import pytest
 import torch
@@ -14,8 +17,10 @@ from conftest import RunningServer
 from PIL import Image
 from tiny_pipeline import build_tiny_sd
 
+from limner.config import EngineConfig
 from limner.engines.base import Engine, EngineError
-from limner.engines.diffusers import DiffusersEngine
+from limner.engines.diffusers import DiffusersEngine, _has_sd_encode_prompt
+from limner.engines.registry import build_engine
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
 
 torch.set_num_threads(1)
@@ -98,3 +103,93 @@ def test_served_end_to_end(serve: Callable[..., RunningServer], tiny_sd: Path) -
     events = list(client.images.generate(prompt="a fox", model="tiny-sd", stream=True,
                                          partial_images=2, quality="high"))
     assert [e.type for e in events].count("image_generation.partial_image") == 2
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def count_text_encoder_calls(engine: DiffusersEngine) -> list[int]:
+    calls: list[int] = []
+    engine.pipe.text_encoder.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_prompt_cache_skips_the_text_encoder(tiny_sd: Path) -> None:
+    engine = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, guidance=0.0)
+    engine.load()
+    calls = count_text_encoder_calls(engine)
+    cold = engine.generate([request(n=2, seed=3)])[0]
+    warm = engine.generate([request(n=2, seed=3)])[0]
+    assert len(calls) == 1
+    assert [im.size for im in warm] == [(64, 64), (64, 64)]
+    assert [im.tobytes() for im in cold] == [im.tobytes() for im in warm]
+    assert cold[0].tobytes() != cold[1].tobytes()
+
+
+def test_prompt_cache_with_guidance_matches_the_plain_pipeline(tiny_sd: Path) -> None:
+    engine = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1)  # SD default: CFG 7.5
+    engine.load()
+    assert engine._cfg and engine._cache_prompts
+    calls = count_text_encoder_calls(engine)
+    fox = engine.generate([request(seed=4)])[0][0]
+    assert len(calls) == 2  # the prompt and the empty negative prompt
+    mixed = engine.generate([GenerationParams(prompt="a blue whale", width=64, height=64,
+                                              seeds=(1, 2), quality="high"),
+                             request(seed=4)])
+    assert len(calls) == 4  # only the new prompt (and its negative) were encoded
+    assert [len(images) for images in mixed] == [2, 1]
+    # batched with other images, kernels may sum in another order: a level at most
+    assert np.abs(pixels(mixed[1][0]) - pixels(fox)).max() <= 1
+    assert len(engine._embeds) == 2
+    assert engine._embeds[("a blue whale", True)][1] is engine._embeds[("a red fox", True)][1]
+    engine._cache_prompts = False  # the pipeline's own `prompt=` path gives the same picture
+    plain = engine.generate([request(seed=4)])[0][0]
+    assert len(calls) == 6
+    assert plain.tobytes() == fox.tobytes()
+
+
+def test_two_encoder_pipelines_keep_prompt() -> None:
+    class SDXLLike:
+        def encode_prompt(self, prompt: str, prompt_2: str | None, device: Any,
+                          num_images_per_prompt: int, do_classifier_free_guidance: bool,
+                          negative_prompt: str | None = None) -> None: ...
+
+        def __call__(self, prompt: str, prompt_embeds: Any = None) -> None: ...
+
+    assert not _has_sd_encode_prompt(SDXLLike())
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"backend": "onnx"}, "'torch', 'openvino'"),
+    ({"backend": "openvino", "compile": True}, "choose one"),
+    ({"compile": "yes"}, "true or false"),
+    ({"backend": "openvino", "device": "cuda"}, "CPU"),
+    ({"backend": "openvino", "dtype": "float16"}, "f32 or bf16"),
+])
+def test_fast_path_options_are_checked(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DiffusersEngine("/models/x", **options)
+
+
+def test_compile_is_accepted() -> None:
+    engine = DiffusersEngine("/models/x", compile=True, device="cpu")
+    assert engine.compile and engine.backend == "torch"
+
+
+def test_cache_dir_defaults_to_the_data_dir(tmp_path: Path) -> None:
+    built = build_engine(EngineConfig("sd", "diffusers", "/models/sd", {}), None, tmp_path)
+    assert isinstance(built, DiffusersEngine) and built.cache_dir == str(tmp_path / "cache")
+    chosen = build_engine(EngineConfig("sd", "diffusers", "/models/sd", {"cache_dir": "/c"}),
+                          None, tmp_path)
+    assert isinstance(chosen, DiffusersEngine) and chosen.cache_dir == "/c"
+
+
+def test_openvino_missing_is_a_clear_error(tiny_sd: Path, monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` -> ImportError
+    monkeypatch.delitem(sys.modules, "limner.engines.openvino_backend", raising=False)
+    engine = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, backend="openvino",
+                             cache_dir=str(tmp_path))
+    with pytest.raises(EngineError, match=r"pip install 'limner\[openvino\]'"):
+        engine.load()

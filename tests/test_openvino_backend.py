@@ -1,0 +1,126 @@
+"""backend = "openvino" on the tiny random-weight pipeline: real conversion, IR cache, images."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_pipeline import build_tiny_decoder, build_tiny_sd
+
+from limner.engines.diffusers import DiffusersEngine
+from limner.jobs import GenerationParams
+
+pytest.importorskip("openvino")
+
+from limner.engines import openvino_backend  # after importorskip: it imports openvino
+
+torch.set_num_threads(1)
+MAX_MEAN_DIFF = 1.0
+"""Mean |OpenVINO - torch| per pixel channel, in 8-bit levels (measured ~0.2: fp16-stored
+weights, f32 compute: 0.12-0.19 per image, one pixel off by up to 10 levels)."""
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("pipelines")
+    return build_tiny_sd(folder), build_tiny_decoder(folder / "taesd")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def make(parts: tuple[Path, Path], cache: Path | None, backend: str = "openvino",
+         tiny: Path | None = None, native_size: int | None = None) -> DiffusersEngine:
+    sd, taesd = parts
+    engine = DiffusersEngine(str(sd), dtype="float32", threads=1, backend=backend,
+                             cache_dir=str(cache) if cache else None,
+                             tiny_decoder=str(tiny or taesd), decoder="tiny",
+                             native_size=native_size)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def ov_engine(parts: tuple[Path, Path], cache: Path) -> DiffusersEngine:
+    return make(parts, cache)
+
+
+def request(n: int = 2, seed: int = 0, width: int = 64,
+            height: int = 64) -> list[GenerationParams]:
+    return [GenerationParams(prompt="a red fox", width=width, height=height,
+                             seeds=tuple(range(seed, seed + n)), quality="high")]
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float64)
+
+
+def test_openvino_draws_close_to_torch(ov_engine: DiffusersEngine,
+                                       parts: tuple[Path, Path]) -> None:
+    assert type(ov_engine.pipe.unet).__name__ == "OVUNet"
+    assert type(ov_engine.pipe.vae).__name__ == "OVTinyAutoencoder"
+    assert type(ov_engine.pipe.text_encoder).__name__ == "OVTextEncoder"
+    ov_images = ov_engine.generate(request())[0]
+    torch_images = make(parts, None, backend="torch").generate(request())[0]
+    assert [im.size for im in ov_images] == [(64, 64), (64, 64)]
+    diffs = [np.abs(pixels(a) - pixels(b)).mean() for a, b in zip(ov_images, torch_images,
+                                                                   strict=True)]
+    assert max(diffs) < MAX_MEAN_DIFF, diffs
+    assert np.abs(pixels(ov_images[0]) - pixels(ov_images[1])).mean() > 10 * max(diffs)
+
+
+def test_openvino_other_shapes_and_previews(ov_engine: DiffusersEngine,
+                                            parts: tuple[Path, Path], cache: Path) -> None:
+    wider = make(parts, cache, native_size=128)  # the same IR, compiled for a new shape
+    previews: list[list[list[Image.Image]]] = []
+    wide = wider.generate(request(n=1, width=1536, height=768),
+                          lambda update: previews.append(update.preview()))[0][0]
+    assert wide.size == (192, 64)
+    assert len(previews) == 4 and previews[-1][0][0].size == wide.size
+    assert np.abs(pixels(previews[-1][0][0]) - pixels(wide)).mean() < MAX_MEAN_DIFF
+
+
+def test_ir_is_cached_and_reused(ov_engine: DiffusersEngine, parts: tuple[Path, Path],
+                                 cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    saved = sorted(p.parent.name.rsplit("-", 1)[0] for p in cache.glob("openvino/*/model.xml"))
+    assert saved == ["text_encoder", "tiny_decoder", "unet"]
+    assert all(p.with_suffix(".bin").stat().st_size > 0
+               for p in cache.glob("openvino/*/model.xml"))
+    first = ov_engine.generate(request(seed=9))[0]
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("converted again instead of reading the cached IR")
+
+    monkeypatch.setattr(openvino_backend, "convert_model", forbidden)
+    with caplog.at_level(logging.INFO, logger="limner.engines.openvino"):
+        again = make(parts, cache).generate(request(seed=9))[0]
+    assert "using the cached OpenVINO IR" in caplog.text
+    assert [im.tobytes() for im in again] == [im.tobytes() for im in first]
+
+
+def test_new_weights_are_converted_again(parts: tuple[Path, Path], cache: Path,
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    taesd = shutil.copytree(parts[1], tmp_path / "taesd")
+    make(parts, cache, tiny=taesd)  # same files, new folder: a new IR for the decoder only
+    weights = next(taesd.glob("*.safetensors"))
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    converted: list[str] = []
+    real = openvino_backend.convert_model
+
+    def counting(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> object:
+        converted.append(type(module).__name__)
+        return real(module, example)
+
+    monkeypatch.setattr(openvino_backend, "convert_model", counting)
+    make(parts, cache, tiny=taesd)
+    assert converted == ["_TinyDecode"]
