@@ -48,6 +48,10 @@ class TextEncoder:
             digest = _sha256(folder / "model.safetensors")
             if digest != MINILM_SHA256:
                 raise RuntimeError(f"unexpected MiniLM weights in {folder}: sha256 {digest}")
+        from transformers.utils import logging as hf_logging
+
+        # A server's log is no place for a progress bar redrawn on every load.
+        hf_logging.disable_progress_bar()
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
 
