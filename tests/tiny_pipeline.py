@@ -25,7 +25,7 @@ def _byte_symbols() -> list[str]:
     return [chr(c) for c in codes]
 
 
-def _clip_tokenizer(folder: Path):  # type: ignore[no-untyped-def]
+def clip_tokenizer(folder: Path):  # type: ignore[no-untyped-def]
     from transformers import CLIPTokenizer
     symbols = _byte_symbols()
     vocab = {token: i for i, token in enumerate(symbols + [s + "</w>" for s in symbols])}
@@ -65,7 +65,7 @@ def build_tiny_sd(folder: Path) -> Path:
         layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=2, pad_token_id=1,
         vocab_size=1000,
     ))
-    tokenizer = _clip_tokenizer(folder / "_tokenizer_src")
+    tokenizer = clip_tokenizer(folder / "_tokenizer_src")
     pipe = StableDiffusionPipeline(
         unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
         scheduler=EulerDiscreteScheduler(), safety_checker=None, feature_extractor=None,

@@ -1,0 +1,393 @@
+"""Seconds per image: plain diffusers against limner's engine and server, from one run.
+
+Usage:
+    python benchmarks/diffusers_speed.py [--models sd-turbo,sdxs-512] [--threads 2]
+        [--reps 3] [--http-seconds 40] [--root /tmp/limner-bench] [--json out.json]
+
+Builds SD-Turbo and SDXS-512 with random weights from the real architecture configs in
+benchmarks/configs (once, into --root), then prints:
+
+1. the machine: CPU, bf16 fast path or not, measured matmul peak (fp32, bf16) at --threads;
+2. per model, 512x512, 1 step, batch 1: seconds per image for a plain diffusers pipeline
+   with default settings (`StableDiffusionPipeline.from_pretrained(folder)`: fp32, the
+   model's own decoder, the model card's 1 step and guidance 0) and for limner's
+   DiffusersEngine with the model's preset (bf16 where the CPU has it, tiny decoder), their
+   ratio, FLOPs per image and the fraction of the matmul peak of the engine's dtype, the
+   cost of one partial image, and each one's peak memory (each runs in its own process);
+3. through the HTTP server (`limner serve`, SD-Turbo preset) with 1, 4 and 8 concurrent
+   clients: requests answered by status, images/s, p50/p99 latency, server peak memory;
+4. the server's own overhead per request with the embedded model: client-observed latency
+   minus the engine and encode time the server reports in /metrics, one client at a time.
+
+Each figure is the median of --reps timed calls after one warm-up. Close other work first:
+torch with 2 threads slows down badly when another process holds a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+PROMPT = "a photo of a red fox in the snow"
+
+
+# Workers: each runs in its own process so its peak memory is its own. ------------------
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _median_time(fn: Any, reps: int) -> tuple[float, list[float]]:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def worker_peak(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out: dict[str, Any] = {}
+    n = 2048
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        seconds, _ = _median_time(lambda a=a, b=b: torch.matmul(a, b), 5)
+        out[f"{name}_gflops"] = 2 * n ** 3 / seconds / 1e9
+    return out
+
+
+def worker_plain(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    pipe = StableDiffusionPipeline.from_pretrained(args.folder)
+    load_s = time.perf_counter() - t0
+    pipe.set_progress_bar_config(disable=True)
+
+    def draw() -> None:
+        pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0,
+             generator=torch.Generator().manual_seed(0))
+
+    seconds, times = _median_time(draw, args.reps)
+    return {"load_s": load_s, "seconds": seconds, "times": times,
+            "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+            "decoder": type(pipe.vae).__name__, "peak_rss_mib": _peak_rss_mib()}
+
+
+def worker_limner(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from limner.engines.diffusers import DiffusersEngine
+    from limner.jobs import GenerationParams, StepUpdate
+    from limner.presets import PRESETS
+
+    options = PRESETS[args.model].engine_options()
+    options.update(json.loads(args.options))
+    engine = DiffusersEngine(args.folder, threads=args.threads, tiny_decoder=args.taesd,
+                             **options)
+    t0 = time.perf_counter()
+    engine.load()
+    load_s = time.perf_counter() - t0
+    seed = iter(range(1_000_000))
+
+    def request() -> list[GenerationParams]:
+        return [GenerationParams(prompt=PROMPT, seeds=(next(seed),), width=512, height=512,
+                                 quality="low")]
+
+    seconds, times = _median_time(lambda: engine.generate(request()), args.reps)
+
+    preview_times: list[float] = []
+
+    def on_step(update: StepUpdate) -> None:
+        t = time.perf_counter()
+        update.preview()
+        preview_times.append(time.perf_counter() - t)
+
+    for _ in range(max(2, args.reps)):
+        engine.generate(request(), on_step)
+    flops = None
+    if engine.dtype != torch.float16:
+        counter = FlopCounterMode(display=False, custom_mapping=_attention_flops())
+        with counter:
+            engine.generate(request())
+        flops = counter.get_total_flops()
+    return {"load_s": load_s, "seconds": seconds, "times": times,
+            "preview_s": statistics.median(preview_times[1:] or preview_times),
+            "flops": flops, "dtype": str(engine.dtype).removeprefix("torch."),
+            "decoder": type(engine.pipe.vae).__name__, "peak_rss_mib": _peak_rss_mib()}
+
+
+def _attention_flops() -> dict[Any, Any]:
+    """FlopCounterMode has no formula for the CPU flash-attention kernel: 2 matmuls."""
+    import torch
+
+    def sdpa(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
+        batch, heads, q_len, dim = query
+        k_len = key[-2]
+        return 4 * batch * heads * q_len * k_len * dim
+
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {op: sdpa} if op is not None else {}
+
+
+WORKERS = {"peak": worker_peak, "plain": worker_plain, "limner": worker_limner}
+
+
+def run_worker(kind: str, args: argparse.Namespace, **extra: str) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--worker", kind, "--threads", str(args.threads),
+               "--reps", str(args.reps)]
+    for key, value in extra.items():
+        command += [f"--{key}", value]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[7:])
+            return result
+    raise SystemExit(f"worker {kind} {extra} failed:\n{done.stderr[-4000:]}")
+
+
+# The HTTP part. -----------------------------------------------------------------------
+def _metric_sum(text: str, name: str) -> float:
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text,
+                                                     re.MULTILINE))
+
+
+def _vm_hwm_mib(pid: int) -> float | None:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def _spawn(config: str, workdir: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
+    import httpx
+    from load_test import _free_port
+
+    port = _free_port()
+    (workdir / "limner.toml").write_text(config)
+    env = {**os.environ, "LIMNER_DATA_DIR": str(workdir / "data"),
+           "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    log = (workdir / "server.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "limner", "serve", "--port", str(port), "--threads",
+         str(threads), "--config", str(workdir / "limner.toml"), "--log-level", "warning"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited: {(workdir / 'server.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise SystemExit("the server did not become healthy in 600 s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def http_levels(args: argparse.Namespace, folder: Path, taesd: Path) -> list[dict[str, Any]]:
+    from load_test import run_load
+
+    from limner.presets import PRESETS
+
+    options = PRESETS["sd-turbo"].engine_options()
+    steps = ", ".join(f"{k} = {v}" for k, v in options.pop("steps").items())
+    scheduler = ", ".join(f"{k} = {json.dumps(v)}" for k, v in options.pop("scheduler").items())
+    lines = ['default_engine = "sd-turbo"', "max_queue = 64", "", "[engines.sd-turbo]",
+             'kind = "diffusers"', f"path = {json.dumps(str(folder))}",
+             f"tiny_decoder = {json.dumps(str(taesd))}", f"steps = {{ {steps} }}",
+             f"scheduler = {{ {scheduler} }}"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
+    body = {"prompt": PROMPT, "model": "dall-e-2", "size": "512x512",
+            "response_format": "b64_json"}
+    results = []
+    with tempfile.TemporaryDirectory(prefix="limner-bench-") as tmp:
+        process, url = _spawn("\n".join(lines) + "\n", Path(tmp), args.threads)
+        try:
+            asyncio.run(run_load(url, clients=1, seconds=1, body=body))  # warm-up
+            for clients in (1, 4, 8):
+                report = asyncio.run(run_load(url, clients=clients, seconds=args.http_seconds,
+                                              body=body, pid=process.pid))
+                ok = report.answered.get("200", 0)
+                results.append({"clients": clients, "sent": report.sent,
+                                "answered": report.answered, "lost": report.lost,
+                                "images_per_s": ok / report.elapsed_s,
+                                "p50_s": (report.p50_ms or 0) / 1000,
+                                "p99_s": (report.p99_ms or 0) / 1000,
+                                "health_max_ms": report.health_max_ms,
+                                "server_peak_rss_mib": _vm_hwm_mib(process.pid)})
+        finally:
+            _stop(process)
+    return results
+
+
+def server_overhead(args: argparse.Namespace, requests: int = 40) -> dict[str, Any]:
+    """Client latency minus the engine and encode time /metrics reports, one at a time."""
+    import httpx
+
+    body = {"prompt": "a slice of pizza", "model": "gpt-image-1", "size": "1024x1024",
+            "quality": "low", "output_format": "png"}
+    with tempfile.TemporaryDirectory(prefix="limner-bench-") as tmp:
+        process, url = _spawn("", Path(tmp), args.threads)
+        try:
+            with httpx.Client(timeout=120) as http:
+                for _ in range(3):  # warm-up
+                    http.post(url + "/v1/images/generations", json=body).raise_for_status()
+                before = http.get(url + "/metrics").text
+                latencies = []
+                for _ in range(requests):
+                    t0 = time.perf_counter()
+                    http.post(url + "/v1/images/generations", json=body).raise_for_status()
+                    latencies.append(time.perf_counter() - t0)
+                after = http.get(url + "/metrics").text
+        finally:
+            _stop(process)
+
+    def spent(name: str) -> float:
+        return (_metric_sum(after, name) - _metric_sum(before, name)) / requests
+
+    engine_s, encode_s = spent("limner_batch_seconds_sum"), spent("limner_encode_seconds_sum")
+    queue_s = spent("limner_queue_seconds_sum")
+    latency_s = statistics.mean(latencies)
+    return {"requests": requests, "latency_ms": latency_s * 1000, "engine_ms": engine_s * 1000,
+            "encode_ms": encode_s * 1000, "queue_ms": queue_s * 1000,
+            "overhead_ms": (latency_s - engine_s - encode_s) * 1000}
+
+
+# The report. --------------------------------------------------------------------------
+def _cpu() -> tuple[str, bool]:
+    from limner.engines.diffusers import cpu_has_bf16
+
+    name = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return name, cpu_has_bf16()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="sd-turbo,sdxs-512")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--http-seconds", type=float, default=40.0,
+                    help="seconds per concurrency level; 0 skips the HTTP part")
+    ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--engine-options", default="{}",
+                    help='extra engine options as JSON, e.g. \'{"backend": "openvino"}\'')
+    ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "limner-bench")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
+    ap.add_argument("--taesd", help=argparse.SUPPRESS)
+    ap.add_argument("--options", default="{}", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(WORKERS[args.worker](args)), flush=True)
+        return 0
+
+    from random_pipelines import MODELS, build_pipeline, build_taesd
+
+    models = [m for m in args.models.split(",") if m]
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        raise SystemExit(f"unknown models {sorted(unknown)}; known: {', '.join(MODELS)}")
+    cpu, bf16 = _cpu()
+    report: dict[str, Any] = {"cpu": cpu, "bf16_fast_path": bf16, "threads": args.threads}
+    print(f"CPU: {cpu}; bf16 fast path (AMX/AVX512-BF16): {'yes' if bf16 else 'no'}; "
+          f"{args.threads} threads; median of {args.reps} after a warm-up")
+    print("building random-weight pipelines in", args.root, flush=True)
+    taesd = build_taesd(args.root / "taesd")
+    folders = {m: build_pipeline(m, args.root) for m in models}
+    peak = run_worker("peak", args)
+    report["peak"] = peak
+    print(f"matmul peak (2048x2048): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
+          f"bf16 {peak['bf16_gflops']:.1f} GFLOP/s\n", flush=True)
+
+    report["models"] = {}
+    for model in models:
+        plain = run_worker("plain", args, folder=str(folders[model]))
+        ours = run_worker("limner", args, model=model, folder=str(folders[model]),
+                          taesd=str(taesd), options=args.engine_options)
+        gflops_peak = peak["bf16_gflops" if ours["dtype"] == "bfloat16" else "fp32_gflops"]
+        fraction = (ours["flops"] / ours["seconds"] / 1e9 / gflops_peak
+                    if ours["flops"] else None)
+        report["models"][model] = {"plain": plain, "limner": ours, "peak_fraction": fraction}
+        print(f"{model}, 512x512, 1 step, batch 1")
+        print(f"  plain diffusers ({plain['dtype']}, {plain['decoder']}): "
+              f"{plain['seconds']:.2f} s/image, peak RSS {plain['peak_rss_mib']:.0f} MiB")
+        print(f"  limner engine   ({ours['dtype']}, {ours['decoder']}): "
+              f"{ours['seconds']:.2f} s/image, peak RSS {ours['peak_rss_mib']:.0f} MiB")
+        print(f"  ratio: {plain['seconds'] / ours['seconds']:.1f}x faster")
+        if fraction is not None:
+            print(f"  {ours['flops'] / 1e9:.0f} GFLOP/image = {fraction:.0%} of the "
+                  f"{ours['dtype']} matmul peak")
+        print(f"  one partial image: {ours['preview_s'] * 1000:.0f} ms = "
+              f"{ours['preview_s'] / ours['seconds']:.1%} of the image's time\n", flush=True)
+
+    if args.http_seconds > 0 and "sd-turbo" in folders:
+        levels = http_levels(args, folders["sd-turbo"], taesd)
+        report["http"] = levels
+        print("HTTP, sd-turbo preset, 512x512, dall-e-2, b64_json")
+        for level in levels:
+            print(f"  {level['clients']} clients: sent {level['sent']}, answered "
+                  f"{level['answered']}, lost {level['lost']}; "
+                  f"{level['images_per_s']:.3f} images/s; p50 {level['p50_s']:.2f} s, "
+                  f"p99 {level['p99_s']:.2f} s; /healthz max {level['health_max_ms']:.0f} ms; "
+                  f"server peak RSS {level['server_peak_rss_mib']:.0f} MiB")
+        base = levels[0]["images_per_s"]
+        print("  throughput vs 1 client: " + ", ".join(
+            f"{lv['clients']}: {lv['images_per_s'] / base:.2f}x" for lv in levels) + "\n")
+    if not args.skip_overhead:
+        overhead = server_overhead(args)
+        report["overhead"] = overhead
+        print(f"server overhead, embedded model, 1024x1024 png, {overhead['requests']} "
+              f"requests one at a time: latency {overhead['latency_ms']:.1f} ms = engine "
+              f"{overhead['engine_ms']:.1f} + encode {overhead['encode_ms']:.1f} + overhead "
+              f"{overhead['overhead_ms']:.1f} ms (of which waiting in the queue, batch "
+              f"window included: {overhead['queue_ms']:.1f} ms)")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
