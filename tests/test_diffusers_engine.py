@@ -17,6 +17,7 @@ from conftest import RunningServer
 from PIL import Image
 from tiny_pipeline import build_tiny_sd
 
+import limner.engines
 from limner.config import EngineConfig
 from limner.engines.base import Engine, EngineError
 from limner.engines.diffusers import DiffusersEngine, _has_sd_encode_prompt
@@ -189,6 +190,7 @@ def test_openvino_missing_is_a_clear_error(tiny_sd: Path, monkeypatch: pytest.Mo
                                            tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` -> ImportError
     monkeypatch.delitem(sys.modules, "limner.engines.openvino_backend", raising=False)
+    monkeypatch.delattr(limner.engines, "openvino_backend", raising=False)  # if imported
     engine = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, backend="openvino",
                              cache_dir=str(tmp_path))
     with pytest.raises(EngineError, match=r"pip install 'limner\[openvino\]'"):

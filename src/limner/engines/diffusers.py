@@ -78,6 +78,7 @@ class DiffusersEngine:
         self.backend = backend
         self.cache_dir = cache_dir
         self.compile = compile
+        self.ov_precision = "f32"
         if backend == "openvino":
             if device not in (None, "cpu"):
                 raise ValueError(f"backend = 'openvino' runs on the CPU; device {device!r} "
@@ -162,11 +163,11 @@ class DiffusersEngine:
     def _to_openvino(self, pipe: Any, sd_encode: bool) -> None:
         """Swap the UNet, the tiny decoder and a CLIP text encoder for OpenVINO-compiled ones.
 
-        Runs after `pipe.to(device)`. The swaps use `object.__setattr__`: the pipeline's own
-        `__setattr__` would record the wrapper's class in `pipe.config` (its model_index), so
-        `save_pretrained` and `components` would describe a pipeline that cannot be loaded.
-        The wrappers are not `torch.nn.Module`s, so `pipe.device`, `pipe.dtype` and
-        `_execution_device` keep coming from the torch parts left (VAE, text encoder).
+        Runs after `pipe.to(device)` (which would otherwise try to move the wrappers). The
+        swaps use `object.__setattr__`: the pipeline's own `__setattr__` would record the
+        wrapper's class in `pipe.config`, its model_index, naming a class diffusers cannot
+        load. The wrappers are not `torch.nn.Module`s, so `pipe.device`, `pipe.dtype` and
+        `_execution_device` come from the torch parts left, or fall back to the CPU.
         """
         try:
             from limner.engines import openvino_backend as ovb
