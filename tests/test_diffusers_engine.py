@@ -20,7 +20,7 @@ from tiny_pipeline import build_tiny_sd
 import limner.engines
 from limner.config import EngineConfig
 from limner.engines.base import Engine, EngineError
-from limner.engines.diffusers import DiffusersEngine, _has_sd_encode_prompt
+from limner.engines.diffusers import DiffusersEngine, _has_sd_encode_prompt, _pool_for_preview
 from limner.engines.registry import build_engine
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
 
@@ -195,3 +195,12 @@ def test_openvino_missing_is_a_clear_error(tiny_sd: Path, monkeypatch: pytest.Mo
                              cache_dir=str(tmp_path))
     with pytest.raises(EngineError, match=r"pip install 'limner\[openvino\]'"):
         engine.load()
+
+
+def test_previews_decode_small_latents() -> None:
+    latents = torch.randn(2, 4, 64, 96)
+    pooled = _pool_for_preview(latents, 8)
+    assert pooled.shape == (2, 4, 13, 20)  # 160 px on the long side after an 8x decoder
+    assert torch.allclose(pooled.mean(), latents.mean(), atol=1e-5)
+    small = torch.randn(1, 4, 16, 16)
+    assert _pool_for_preview(small, 8) is small

@@ -51,7 +51,7 @@ class TextEncoder:
         from transformers.utils import logging as hf_logging
 
         # A server's log is no place for a progress bar redrawn on every load.
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
 

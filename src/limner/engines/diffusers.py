@@ -29,6 +29,10 @@ from limner.jobs import GenerationParams, StepCallback, StepUpdate
 log = logging.getLogger("limner.engines.diffusers")
 
 DEFAULT_STEPS = {"low": 1, "medium": 2, "high": 4}
+PREVIEW_MAX_SIDE = 160
+"""Partial images are decoded from latents pooled to at most this many pixels on the long
+side: a preview costs a few percent of its image (a full-size decode costs as much as a
+one-step model's whole denoising), and the server scales it to the requested size."""
 BACKENDS = ("torch", "openvino")
 PROMPT_CACHE_SIZE = 256
 _SD_ENCODE_PROMPT = ["self", "prompt", "device", "num_images_per_prompt",
@@ -288,6 +292,8 @@ class DiffusersEngine:
         return embeds, uncond
 
     def _preview(self, latents: torch.Tensor) -> list[Image.Image]:
+        if latents.ndim == 4:
+            latents = _pool_for_preview(latents, getattr(self.pipe, "vae_scale_factor", 8))
         if self.tiny is not None and latents.ndim == 4:
             with torch.inference_mode():
                 decoded = self.tiny.decode(latents.to(self.tiny.dtype)).sample
@@ -301,6 +307,17 @@ class DiffusersEngine:
         decoded = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
         rgb = ((decoded.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray((x * 255).astype(np.uint8)) for x in rgb]
+
+
+def _pool_for_preview(latents: torch.Tensor, scale_factor: int) -> torch.Tensor:
+    """Average-pool (B, C, h, w) latents so they decode to at most PREVIEW_MAX_SIDE pixels."""
+    height, width = latents.shape[-2:]
+    ratio = PREVIEW_MAX_SIDE / (max(height, width) * max(1, scale_factor))
+    if ratio >= 1.0:
+        return latents
+    size = (max(1, round(height * ratio)), max(1, round(width * ratio)))
+    pooled = torch.nn.functional.adaptive_avg_pool2d(latents.float(), size)
+    return pooled.to(latents.dtype)
 
 
 def _ov_precision(dtype: str) -> str:
