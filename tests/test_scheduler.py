@@ -49,6 +49,29 @@ async def test_compatible_requests_share_a_batch() -> None:
     await scheduler.stop()
 
 
+async def test_a_lone_request_does_not_wait_for_the_batch_window() -> None:
+    engine = FakeEngine()
+    scheduler = Scheduler(engine, batch_wait_s=30.0)
+    scheduler.start()
+    lone = scheduler.submit(params())
+    assert len(await asyncio.wait_for(lone.result, 5)) == 1, "no 30 s window for one request"
+    await scheduler.stop()
+
+
+async def test_requests_arriving_together_hold_the_window() -> None:
+    engine = FakeEngine()
+    scheduler = Scheduler(engine, batch_wait_s=0.5)
+    scheduler.start()
+    alone = scheduler.submit(params(seed=0))
+    await asyncio.wait_for(alone.result, 5)  # idle engine: it ran at once
+    first = scheduler.submit(params(seed=1))  # within a window of the one before: wait
+    await asyncio.sleep(0.05)
+    second = scheduler.submit(params(seed=2))
+    await asyncio.wait_for(asyncio.gather(first.result, second.result), 5)
+    assert [[p.seeds for p in batch] for batch in engine.batches] == [[(0,)], [(1,), (2,)]]
+    await scheduler.stop()
+
+
 async def test_batch_size_is_bounded_and_order_is_fifo() -> None:
     engine = FakeEngine()
     scheduler = Scheduler(engine, batch_wait_s=0.02, max_batch_images=4)

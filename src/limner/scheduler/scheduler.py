@@ -3,7 +3,9 @@
 Requests become `Job`s. A single worker task takes the oldest job, gathers compatible jobs
 (same size, quality and steps) that arrive within `batch_wait_s`, up to `max_batch_images`
 images, and runs them as one batch on the engine in a dedicated thread, so the event loop
-stays free. The engine's step callback delivers partial images and stops a batch whose
+stays free. The window is held open only while requests arrive together (others are queued,
+or the oldest came within a window of the one before it): a lone request at an idle engine
+starts at once instead of paying the window as latency. The engine's step callback delivers partial images and stops a batch whose
 clients have all gone away.
 """
 
@@ -67,6 +69,8 @@ class Job:
         self._partials_sent = 0
         self._loop = loop
         self.submitted_at = time.monotonic()
+        self.follows_closely = False
+        """It arrived within `batch_wait_s` of the request before it: more may be coming."""
         self._on_cancel: Callable[[Job], None] | None = None
 
     @property
@@ -125,6 +129,7 @@ class Scheduler:
         self._running: list[Job] = []
         self._closing = False
         self._seconds_per_image = 1.0
+        self._last_arrival = float("-inf")
 
     # Admission -------------------------------------------------------------------------
     @property
@@ -144,6 +149,9 @@ class Scheduler:
             deadline = self.clock() + self.request_timeout_s
         job = Job(params, partial_images, deadline, asyncio.get_running_loop())
         job._on_cancel = self._discard
+        now = self.clock()
+        job.follows_closely = now - self._last_arrival <= self.batch_wait_s
+        self._last_arrival = now
         self._pending.append(job)
         self._arrived.set()
         return job
@@ -193,7 +201,8 @@ class Scheduler:
         head = self._pending.popleft()
         batch = [head]
         images = head.params.n
-        window_end = self.clock() + self.batch_wait_s
+        wait = self.batch_wait_s if self._pending or head.follows_closely else 0.0
+        window_end = self.clock() + wait
         while True:
             for job in list(self._pending):
                 if job.key == head.key and images + job.params.n <= self.max_batch_images:
