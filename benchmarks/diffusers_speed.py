@@ -64,10 +64,13 @@ def _median_time(fn: Any, reps: int) -> tuple[float, list[float]]:
 def worker_peak(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from limner.engines.diffusers import cpu_has_bf16
+
     torch.set_num_threads(args.threads)
     out: dict[str, Any] = {}
-    n = 2048
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        # Without a bf16 fast path torch emulates it at a few GFLOP/s: a small size will do.
+        n = 2048 if name == "fp32" or cpu_has_bf16() else 256
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         seconds, _ = _median_time(lambda a=a, b=b: torch.matmul(a, b), 5)
         out[f"{name}_gflops"] = 2 * n ** 3 / seconds / 1e9
@@ -85,8 +88,10 @@ def worker_plain(args: argparse.Namespace) -> dict[str, Any]:
     pipe.set_progress_bar_config(disable=True)
 
     def draw() -> None:
-        pipe(PROMPT, num_inference_steps=1, guidance_scale=0.0,
+        pipe(f"{PROMPT}, take {next(takes)}", num_inference_steps=1, guidance_scale=0.0,
              generator=torch.Generator().manual_seed(0))
+
+    takes = iter(range(1_000_000))
 
     seconds, times = _median_time(draw, args.reps)
     return {"load_s": load_s, "seconds": seconds, "times": times,
@@ -112,8 +117,10 @@ def worker_limner(args: argparse.Namespace) -> dict[str, Any]:
     seed = iter(range(1_000_000))
 
     def request() -> list[GenerationParams]:
-        return [GenerationParams(prompt=PROMPT, seeds=(next(seed),), width=512, height=512,
-                                 quality="low")]
+        # A new prompt each time: the engine's prompt cache must not flatter the figures.
+        index = next(seed)
+        return [GenerationParams(prompt=f"{PROMPT}, take {index}", seeds=(index,), width=512,
+                                 height=512, quality="low")]
 
     seconds, times = _median_time(lambda: engine.generate(request()), args.reps)
 
@@ -127,7 +134,7 @@ def worker_limner(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(max(2, args.reps)):
         engine.generate(request(), on_step)
     flops = None
-    if engine.dtype != torch.float16:
+    if engine.dtype != torch.float16 and engine.backend == "torch":
         counter = FlopCounterMode(display=False, custom_mapping=_attention_flops())
         with counter:
             engine.generate(request())
@@ -135,6 +142,7 @@ def worker_limner(args: argparse.Namespace) -> dict[str, Any]:
     return {"load_s": load_s, "seconds": seconds, "times": times,
             "preview_s": statistics.median(preview_times[1:] or preview_times),
             "flops": flops, "dtype": str(engine.dtype).removeprefix("torch."),
+            "ov_precision": engine.ov_precision,
             "decoder": type(engine.pipe.vae).__name__, "peak_rss_mib": _peak_rss_mib()}
 
 
@@ -288,6 +296,14 @@ def server_overhead(args: argparse.Namespace, requests: int = 40) -> dict[str, A
 
 
 # The report. --------------------------------------------------------------------------
+def _default_backends() -> str:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "torch,openvino"
+
+
 def _cpu() -> tuple[str, bool]:
     from limner.engines.diffusers import cpu_has_bf16
 
@@ -310,8 +326,9 @@ def main() -> int:
     ap.add_argument("--http-seconds", type=float, default=40.0,
                     help="seconds per concurrency level; 0 skips the HTTP part")
     ap.add_argument("--skip-overhead", action="store_true")
-    ap.add_argument("--engine-options", default="{}",
-                    help='extra engine options as JSON, e.g. \'{"backend": "openvino"}\'')
+    ap.add_argument("--backends", default=None,
+                    help="limner engine backends to time, comma-separated (default: torch, "
+                         "and openvino when it is installed)")
     ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "limner-bench")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -342,26 +359,37 @@ def main() -> int:
     print(f"matmul peak (2048x2048): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
           f"bf16 {peak['bf16_gflops']:.1f} GFLOP/s\n", flush=True)
 
+    backends = (args.backends or _default_backends()).split(",")
     report["models"] = {}
     for model in models:
         plain = run_worker("plain", args, folder=str(folders[model]))
-        ours = run_worker("limner", args, model=model, folder=str(folders[model]),
-                          taesd=str(taesd), options=args.engine_options)
-        gflops_peak = peak["bf16_gflops" if ours["dtype"] == "bfloat16" else "fp32_gflops"]
-        fraction = (ours["flops"] / ours["seconds"] / 1e9 / gflops_peak
-                    if ours["flops"] else None)
-        report["models"][model] = {"plain": plain, "limner": ours, "peak_fraction": fraction}
+        report["models"][model] = {"plain": plain}
         print(f"{model}, 512x512, 1 step, batch 1")
         print(f"  plain diffusers ({plain['dtype']}, {plain['decoder']}): "
-              f"{plain['seconds']:.2f} s/image, peak RSS {plain['peak_rss_mib']:.0f} MiB")
-        print(f"  limner engine   ({ours['dtype']}, {ours['decoder']}): "
-              f"{ours['seconds']:.2f} s/image, peak RSS {ours['peak_rss_mib']:.0f} MiB")
-        print(f"  ratio: {plain['seconds'] / ours['seconds']:.1f}x faster")
-        if fraction is not None:
-            print(f"  {ours['flops'] / 1e9:.0f} GFLOP/image = {fraction:.0%} of the "
-                  f"{ours['dtype']} matmul peak")
-        print(f"  one partial image: {ours['preview_s'] * 1000:.0f} ms = "
-              f"{ours['preview_s'] / ours['seconds']:.1%} of the image's time\n", flush=True)
+              f"{plain['seconds']:.2f} s/image, peak RSS {plain['peak_rss_mib']:.0f} MiB, "
+              f"load {plain['load_s']:.1f} s", flush=True)
+        for backend in backends:
+            ours = run_worker("limner", args, model=model, folder=str(folders[model]),
+                              taesd=str(taesd), options=json.dumps(
+                                  {"backend": backend,
+                                   "cache_dir": str(args.root / "cache")}))
+            precision = ours["dtype"] if backend == "torch" else ours["ov_precision"]
+            gflops_peak = peak["bf16_gflops" if precision.startswith("bf") else "fp32_gflops"]
+            # OpenVINO runs the same graph: count its FLOPs from the torch run.
+            ours["flops"] = ours["flops"] or report["models"][model].get("torch", {}).get(
+                "flops")
+            fraction = (ours["flops"] / ours["seconds"] / 1e9 / gflops_peak
+                        if ours["flops"] else None)
+            report["models"][model][backend] = {**ours, "peak_fraction": fraction}
+            print(f"  limner, {backend} ({precision}, {ours['decoder']}): "
+                  f"{ours['seconds']:.2f} s/image = {plain['seconds'] / ours['seconds']:.1f}x "
+                  f"faster; peak RSS {ours['peak_rss_mib']:.0f} MiB, load {ours['load_s']:.1f} s")
+            if fraction is not None:
+                print(f"    {ours['flops'] / 1e9:.0f} GFLOP/image = {fraction:.0%} of the "
+                      f"{'bf16' if precision.startswith('bf') else 'fp32'} matmul peak")
+            print(f"    one partial image: {ours['preview_s'] * 1000:.0f} ms = "
+                  f"{ours['preview_s'] / ours['seconds']:.1%} of the image's time", flush=True)
+        print()
 
     if args.http_seconds > 0 and "sd-turbo" in folders:
         levels = http_levels(args, folders["sd-turbo"], taesd)

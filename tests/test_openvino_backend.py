@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -126,3 +127,23 @@ def test_new_weights_are_converted_again(parts: tuple[Path, Path], cache: Path,
     monkeypatch.setattr(openvino_backend, "convert_model", counting)
     make(parts, cache, tiny=taesd)
     assert converted == ["_TinyDecode"]
+
+
+def test_a_pipelines_own_tiny_vae_runs_in_openvino(parts: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    """SDXS ships a tiny autoencoder as its `vae`: the decode runs in OpenVINO too."""
+    sd, taesd = parts
+    sdxs = tmp_path / "sdxs-like"
+    shutil.copytree(sd, sdxs)
+    shutil.rmtree(sdxs / "vae")
+    shutil.copytree(taesd, sdxs / "vae")
+    index = json.loads((sdxs / "model_index.json").read_text())
+    index["vae"] = ["diffusers", "AutoencoderTiny"]
+    (sdxs / "model_index.json").write_text(json.dumps(index))
+    engine = DiffusersEngine(str(sdxs), dtype="float32", threads=1, backend="openvino",
+                             cache_dir=str(tmp_path / "cache"))
+    engine.load()
+    assert type(engine.pipe.vae).__name__ == "OVTinyAutoencoder"
+    images = engine.generate(request(n=1))[0]
+    assert [im.size for im in images] == [(64, 64)]
+    assert list((tmp_path / "cache" / "openvino").glob("tiny_decoder-*/model.xml"))

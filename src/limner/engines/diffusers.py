@@ -191,6 +191,10 @@ class DiffusersEngine:
                 self.tiny = runtime.tiny_decoder(self.tiny, self.tiny_decoder)
                 if self.decoder == "tiny":
                     object.__setattr__(pipe, "vae", self.tiny)
+            vae = getattr(pipe, "vae", None)
+            if type(vae).__name__ == "AutoencoderTiny":  # the model's own (SDXS ships one)
+                object.__setattr__(pipe, "vae", runtime.tiny_decoder(
+                    vae, f"{self.model.rstrip('/')}/vae"))
             encoder = getattr(pipe, "text_encoder", None)
             tokenizer = getattr(pipe, "tokenizer", None)
             if sd_encode and type(encoder).__name__ == "CLIPTextModel" \

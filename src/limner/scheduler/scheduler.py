@@ -5,8 +5,8 @@ Requests become `Job`s. A single worker task takes the oldest job, gathers compa
 images, and runs them as one batch on the engine in a dedicated thread, so the event loop
 stays free. The window is held open only while requests arrive together (others are queued,
 or the oldest came within a window of the one before it): a lone request at an idle engine
-starts at once instead of paying the window as latency. The engine's step callback delivers partial images and stops a batch whose
-clients have all gone away.
+starts at once instead of paying the window as latency. The engine's step callback
+delivers partial images and stops a batch whose clients have all gone away.
 """
 
 from __future__ import annotations
