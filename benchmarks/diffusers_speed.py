@@ -2,7 +2,8 @@
 
 Usage:
     python benchmarks/diffusers_speed.py [--models sd-turbo,sdxs-512] [--threads 2]
-        [--reps 3] [--http-seconds 40] [--root /tmp/limner-bench] [--json out.json]
+        [--reps 3] [--http-seconds 40] [--backends torch,openvino]
+        [--parts engines,http,overhead] [--root /tmp/limner-bench] [--json out.json]
 
 Builds SD-Turbo and SDXS-512 with random weights from the real architecture configs in
 benchmarks/configs (once, into --root), then prints:
@@ -19,7 +20,9 @@ benchmarks/configs (once, into --root), then prints:
 4. the server's own overhead per request with the embedded model: client-observed latency
    minus the engine and encode time the server reports in /metrics, one client at a time.
 
-Each figure is the median of --reps timed calls after one warm-up. Close other work first:
+Each figure is the median of --reps timed calls after one warm-up. The plain pipeline and
+limner's engine run in two processes that draw in turns, call by call, so both see the same
+machine (a shared VM's speed drifts by tens of percent over minutes) and their ratio is fair. Close other work first:
 torch with 2 threads slows down badly when another process holds a core.
 """
 
@@ -77,7 +80,7 @@ def worker_peak(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def worker_plain(args: argparse.Namespace) -> dict[str, Any]:
+def worker_plain(args: argparse.Namespace) -> None:
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -86,20 +89,17 @@ def worker_plain(args: argparse.Namespace) -> dict[str, Any]:
     pipe = StableDiffusionPipeline.from_pretrained(args.folder)
     load_s = time.perf_counter() - t0
     pipe.set_progress_bar_config(disable=True)
+    takes = iter(range(1_000_000))
 
     def draw() -> None:
         pipe(f"{PROMPT}, take {next(takes)}", num_inference_steps=1, guidance_scale=0.0,
              generator=torch.Generator().manual_seed(0))
 
-    takes = iter(range(1_000_000))
-
-    seconds, times = _median_time(draw, args.reps)
-    return {"load_s": load_s, "seconds": seconds, "times": times,
-            "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-            "decoder": type(pipe.vae).__name__, "peak_rss_mib": _peak_rss_mib()}
+    _take_turns(draw, {"load_s": load_s, "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+                       "decoder": type(pipe.vae).__name__})
 
 
-def worker_limner(args: argparse.Namespace) -> dict[str, Any]:
+def worker_limner(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -122,28 +122,91 @@ def worker_limner(args: argparse.Namespace) -> dict[str, Any]:
         return [GenerationParams(prompt=f"{PROMPT}, take {index}", seeds=(index,), width=512,
                                  height=512, quality="low")]
 
-    seconds, times = _median_time(lambda: engine.generate(request()), args.reps)
+    def extras() -> dict[str, Any]:
+        preview_times: list[float] = []
 
-    preview_times: list[float] = []
+        def on_step(update: StepUpdate) -> None:
+            t = time.perf_counter()
+            update.preview()
+            preview_times.append(time.perf_counter() - t)
 
-    def on_step(update: StepUpdate) -> None:
-        t = time.perf_counter()
-        update.preview()
-        preview_times.append(time.perf_counter() - t)
+        for _ in range(3):
+            engine.generate(request(), on_step)
+        flops = None
+        if engine.dtype != torch.float16 and engine.backend == "torch":
+            counter = FlopCounterMode(display=False, custom_mapping=_attention_flops())
+            with counter:
+                engine.generate(request())
+            flops = counter.get_total_flops()
+        return {"preview_s": statistics.median(preview_times[1:]), "flops": flops}
 
-    for _ in range(max(2, args.reps)):
-        engine.generate(request(), on_step)
-    flops = None
-    if engine.dtype != torch.float16 and engine.backend == "torch":
-        counter = FlopCounterMode(display=False, custom_mapping=_attention_flops())
-        with counter:
-            engine.generate(request())
-        flops = counter.get_total_flops()
-    return {"load_s": load_s, "seconds": seconds, "times": times,
-            "preview_s": statistics.median(preview_times[1:] or preview_times),
-            "flops": flops, "dtype": str(engine.dtype).removeprefix("torch."),
-            "ov_precision": engine.ov_precision,
-            "decoder": type(engine.pipe.vae).__name__, "peak_rss_mib": _peak_rss_mib()}
+    _take_turns(lambda: engine.generate(request()),
+                {"load_s": load_s, "dtype": str(engine.dtype).removeprefix("torch."),
+                 "ov_precision": engine.ov_precision, "decoder": type(engine.pipe.vae).__name__},
+                extras)
+
+
+def _take_turns(draw: Any, info: dict[str, Any], extras: Any = None) -> None:
+    """Draw one image per `go` line on stdin, so the parent can interleave two pipelines
+    call by call: both then see the same machine, and their ratio is fair."""
+    print("READY " + json.dumps(info), flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "go":
+            t0 = time.perf_counter()
+            draw()
+            print(f"TIME {time.perf_counter() - t0}", flush=True)
+        elif command == "extras":
+            print("EXTRAS " + json.dumps(extras() if extras else {}), flush=True)
+        elif command == "end":
+            print("END " + json.dumps({"peak_rss_mib": _peak_rss_mib()}), flush=True)
+            return
+
+
+class Turns:
+    """A worker process drawing on demand (see `_take_turns`)."""
+
+    def __init__(self, kind: str, args: argparse.Namespace, **extra: str) -> None:
+        command = [sys.executable, __file__, "--worker", kind, "--threads", str(args.threads)]
+        for key, value in extra.items():
+            command += [f"--{key}", value]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
+               "TRANSFORMERS_OFFLINE": "1"}
+        self.kind = kind
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        self.info: dict[str, Any] = self._wait("READY")
+        self.times: list[float] = []
+
+    def _wait(self, tag: str) -> Any:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith(tag + " "):
+                return json.loads(line[len(tag) + 1:])
+        raise SystemExit(f"worker {self.kind} exited (code {self.process.wait()})")
+
+    def _send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+
+    def draw(self, timed: bool = True) -> None:
+        self._send("go")
+        seconds = float(self._wait("TIME"))
+        if timed:
+            self.times.append(seconds)
+
+    def extras(self) -> dict[str, Any]:
+        self._send("extras")
+        result: dict[str, Any] = self._wait("EXTRAS")
+        return result
+
+    def end(self) -> dict[str, Any]:
+        self._send("end")
+        result = {**self.info, **self._wait("END"), "times": self.times,
+                  "seconds": statistics.median(self.times)}
+        self.process.wait()
+        return result
 
 
 def _attention_flops() -> dict[Any, Any]:
@@ -159,7 +222,8 @@ def _attention_flops() -> dict[Any, Any]:
     return {op: sdpa} if op is not None else {}
 
 
-WORKERS = {"peak": worker_peak, "plain": worker_plain, "limner": worker_limner}
+WORKERS: dict[str, Any] = {"peak": worker_peak, "plain": worker_plain,
+                           "limner": worker_limner}
 
 
 def run_worker(kind: str, args: argparse.Namespace, **extra: str) -> dict[str, Any]:
@@ -239,8 +303,9 @@ def http_levels(args: argparse.Namespace, folder: Path, taesd: Path) -> list[dic
              f"tiny_decoder = {json.dumps(str(taesd))}", f"steps = {{ {steps} }}",
              f"scheduler = {{ {scheduler} }}"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
-    body = {"prompt": PROMPT, "model": "dall-e-2", "size": "512x512",
-            "response_format": "b64_json"}
+    # The engine's own name takes the local rules: 512x512 at quality low (1 step), as above.
+    body = {"prompt": PROMPT, "model": "sd-turbo", "size": "512x512", "quality": "low",
+            "output_format": "png"}
     results = []
     with tempfile.TemporaryDirectory(prefix="limner-bench-") as tmp:
         process, url = _spawn("\n".join(lines) + "\n", Path(tmp), args.threads)
@@ -325,7 +390,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--http-seconds", type=float, default=40.0,
                     help="seconds per concurrency level; 0 skips the HTTP part")
-    ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--parts", default="engines,http,overhead",
+                    help="which parts to run, comma-separated (default: all three)")
     ap.add_argument("--backends", default=None,
                     help="limner engine backends to time, comma-separated (default: torch, "
                          "and openvino when it is installed)")
@@ -338,7 +404,9 @@ def main() -> int:
     ap.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print("RESULT " + json.dumps(WORKERS[args.worker](args)), flush=True)
+        result = WORKERS[args.worker](args)
+        if result is not None:
+            print("RESULT " + json.dumps(result), flush=True)
         return 0
 
     from random_pipelines import MODELS, build_pipeline, build_taesd
@@ -359,20 +427,34 @@ def main() -> int:
     print(f"matmul peak (2048x2048): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
           f"bf16 {peak['bf16_gflops']:.1f} GFLOP/s\n", flush=True)
 
+    parts = set(args.parts.split(","))
     backends = (args.backends or _default_backends()).split(",")
     report["models"] = {}
-    for model in models:
-        plain = run_worker("plain", args, folder=str(folders[model]))
+    for model in models if "engines" in parts else []:
+        # The plain pipeline and each limner backend draw in turns, call by call.
+        plain_turns = Turns("plain", args, folder=str(folders[model]))
+        rows = []
+        for backend in backends:
+            ours_turns = Turns("limner", args, model=model, folder=str(folders[model]),
+                               taesd=str(taesd), options=json.dumps(
+                                   {"backend": backend, "cache_dir": str(args.root / "cache")}))
+            plain_turns.draw(timed=False)
+            ours_turns.draw(timed=False)
+            first = len(plain_turns.times)
+            for _ in range(args.reps):
+                plain_turns.draw()
+                ours_turns.draw()
+            extras = ours_turns.extras()
+            ours = {**ours_turns.end(), **extras}
+            ours["plain_seconds"] = statistics.median(plain_turns.times[first:])
+            rows.append((backend, ours))
+        plain = plain_turns.end()
         report["models"][model] = {"plain": plain}
         print(f"{model}, 512x512, 1 step, batch 1")
         print(f"  plain diffusers ({plain['dtype']}, {plain['decoder']}): "
               f"{plain['seconds']:.2f} s/image, peak RSS {plain['peak_rss_mib']:.0f} MiB, "
               f"load {plain['load_s']:.1f} s", flush=True)
-        for backend in backends:
-            ours = run_worker("limner", args, model=model, folder=str(folders[model]),
-                              taesd=str(taesd), options=json.dumps(
-                                  {"backend": backend,
-                                   "cache_dir": str(args.root / "cache")}))
+        for backend, ours in rows:
             precision = ours["dtype"] if backend == "torch" else ours["ov_precision"]
             gflops_peak = peak["bf16_gflops" if precision.startswith("bf") else "fp32_gflops"]
             # OpenVINO runs the same graph: count its FLOPs from the torch run.
@@ -382,8 +464,9 @@ def main() -> int:
                         if ours["flops"] else None)
             report["models"][model][backend] = {**ours, "peak_fraction": fraction}
             print(f"  limner, {backend} ({precision}, {ours['decoder']}): "
-                  f"{ours['seconds']:.2f} s/image = {plain['seconds'] / ours['seconds']:.1f}x "
-                  f"faster; peak RSS {ours['peak_rss_mib']:.0f} MiB, load {ours['load_s']:.1f} s")
+                  f"{ours['seconds']:.2f} s/image = {ours['plain_seconds'] / ours['seconds']:.1f}x "
+                  f"faster than plain in the same calls ({ours['plain_seconds']:.2f} s); "
+                  f"peak RSS {ours['peak_rss_mib']:.0f} MiB, load {ours['load_s']:.1f} s")
             if fraction is not None:
                 print(f"    {ours['flops'] / 1e9:.0f} GFLOP/image = {fraction:.0%} of the "
                       f"{'bf16' if precision.startswith('bf') else 'fp32'} matmul peak")
@@ -391,10 +474,10 @@ def main() -> int:
                   f"{ours['preview_s'] / ours['seconds']:.1%} of the image's time", flush=True)
         print()
 
-    if args.http_seconds > 0 and "sd-turbo" in folders:
+    if "http" in parts and args.http_seconds > 0 and "sd-turbo" in folders:
         levels = http_levels(args, folders["sd-turbo"], taesd)
         report["http"] = levels
-        print("HTTP, sd-turbo preset, 512x512, dall-e-2, b64_json")
+        print("HTTP, sd-turbo preset, 512x512, quality low (1 step), png, b64_json")
         for level in levels:
             print(f"  {level['clients']} clients: sent {level['sent']}, answered "
                   f"{level['answered']}, lost {level['lost']}; "
@@ -404,7 +487,7 @@ def main() -> int:
         base = levels[0]["images_per_s"]
         print("  throughput vs 1 client: " + ", ".join(
             f"{lv['clients']}: {lv['images_per_s'] / base:.2f}x" for lv in levels) + "\n")
-    if not args.skip_overhead:
+    if "overhead" in parts:
         overhead = server_overhead(args)
         report["overhead"] = overhead
         print(f"server overhead, embedded model, 1024x1024 png, {overhead['requests']} "

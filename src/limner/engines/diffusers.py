@@ -122,15 +122,6 @@ class DiffusersEngine:
 
         if self.threads and self.device == "cpu":
             torch.set_num_threads(self.threads)
-        try:
-            pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-                self.model, dtype=self.dtype
-            )
-        except Exception as exc:
-            raise EngineError(f"could not load the diffusers pipeline {self.model!r}: {exc}") \
-                from exc
-        if self.scheduler:
-            pipe.scheduler = _scheduler(pipe.scheduler.config, self.scheduler)
         if self.tiny_decoder:
             from diffusers import AutoencoderTiny
 
@@ -141,8 +132,17 @@ class DiffusersEngine:
             except Exception as exc:
                 raise EngineError(f"could not load the tiny decoder {self.tiny_decoder!r}: "
                                   f"{exc}") from exc
-            if self.decoder == "tiny":
-                pipe.vae = self.tiny
+        # With the tiny decoder chosen, the full VAE is never loaded (330 MB of fp32 for SD).
+        replace = {"vae": self.tiny} if self.tiny is not None and self.decoder == "tiny" else {}
+        try:
+            pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+                self.model, dtype=self.dtype, **replace
+            )
+        except Exception as exc:
+            raise EngineError(f"could not load the diffusers pipeline {self.model!r}: {exc}") \
+                from exc
+        if self.scheduler:
+            pipe.scheduler = _scheduler(pipe.scheduler.config, self.scheduler)
         pipe = pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         if self._native is None:
