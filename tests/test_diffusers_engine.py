@@ -204,3 +204,10 @@ def test_previews_decode_small_latents() -> None:
     assert torch.allclose(pooled.mean(), latents.mean(), atol=1e-5)
     small = torch.randn(1, 4, 16, 16)
     assert _pool_for_preview(small, 8) is small
+
+
+def test_cpu_engines_draw_one_request_at_a_time(engine: DiffusersEngine) -> None:
+    """On a CPU batching requests buys no throughput, only latency; n > 1 is still one batch."""
+    assert engine.device == "cpu" and engine.info.max_batch_images == 1
+    wider = DiffusersEngine(engine.model, device="cpu", max_batch_images=4)
+    assert wider.info.max_batch_images == 4

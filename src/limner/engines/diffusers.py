@@ -65,7 +65,7 @@ class DiffusersEngine:
     def __init__(self, model: str, *, name: str | None = None, threads: int | None = None,
                  device: str | None = None, dtype: str = "auto",
                  steps: Mapping[str, int] | None = None, guidance: float | None = None,
-                 native_size: int | None = None, max_batch_images: int = 4,
+                 native_size: int | None = None, max_batch_images: int | None = None,
                  tiny_decoder: str | None = None, decoder: str = "full",
                  scheduler: Mapping[str, Any] | None = None, backend: str = "torch",
                  cache_dir: str | None = None, compile: bool = False) -> None:
@@ -96,7 +96,10 @@ class DiffusersEngine:
         self.steps = {**DEFAULT_STEPS, **dict(steps or {})}
         self.guidance = guidance
         self._native = native_size
-        self._max_batch = max_batch_images
+        # On a CPU a batch of requests costs as much per image as one at a time (measured:
+        # SD-Turbo, 4 in a batch 0.92x the throughput of one by one) and every request of
+        # the batch waits for the last image; a GPU draws a batch nearly for the price of one.
+        self._max_batch = max_batch_images or (1 if self.device == "cpu" else 4)
         self._name = name or Path(model.rstrip("/")).name
         if decoder not in ("full", "tiny"):
             raise ValueError(f"decoder must be 'full' or 'tiny', not {decoder!r}")
