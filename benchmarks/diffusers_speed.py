@@ -22,8 +22,9 @@ benchmarks/configs (once, into --root), then prints:
 
 Each figure is the median of --reps timed calls after one warm-up. The plain pipeline and
 limner's engine run in two processes that draw in turns, call by call, so both see the same
-machine (a shared VM's speed drifts by tens of percent over minutes) and their ratio is fair. Close other work first:
-torch with 2 threads slows down badly when another process holds a core.
+machine (a shared VM's speed drifts by tens of percent over minutes) and their ratio is fair.
+Close other work first: torch with 2 threads slows down badly when another process holds a
+core.
 """
 
 from __future__ import annotations
@@ -327,11 +328,12 @@ def http_levels(args: argparse.Namespace, folder: Path, taesd: Path) -> list[dic
     return results
 
 
-def server_overhead(args: argparse.Namespace, requests: int = 40) -> dict[str, Any]:
+def server_overhead(args: argparse.Namespace, requests: int = 40,
+                    size: str = "1024x1024") -> dict[str, Any]:
     """Client latency minus the engine and encode time /metrics reports, one at a time."""
     import httpx
 
-    body = {"prompt": "a slice of pizza", "model": "gpt-image-1", "size": "1024x1024",
+    body = {"prompt": "a slice of pizza", "model": "limner-emoji", "size": size,
             "quality": "low", "output_format": "png"}
     with tempfile.TemporaryDirectory(prefix="limner-bench-") as tmp:
         process, url = _spawn("", Path(tmp), args.threads)
@@ -355,8 +357,8 @@ def server_overhead(args: argparse.Namespace, requests: int = 40) -> dict[str, A
     engine_s, encode_s = spent("limner_batch_seconds_sum"), spent("limner_encode_seconds_sum")
     queue_s = spent("limner_queue_seconds_sum")
     latency_s = statistics.mean(latencies)
-    return {"requests": requests, "latency_ms": latency_s * 1000, "engine_ms": engine_s * 1000,
-            "encode_ms": encode_s * 1000, "queue_ms": queue_s * 1000,
+    return {"requests": requests, "size": size, "latency_ms": latency_s * 1000,
+            "engine_ms": engine_s * 1000, "encode_ms": encode_s * 1000, "queue_ms": queue_s * 1000,
             "overhead_ms": (latency_s - engine_s - encode_s) * 1000}
 
 
@@ -488,13 +490,15 @@ def main() -> int:
         print("  throughput vs 1 client: " + ", ".join(
             f"{lv['clients']}: {lv['images_per_s'] / base:.2f}x" for lv in levels) + "\n")
     if "overhead" in parts:
-        overhead = server_overhead(args)
-        report["overhead"] = overhead
-        print(f"server overhead, embedded model, 1024x1024 png, {overhead['requests']} "
-              f"requests one at a time: latency {overhead['latency_ms']:.1f} ms = engine "
-              f"{overhead['engine_ms']:.1f} + encode {overhead['encode_ms']:.1f} + overhead "
-              f"{overhead['overhead_ms']:.1f} ms (of which waiting in the queue, batch "
-              f"window included: {overhead['queue_ms']:.1f} ms)")
+        report["overhead"] = []
+        for size in ("256x256", "1024x1024"):
+            overhead = server_overhead(args, size=size)
+            report["overhead"].append(overhead)
+            print(f"server overhead, embedded model, {size} png (b64_json), "
+                  f"{overhead['requests']} requests one at a time: latency "
+                  f"{overhead['latency_ms']:.1f} ms = engine {overhead['engine_ms']:.1f} + "
+                  f"encode {overhead['encode_ms']:.1f} + overhead {overhead['overhead_ms']:.1f}"
+                  f" ms (of which in the queue: {overhead['queue_ms']:.1f} ms)", flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

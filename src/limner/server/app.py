@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -106,6 +107,11 @@ async def _load_engines(state: AppState) -> None:
         else:
             state.loaded.add(name)
             log.info("engine %s loaded", name)
+    # The loaded models are hundreds of thousands of Python objects that are never garbage:
+    # frozen, the collector stops walking them on every full collection (measured: a 4 ms
+    # pause in front of each request with the embedded model).
+    gc.collect()
+    gc.freeze()
 
 
 async def _sweep(store: LocalImageStore) -> None:
