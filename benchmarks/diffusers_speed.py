@@ -256,31 +256,11 @@ def _vm_hwm_mib(pid: int) -> float | None:
 
 
 def _spawn(config: str, workdir: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
-    from load_test import _free_port
+    from load_test import launch_server
 
-    port = _free_port()
-    (workdir / "limner.toml").write_text(config)
-    env = {**os.environ, "LIMNER_DATA_DIR": str(workdir / "data"),
-           "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    log = (workdir / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "limner", "serve", "--port", str(port), "--threads",
-         str(threads), "--config", str(workdir / "limner.toml"), "--log-level", "warning"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited: {(workdir / 'server.log').read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the server did not become healthy in 600 s")
+    return launch_server(config, workdir, ("--threads", str(threads)),
+                         {"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
+                          "TRANSFORMERS_OFFLINE": "1"}, timeout_s=600)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

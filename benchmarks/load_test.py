@@ -198,22 +198,28 @@ def _free_port() -> int:
 
 def spawn_server(engine: str, workdir: Path, step_s: float, max_queue: int
                  ) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    config = workdir / "limner.toml"
     lines = [f"max_queue = {max_queue}"]
     if engine == "fake":
         lines = ['default_engine = "fake"', *lines, "", "[engines.fake]", 'kind = "fake"',
                  f"step_s = {step_s}"]
-    config.write_text("\n".join(lines) + "\n")
-    env = {**os.environ, "LIMNER_DATA_DIR": str(workdir / "data")}
+    return launch_server("\n".join(lines) + "\n", workdir)
+
+
+def launch_server(config: str, workdir: Path, args: tuple[str, ...] = (),
+                  env: dict[str, str] | None = None, timeout_s: float = 300.0
+                  ) -> tuple[subprocess.Popen[bytes], str]:
+    """`limner serve` on a free loopback port with `config` as its TOML; waits for /healthz."""
+    port = _free_port()
+    (workdir / "limner.toml").write_text(config)
+    environ = {**os.environ, "LIMNER_DATA_DIR": str(workdir / "data"), **(env or {})}
     log = (workdir / "server.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "limner", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--config", str(config), "--log-level", "warning"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+         "--config", str(workdir / "limner.toml"), "--log-level", "warning", *args],
+        env=environ, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
+    deadline = time.time() + timeout_s
     while time.time() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"the server exited: see {workdir / 'server.log'}")
@@ -224,7 +230,7 @@ def spawn_server(engine: str, workdir: Path, step_s: float, max_queue: int
             pass
         time.sleep(0.2)
     process.kill()
-    raise SystemExit("the spawned server did not become healthy in 300 s")
+    raise SystemExit(f"the spawned server did not become healthy in {timeout_s:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
