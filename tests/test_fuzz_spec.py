@@ -18,6 +18,9 @@ that asked for exactly that size (or `auto`/null for the default). `text/event-s
 bodies (stream=true) are checked only for status and content type here; the SSE events are
 covered by test_api_images.py.
 
+The three operations come from tests/data (a slice of the official spec, so CI needs nothing
+beside the repository); where ../shared holds the full spec, a test checks the slice against it.
+
 Budget: `LIMNER_FUZZ_EXAMPLES` examples per operation (default 60), derandomized.
 """
 
@@ -39,6 +42,9 @@ yaml = pytest.importorskip("yaml")
 hypothesis = pytest.importorskip("hypothesis")
 
 SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "openai-openapi" / "openapi.yaml"
+VENDORED = Path(__file__).resolve().parent / "data" / "openai-openapi-images.json"
+"""The three operations of the official spec (openai/openai-openapi f85dbe22, MIT licence in
+openai-openapi-LICENSE beside it), sliced by `slice_spec`."""
 EXAMPLES = int(os.environ.get("LIMNER_FUZZ_EXAMPLES", "60"))
 PATHS = {"/images/generations": ("post",), "/models": ("get",), "/models/{model}": ("get",)}
 SIZE_ENUM = {"1024x1024", "1024x1536", "1536x1024"}
@@ -59,13 +65,8 @@ def _refs(node: Any, found: set[str]) -> None:
             _refs(value, found)
 
 
-def sliced_spec() -> dict[str, Any]:
+def slice_spec(full: dict[str, Any]) -> dict[str, Any]:
     """The spec cut down to the three operations and the components they reach."""
-    if not SPEC.is_file():
-        pytest.skip(f"the official OpenAI spec is not at {SPEC} (shared/ beside the repo)")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with SPEC.open("rb") as handle:
-        full = yaml.load(handle, Loader=loader)
     paths = {path: {method: full["paths"][path][method] for method in methods}
              for path, methods in PATHS.items()}
     components: dict[str, dict[str, Any]] = {}
@@ -82,12 +83,29 @@ def sliced_spec() -> dict[str, Any]:
         components.setdefault(kind, {})[name] = copy.deepcopy(node)
         _refs(node, pending)
     components["securitySchemes"] = full["components"].get("securitySchemes", {})
-    size = components["schemas"]["ImagesResponse"]["properties"]["size"]
-    components["schemas"]["ImagesResponse"]["properties"]["size"] = {
-        "anyOf": [size, {"type": "string", "pattern": "^[0-9]+x[0-9]+$"}],
-    }
     return {"openapi": full["openapi"], "info": full["info"], "servers": full.get("servers", []),
             "security": full.get("security", []), "paths": paths, "components": components}
+
+
+def sliced_spec() -> dict[str, Any]:
+    """The vendored slice, with `ImagesResponse.size` widened to gpt-image-2's free sizes."""
+    spec: dict[str, Any] = json.loads(VENDORED.read_text())
+    size = spec["components"]["schemas"]["ImagesResponse"]["properties"]["size"]
+    spec["components"]["schemas"]["ImagesResponse"]["properties"]["size"] = {
+        "anyOf": [size, {"type": "string", "pattern": "^[0-9]+x[0-9]+$"}],
+    }
+    return spec
+
+
+def test_the_vendored_slice_is_the_official_spec() -> None:
+    """tests/data holds the slice so CI needs no shared/ folder; it must not drift."""
+    if not SPEC.is_file():
+        pytest.skip(f"the official OpenAI spec is not at {SPEC} (shared/ beside the repo)")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with SPEC.open("rb") as handle:
+        full = yaml.load(handle, Loader=loader)
+    fresh = json.loads(json.dumps(slice_spec(full), default=str))
+    assert fresh == json.loads(VENDORED.read_text())
 
 
 @pytest.fixture(scope="module")
