@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -146,20 +147,23 @@ async def run_load(url: str, *, clients: int = 50, seconds: float = 120.0,
                     retry_after = "1"
                 await asyncio.sleep(min(float(retry_after), backoff_cap_s))
 
-    async def health(http: httpx.AsyncClient) -> None:
-        while not finished.is_set():
-            t0 = time.perf_counter()
-            try:
-                response = await http.get(base + "/healthz", timeout=5)
-                ok = response.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            elapsed_ms = (time.perf_counter() - t0) * 1000
-            report.health_checks += 1
-            report.health_failures += 0 if ok else 1
-            report.health_max_ms = max(report.health_max_ms, elapsed_ms)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(finished.wait(), health_every_s)
+    health_done = threading.Event()
+
+    def health() -> None:
+        """Its own thread and client: probed from the load's event loop, /healthz waited
+        behind 50 clients' reads (measured: 117 ms there, 19 ms from another process)."""
+        with httpx.Client(timeout=5) as probe:
+            while not health_done.is_set():
+                t0 = time.perf_counter()
+                try:
+                    ok = probe.get(base + "/healthz").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                elapsed_ms = (time.perf_counter() - t0) * 1000
+                report.health_checks += 1
+                report.health_failures += 0 if ok else 1
+                report.health_max_ms = max(report.health_max_ms, elapsed_ms)
+                health_done.wait(health_every_s)
 
     async def memory() -> None:
         if pid is None:
@@ -174,12 +178,15 @@ async def run_load(url: str, *, clients: int = 50, seconds: float = 120.0,
                 await asyncio.wait_for(finished.wait(), rss_every_s)
 
     timeout = httpx.Timeout(request_timeout_s, connect=10)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as http, \
-            httpx.AsyncClient(timeout=5) as probe:
-        watchers = [asyncio.create_task(health(probe)), asyncio.create_task(memory())]
+    prober = threading.Thread(target=health, name="healthz-probe", daemon=True)
+    prober.start()
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+        watcher = asyncio.create_task(memory())
         await asyncio.gather(*(client(i, http) for i in range(clients)))
         finished.set()
-        await asyncio.gather(*watchers)
+        health_done.set()
+        await watcher
+    await asyncio.to_thread(prober.join)
     report.elapsed_s = round(time.perf_counter() - started, 2)
     report.answered = dict(statuses)
     report.lost = sum(lost.values())

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +77,13 @@ class ImageService:
         self.delivery = delivery
         self.policy = policy
         self.clock = clock
+        # Few encoder threads: on a 2-core machine six of them beside the engine starved the
+        # event loop (/healthz waited over 100 ms); one core in four is plenty for encoding.
+        self._encoders = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) // 4),
+                                            thread_name_prefix="limner-encode")
+
+    async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._encoders, fn, *args)
 
     # 1. Checks that need no engine ------------------------------------------------------
     def check_moderation(self, plan: GenerationPlan, request_id: str) -> None:
@@ -112,7 +121,7 @@ class ImageService:
             images = await job.result
         finally:
             job.cancel()
-        encoded = await asyncio.to_thread(self._encode_all, plan, images)
+        encoded = await self._off_loop(self._encode_all, plan, images)
         data = [await self._deliver(plan, blob) for blob in encoded]
         self.metrics.images.inc(len(data), model=plan.model)
         response = ImagesResponse(created=int(self.clock()), data=data)
@@ -154,7 +163,7 @@ class ImageService:
             per_image = stream_usage(self._usage(plan, 1))
             self.metrics.images.inc(len(images), model=plan.model)
             for picture in images:
-                blob = await asyncio.to_thread(self._encode, plan, picture)
+                blob = await self._off_loop(self._encode, plan, picture)
                 yield ImageGenCompletedEvent(
                     b64_json=_stream_b64(blob), created_at=int(self.clock()),
                     size=plan.size, quality=plan.quality, background=plan.background,
@@ -167,7 +176,7 @@ class ImageService:
     async def _partial_events(self, plan: GenerationPlan, partial: PartialImage,
                               counters: dict[int, int]) -> AsyncIterator[StreamEvent]:
         for position, picture in enumerate(partial.images):
-            blob = await asyncio.to_thread(self._encode, plan, picture)
+            blob = await self._off_loop(self._encode, plan, picture)
             index = counters.get(position, 0)
             counters[position] = index + 1
             yield ImageGenPartialImageEvent(
