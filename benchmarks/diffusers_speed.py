@@ -68,7 +68,7 @@ def _median_time(fn: Any, reps: int) -> tuple[float, list[float]]:
 def worker_peak(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from limner.engines.diffusers import cpu_has_bf16
+    from limner.engines.cpu import cpu_has_bf16
 
     torch.set_num_threads(args.threads)
     out: dict[str, Any] = {}
@@ -352,7 +352,7 @@ def _default_backends() -> str:
 
 
 def _cpu() -> tuple[str, bool]:
-    from limner.engines.diffusers import cpu_has_bf16
+    from limner.engines.cpu import cpu_has_bf16
 
     name = platform.processor() or "unknown CPU"
     try:

@@ -50,3 +50,13 @@ class Engine(Protocol):
     ) -> list[list[Image.Image]]: ...
 
     def close(self) -> None: ...
+
+
+def split_per_request(images: list[Image.Image], counts: Sequence[int]
+                      ) -> list[list[Image.Image]]:
+    """A batch's flat list of images -> one list per request, as `Engine.generate` returns."""
+    out, start = [], 0
+    for count in counts:
+        out.append(images[start:start + count])
+        start += count
+    return out

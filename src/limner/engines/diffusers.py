@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from limner.engines.base import EngineError, EngineInfo
+from limner.engines.base import EngineError, EngineInfo, split_per_request
+from limner.engines.cpu import cpu_has_bf16
 from limner.jobs import GenerationParams, StepCallback, StepUpdate
 
 log = logging.getLogger("limner.engines.diffusers")
@@ -40,15 +41,6 @@ _SD_ENCODE_PROMPT = ["self", "prompt", "device", "num_images_per_prompt",
 # Linear map from SD 1.x/2.x latents to RGB: a cheap preview with no VAE decode.
 _SD_LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173),
                   (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
-
-
-def cpu_has_bf16() -> bool:
-    """True where the CPU has a bf16 fast path (AMX or AVX512-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
@@ -249,7 +241,7 @@ class DiffusersEngine:
             if on_step is not None:
                 latents = tensors["latents"]
                 on_step(StepUpdate(step + 1, total,
-                                   lambda: _split(self._preview(latents), counts)))
+                                   lambda: split_per_request(self._preview(latents), counts)))
             return tensors
 
         kwargs: dict[str, Any] = {
@@ -264,7 +256,7 @@ class DiffusersEngine:
                 del kwargs["prompt"]
                 kwargs.update(self._prompt_embeds(batch))
             images = self.pipe(**kwargs).images
-        return _split([image.convert("RGB") for image in images], counts)
+        return split_per_request([image.convert("RGB") for image in images], counts)
 
     def _prompt_embeds(self, batch: Sequence[GenerationParams]) -> dict[str, torch.Tensor]:
         """`prompt_embeds` (and `negative_prompt_embeds` under CFG) for the batch, one row
@@ -373,11 +365,3 @@ def _scheduler(config: Any, spec: Mapping[str, Any]) -> Any:
     if cls is None:
         raise EngineError(f"unknown scheduler class in {dict(spec)!r}")
     return cls.from_config(config, **overrides)
-
-
-def _split(images: list[Image.Image], counts: list[int]) -> list[list[Image.Image]]:
-    out, start = [], 0
-    for count in counts:
-        out.append(images[start:start + count])
-        start += count
-    return out

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from limner.engines.base import EngineError, EngineInfo
+from limner.engines.base import EngineError, EngineInfo, split_per_request
+from limner.engines.cpu import cpu_has_bf16
 from limner.jobs import GenerationParams, StepCallback, StepUpdate
 
 log = logging.getLogger("limner.engines.embedded")
@@ -31,14 +32,6 @@ def default_threads() -> int:
     """1 thread on a 2-core box (torch collapses when a second process wants a core)."""
     cpus = os.cpu_count() or 1
     return 1 if cpus <= 2 else min(4, cpus // 2)
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 class EmbeddedEngine:
@@ -64,7 +57,7 @@ class EmbeddedEngine:
         self.guidance = float(guidance)
         self.steps = {**DEFAULT_STEPS, **dict(steps or {})}
         self.upscale = upscale
-        self.bf16 = _cpu_has_bf16() if bf16 is None else bf16
+        self.bf16 = cpu_has_bf16() if bf16 is None else bf16
         self._max_batch = max_batch_images
         self._net: object = None
         self._refs: object = None
@@ -164,7 +157,8 @@ class EmbeddedEngine:
         def hook(step: int, steps: int, x0: torch.Tensor) -> None:
             if on_step is not None:
                 snapshot = x0.detach().clone()
-                on_step(StepUpdate(step, steps, lambda: _split(_decode(snapshot, None), counts)))
+                on_step(StepUpdate(step, steps,
+                                   lambda: split_per_request(_decode(snapshot, None), counts)))
 
         x0 = sample(
             net,
@@ -178,7 +172,7 @@ class EmbeddedEngine:
             autocast=self.bf16,
             on_step=hook,
         )
-        return _split(_decode(x0, sizes if self.upscale else None), counts)
+        return split_per_request(_decode(x0, sizes if self.upscale else None), counts)
 
 
 def _decode(x0: torch.Tensor, sizes: list[tuple[int, int]] | None) -> list[Image.Image]:
@@ -191,11 +185,3 @@ def _decode(x0: torch.Tensor, sizes: list[tuple[int, int]] | None) -> list[Image
     if sizes is None:
         return images
     return [upscale(im, w, h) for im, (w, h) in zip(images, sizes, strict=True)]
-
-
-def _split(images: list[Image.Image], counts: list[int]) -> list[list[Image.Image]]:
-    out, start = [], 0
-    for count in counts:
-        out.append(images[start : start + count])
-        start += count
-    return out
