@@ -168,11 +168,7 @@ class Turns:
     """A worker process drawing on demand (see `_take_turns`)."""
 
     def __init__(self, kind: str, args: argparse.Namespace, **extra: str) -> None:
-        command = [sys.executable, __file__, "--worker", kind, "--threads", str(args.threads)]
-        for key, value in extra.items():
-            command += [f"--{key}", value]
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
-               "TRANSFORMERS_OFFLINE": "1"}
+        command, env = _worker_command(kind, args, extra)
         self.kind = kind
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
@@ -227,13 +223,18 @@ WORKERS: dict[str, Any] = {"peak": worker_peak, "plain": worker_plain,
                            "limner": worker_limner}
 
 
-def run_worker(kind: str, args: argparse.Namespace, **extra: str) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--worker", kind, "--threads", str(args.threads),
-               "--reps", str(args.reps)]
+def _worker_command(kind: str, args: argparse.Namespace, extra: dict[str, str]
+                    ) -> tuple[list[str], dict[str, str]]:
+    command = [sys.executable, __file__, "--worker", kind, "--threads", str(args.threads)]
     for key, value in extra.items():
         command += [f"--{key}", value]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1"}
+    return command, env
+
+
+def run_worker(kind: str, args: argparse.Namespace, **extra: str) -> dict[str, Any]:
+    command, env = _worker_command(kind, args, extra)
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):

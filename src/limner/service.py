@@ -85,6 +85,10 @@ class ImageService:
     async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._encoders, fn, *args)
 
+    def close(self) -> None:
+        """Let the encoder threads go once the work already handed to them is done."""
+        self._encoders.shutdown(wait=False)
+
     # 1. Checks that need no engine ------------------------------------------------------
     def check_moderation(self, plan: GenerationPlan, request_id: str) -> None:
         categories = self.policy.violations(plan.params.prompt, plan.moderation)

@@ -75,6 +75,7 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
             for engine in built.values():
                 with contextlib.suppress(Exception):
                     engine.close()
+            state.service.close()
 
     app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None)
