@@ -6,6 +6,11 @@ Usage (one thread, in the background, resumes from training/runs/NAME/ckpt.pt):
 
 Needs training/data/emoji64.npz from fetch_data.py. Writes a checkpoint (model, EMA,
 optimizer, step, RNG) every --ckpt-min minutes and at the end, atomically.
+
+With no checkpoint, `--init DIR` starts from exported weights (e.g. the shipped
+src/limner/embedded/assets) instead of from scratch: the optimizer state is not exported, so
+the run warms up its learning rate again. bf16 autocast is used only where the CPU has a bf16
+fast path (AMX or AVX512-BF16); elsewhere torch emulates bf16 far slower than fp32.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from limner.embedded.net import STYLE_ANY, EmojiUNet, NetConfig  # noqa: E402
+from limner.engines.cpu import cpu_has_bf16  # noqa: E402
 
 DATA = HERE / "data"
 RUNS = HERE / "runs"
@@ -113,7 +119,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ckpt-min", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default=None, help="assets folder to start from (no checkpoint)")
+    ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto")
     args = ap.parse_args()
+    bf16 = cpu_has_bf16() if args.bf16 == "auto" else args.bf16 == "on"
     torch.set_num_threads(args.threads)
     run = RUNS / args.run
     run.mkdir(parents=True, exist_ok=True)
@@ -136,15 +145,29 @@ def main() -> None:
     texts, per_concept, per_tone = build_captions()
     emb = caption_embeddings(texts) * math.sqrt(384)  # unit vector -> ~unit std per dim
     weights = torch.from_numpy(sample_weights(group, tone))
-    print(f"{len(images)} images, {len(texts)} captions", flush=True)
+    print(f"{len(images)} images, {len(texts)} captions, bf16 autocast: {bf16}", flush=True)
 
     cfg = NetConfig()
-    net = EmojiUNet(cfg).to(memory_format=torch.channels_last)
+    net = EmojiUNet(cfg)
+    step, seen, seconds, warm_from = 0, 0, 0.0, 0
+    ckpt_path = run / "ckpt.pt"
+    if args.init and not ckpt_path.exists():
+        from safetensors import safe_open
+
+        from limner.embedded.assets import load_unet
+
+        net = load_unet(Path(args.init)).train().requires_grad_(True)
+        cfg = net.cfg
+        with safe_open(str(Path(args.init) / "unet.safetensors"), framework="pt") as f:
+            meta = f.metadata() or {}
+        step = warm_from = int(meta.get("step", 0))
+        seen = int(meta.get("images_seen", 0))
+        seconds = float(meta.get("train_seconds", 0))
+        print(f"initialised from {args.init} (step {step}, {seen} images)", flush=True)
+    net = net.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(args.seed)
-    step, seen, seconds = 0, 0, 0.0
-    ckpt_path = run / "ckpt.pt"
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
         net.load_state_dict(ck["net"])
@@ -152,6 +175,7 @@ def main() -> None:
         opt.load_state_dict(ck["opt"])
         gen.set_state(ck["gen"])
         step, seen, seconds = ck["step"], ck["seen"], ck["seconds"]
+        warm_from = ck.get("warm_from", 0)
         print(f"resumed at step {step} ({seen} images, {seconds / 3600:.2f} h)", flush=True)
     (run / "config.json").write_text(json.dumps(cfg.to_json()))
 
@@ -159,7 +183,8 @@ def main() -> None:
         tmp = run / "ckpt.tmp"
         torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                     "gen": gen.get_state(), "step": step, "seen": seen,
-                    "seconds": seconds + time.time() - t_sess, "config": cfg.to_json()}, tmp)
+                    "seconds": seconds + time.time() - t_sess, "config": cfg.to_json(),
+                    "warm_from": warm_from}, tmp)
         tmp.replace(ckpt_path)
 
     t_sess = time.time()
@@ -186,10 +211,10 @@ def main() -> None:
         eps = torch.randn(x0.shape, generator=gen)
         tb = t[:, None, None, None]
         xt = ((1 - tb) * x0 + tb * eps).contiguous(memory_format=torch.channels_last)
-        lr = args.lr * min(1.0, (step + 1) / 500)
+        lr = args.lr * min(1.0, (step - warm_from + 1) / 500)
         for g in opt.param_groups:
             g["lr"] = lr
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             x0_hat = net(xt, t, txt, sty)
         x0_hat = x0_hat.float()
         denom = tb.clamp(min=0.05)
