@@ -107,3 +107,28 @@ def test_does_not_touch_global_threads_at_import() -> None:
 
     importlib.reload(mod)
     assert torch.get_num_threads() == before
+
+
+def test_guidance_only_above_its_time(engine: EmbeddedEngine) -> None:
+    """Guided steps run the net on a doubled batch; steps at t <= guidance_above do not, and
+    with no guided step at all the picture is exactly the unguided one."""
+    from limner.embedded.net import EmojiUNet
+    from limner.embedded.sampler import sample, timesteps
+
+    net = engine._net
+    assert isinstance(net, EmojiUNet)
+    batches: list[int] = []
+    hook = net.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
+    txt, style = torch.randn(2, 384), torch.tensor([0, 1])
+    noise, ref = torch.randn(2, 4, 64, 64), torch.zeros(2, 4, 64, 64)
+    try:
+        sample(net, txt, style, noise, steps=8, cfg=3.0, guidance_above=0.3,
+                       x_ref=ref, t0=0.6)
+        guided = int((timesteps(0.6, 8)[:-1] > 0.3).sum())
+        assert batches == [4] * guided + [2] * (8 - guided) and 0 < guided < 8
+        never = sample(net, txt, style, noise, steps=4, cfg=3.0, guidance_above=1.0,
+                       x_ref=ref, t0=0.6)
+        plain = sample(net, txt, style, noise, steps=4, cfg=1.0, x_ref=ref, t0=0.6)
+    finally:
+        hook.remove()
+    assert torch.equal(never, plain)

@@ -45,6 +45,7 @@ class EmbeddedEngine:
         threads: int | None = None,
         strength: float = 0.6,
         guidance: float = 3.0,
+        guidance_above: float = 0.3,
         steps: Mapping[str, int] | None = None,
         upscale: bool = True,
         bf16: bool | None = None,
@@ -55,6 +56,7 @@ class EmbeddedEngine:
         self.threads = threads or default_threads()
         self.strength = float(strength)
         self.guidance = float(guidance)
+        self.guidance_above = float(guidance_above)
         self.steps = {**DEFAULT_STEPS, **dict(steps or {})}
         self.upscale = upscale
         self.bf16 = cpu_has_bf16() if bf16 is None else bf16
@@ -167,6 +169,7 @@ class EmbeddedEngine:
             torch.stack(noises),
             steps=total,
             cfg=self.guidance,
+            guidance_above=self.guidance_above,
             x_ref=torch.stack(refs_x) if self.strength < 1.0 else None,
             t0=self.strength,
             autocast=self.bf16,
