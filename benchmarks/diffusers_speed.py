@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/diffusers_speed.py [--models sd-turbo,sdxs-512] [--threads 2]
-        [--reps 3] [--http-seconds 40] [--backends torch,openvino]
+        [--reps 3] [--http-seconds 40] [--backends torch,openvino,torch-compile]
         [--parts engines,http,overhead] [--root /tmp/limner-bench] [--json out.json]
 
 Builds SD-Turbo and SDXS-512 with random weights from the real architecture configs in
@@ -134,7 +134,7 @@ def worker_limner(args: argparse.Namespace) -> None:
         for _ in range(3):
             engine.generate(request(), on_step)
         flops = None
-        if engine.dtype != torch.float16 and engine.backend == "torch":
+        if engine.dtype != torch.float16 and engine.backend == "torch" and not engine.compile:
             counter = FlopCounterMode(display=False, custom_mapping=_attention_flops())
             with counter:
                 engine.generate(request())
@@ -377,7 +377,8 @@ def main() -> int:
                     help="which parts to run, comma-separated (default: all three)")
     ap.add_argument("--backends", default=None,
                     help="limner engine backends to time, comma-separated (default: torch, "
-                         "and openvino when it is installed)")
+                         "and openvino when it is installed; torch-compile: torch with "
+                         "compile = true, its first call, which compiles, untimed)")
     ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "limner-bench")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -418,9 +419,11 @@ def main() -> int:
         plain_turns = Turns("plain", args, folder=str(folders[model]))
         rows = []
         for backend in backends:
+            options = {"backend": backend.removesuffix("-compile"),
+                       "compile": backend.endswith("-compile"),
+                       "cache_dir": str(args.root / "cache")}
             ours_turns = Turns("limner", args, model=model, folder=str(folders[model]),
-                               taesd=str(taesd), options=json.dumps(
-                                   {"backend": backend, "cache_dir": str(args.root / "cache")}))
+                               taesd=str(taesd), options=json.dumps(options))
             plain_turns.draw(timed=False)
             ours_turns.draw(timed=False)
             first = len(plain_turns.times)
@@ -438,7 +441,7 @@ def main() -> int:
               f"{plain['seconds']:.2f} s/image, peak RSS {plain['peak_rss_mib']:.0f} MiB, "
               f"load {plain['load_s']:.1f} s", flush=True)
         for backend, ours in rows:
-            precision = ours["dtype"] if backend == "torch" else ours["ov_precision"]
+            precision = ours["dtype"] if backend.startswith("torch") else ours["ov_precision"]
             gflops_peak = peak["bf16_gflops" if precision.startswith("bf") else "fp32_gflops"]
             # OpenVINO runs the same graph: count its FLOPs from the torch run.
             ours["flops"] = ours["flops"] or report["models"][model].get("torch", {}).get(
