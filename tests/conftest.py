@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +36,23 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes] | None = None,
+                       polls: int = 600) -> None:
+    """A readiness wait, not a speed check: polls /healthz until it answers 200, fails at once
+    if the server's process has exited, and gives up after `polls` tries 0.05 s apart."""
+    for _ in range(polls):
+        if process is not None and process.poll() is not None:
+            err = process.stderr.read().decode() if process.stderr else ""
+            raise AssertionError(f"the server exited ({process.returncode}): {err[-3000:]}")
+        try:
+            if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{base_url} did not become healthy after {polls} polls")
 
 
 def free_port() -> int:
@@ -79,17 +97,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
-        deadline = time.time() + 30
         base = f"http://127.0.0.1:{port}"
-        while time.time() < deadline:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
-        else:
-            raise RuntimeError("the test server did not become healthy")
+        wait_until_healthy(base)
         servers.append((server, thread))
         return RunningServer(base, settings, engines, clock, app)
 

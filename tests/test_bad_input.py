@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import select
 import socket
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -25,7 +24,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     import threading
 
     import uvicorn
-    from conftest import FakeClock, free_port
+    from conftest import FakeClock, free_port, wait_until_healthy
 
     from limner.config import Settings
     from limner.engines.fake import FakeEngine
@@ -41,13 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.02)
+    wait_until_healthy(base)
     yield RunningServer(base, settings, engines, clock, app)
     uv.should_exit = True
     thread.join(timeout=30)

@@ -122,8 +122,7 @@ def test_guidance_only_above_its_time(engine: EmbeddedEngine) -> None:
     txt, style = torch.randn(2, 384), torch.tensor([0, 1])
     noise, ref = torch.randn(2, 4, 64, 64), torch.zeros(2, 4, 64, 64)
     try:
-        sample(net, txt, style, noise, steps=8, cfg=3.0, guidance_above=0.3,
-                       x_ref=ref, t0=0.6)
+        sample(net, txt, style, noise, steps=8, cfg=3.0, guidance_above=0.3, x_ref=ref, t0=0.6)
         guided = int((timesteps(0.6, 8)[:-1] > 0.3).sum())
         assert batches == [4] * guided + [2] * (8 - guided) and 0 < guided < 8
         never = sample(net, txt, style, noise, steps=4, cfg=3.0, guidance_above=1.0,

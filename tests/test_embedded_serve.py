@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import openai
-from conftest import free_port
+from conftest import free_port, wait_until_healthy
 from PIL import Image
-from test_serve_process import wait_healthy
 
 
 def decode(b64: str | None) -> Image.Image:
@@ -30,7 +29,7 @@ def test_default_serve_draws_with_the_embedded_model(tmp_path: Path) -> None:
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(base, process, seconds=180)
+        wait_until_healthy(base, process, polls=3600)
         client = openai.OpenAI(base_url=base + "/v1", api_key="k", max_retries=0)
 
         opaque = client.images.generate(prompt="a cute baby sea otter", model="gpt-image-1",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RunningServer, free_port
+from conftest import RunningServer, free_port, wait_until_healthy
 
 from limner.engines.fake import FakeEngine
 
@@ -123,16 +123,7 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) 
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            assert process.poll() is None, process.communicate()[1].decode()
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("server did not become healthy")
+        wait_until_healthy(base, process, polls=1200)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             # quality=high: 8 steps x 0.2 s = 1.6 s of generation.
             pending = pool.submit(httpx.post, base + "/v1/images/generations", timeout=30,

@@ -8,27 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import openai
-from conftest import free_port
+from conftest import free_port, wait_until_healthy
 from PIL import Image
 from tiny_pipeline import build_tiny_sd
-
-
-def wait_healthy(base: str, process: subprocess.Popen[bytes], seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server did not become healthy")
 
 
 def test_serve_a_diffusers_folder_with_keys(tmp_path: Path) -> None:
@@ -42,7 +28,7 @@ def test_serve_a_diffusers_folder_with_keys(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(base, process)
+        wait_until_healthy(base, process, polls=2400)
         client = openai.OpenAI(base_url=base + "/v1", api_key="sk-1", max_retries=0)
         response = client.images.generate(prompt="a fox", model="dall-e-3",
                                           response_format="b64_json")
