@@ -4,17 +4,22 @@ Usage:
     python benchmarks/diffusers_speed.py [--models sd-turbo,sdxs-512] [--threads 2]
         [--reps 3] [--http-seconds 40] [--backends torch,openvino,torch-compile]
         [--parts engines,http,overhead] [--root /tmp/limner-bench] [--json out.json]
+        [--device cpu|cuda]
 
 Builds SD-Turbo and SDXS-512 with random weights from the real architecture configs in
 benchmarks/configs (once, into --root), then prints:
 
-1. the machine: CPU, bf16 fast path or not, measured matmul peak (fp32, bf16) at --threads;
+1. the machine: CPU, bf16 fast path or not, measured matmul peak (fp32, bf16) at --threads
+   (with --device cuda: the GPU, and its fp32, fp16 and bf16 matmul peak);
 2. per model, 512x512, 1 step, batch 1: seconds per image for a plain diffusers pipeline
    with default settings (`StableDiffusionPipeline.from_pretrained(folder)`: fp32, the
-   model's own decoder, the model card's 1 step and guidance 0) and for limner's
-   DiffusersEngine with the model's preset (bf16 where the CPU has it, tiny decoder), their
+   model's own decoder, the model card's 1 step and guidance 0; moved to the GPU
+   with --device cuda) and for limner's DiffusersEngine with the model's preset (bf16 where
+   the CPU has it, fp16 on CUDA, tiny decoder), for each of --backends (torch-compile:MODE
+   picks a torch.compile mode), their
    ratio, FLOPs per image and the fraction of the matmul peak of the engine's dtype, the
-   cost of one partial image, and each one's peak memory (each runs in its own process);
+   cost of one partial image, and each one's peak memory (each runs in its own process; on
+   CUDA also the peak GPU memory torch allocated);
 3. through the HTTP server (`limner serve`, SD-Turbo preset) with 1, 4 and 8 concurrent
    clients: requests answered by status, images/s, p50/p99 latency, server peak memory;
 4. the server's own overhead per request with the embedded model: client-observed latency
@@ -65,6 +70,15 @@ def _median_time(fn: Any, reps: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
+def _peak_memory(device: str) -> dict[str, float]:
+    out = {"peak_rss_mib": _peak_rss_mib()}
+    if device.startswith("cuda"):
+        import torch
+
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return out
+
+
 def worker_peak(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -72,6 +86,22 @@ def worker_peak(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     out: dict[str, Any] = {}
+    if args.device.startswith("cuda"):
+        # fp32 is true fp32 (torch leaves TF32 off for matmul by default).
+        out["gpu"] = torch.cuda.get_device_name()
+        for name, dtype in (("fp32", torch.float32), ("fp16", torch.float16),
+                            ("bf16", torch.bfloat16)):
+            n = 8192
+            a = torch.randn(n, n, dtype=dtype, device=args.device)
+            b = torch.randn(n, n, dtype=dtype, device=args.device)
+
+            def product(a: Any = a, b: Any = b) -> None:
+                torch.matmul(a, b)
+                torch.cuda.synchronize()
+
+            seconds, _ = _median_time(product, 10)
+            out[f"{name}_gflops"] = 2 * n ** 3 / seconds / 1e9
+        return out
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         # Without a bf16 fast path torch emulates it at a few GFLOP/s: a small size will do.
         n = 2048 if name == "fp32" or cpu_has_bf16() else 256
@@ -87,7 +117,7 @@ def worker_plain(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    pipe = StableDiffusionPipeline.from_pretrained(args.folder)
+    pipe = StableDiffusionPipeline.from_pretrained(args.folder).to(args.device)
     load_s = time.perf_counter() - t0
     pipe.set_progress_bar_config(disable=True)
     takes = iter(range(1_000_000))
@@ -97,7 +127,7 @@ def worker_plain(args: argparse.Namespace) -> None:
              generator=torch.Generator().manual_seed(0))
 
     _take_turns(draw, {"load_s": load_s, "dtype": str(pipe.unet.dtype).removeprefix("torch."),
-                       "decoder": type(pipe.vae).__name__})
+                       "decoder": type(pipe.vae).__name__}, device=args.device)
 
 
 def worker_limner(args: argparse.Namespace) -> None:
@@ -111,7 +141,7 @@ def worker_limner(args: argparse.Namespace) -> None:
     options = PRESETS[args.model].engine_options()
     options.update(json.loads(args.options))
     engine = DiffusersEngine(args.folder, threads=args.threads, tiny_decoder=args.taesd,
-                             **options)
+                             device=args.device, **options)
     t0 = time.perf_counter()
     engine.load()
     load_s = time.perf_counter() - t0
@@ -134,7 +164,9 @@ def worker_limner(args: argparse.Namespace) -> None:
         for _ in range(3):
             engine.generate(request(), on_step)
         flops = None
-        if engine.dtype != torch.float16 and engine.backend == "torch" and not engine.compile:
+        # (fp16 on a CPU runs too slowly to count; compiled graphs hide their operations.)
+        counted = engine.dtype != torch.float16 or engine.device.startswith("cuda")
+        if counted and engine.backend == "torch" and not engine.compile:
             counter = FlopCounterMode(display=False, custom_mapping=_attention_flops())
             with counter:
                 engine.generate(request())
@@ -144,10 +176,11 @@ def worker_limner(args: argparse.Namespace) -> None:
     _take_turns(lambda: engine.generate(request()),
                 {"load_s": load_s, "dtype": str(engine.dtype).removeprefix("torch."),
                  "ov_precision": engine.ov_precision, "decoder": type(engine.pipe.vae).__name__},
-                extras)
+                extras, device=args.device)
 
 
-def _take_turns(draw: Any, info: dict[str, Any], extras: Any = None) -> None:
+def _take_turns(draw: Any, info: dict[str, Any], extras: Any = None, device: str = "cpu"
+                ) -> None:
     """Draw one image per `go` line on stdin, so the parent can interleave two pipelines
     call by call: both then see the same machine, and their ratio is fair."""
     print("READY " + json.dumps(info), flush=True)
@@ -160,7 +193,7 @@ def _take_turns(draw: Any, info: dict[str, Any], extras: Any = None) -> None:
         elif command == "extras":
             print("EXTRAS " + json.dumps(extras() if extras else {}), flush=True)
         elif command == "end":
-            print("END " + json.dumps({"peak_rss_mib": _peak_rss_mib()}), flush=True)
+            print("END " + json.dumps(_peak_memory(device)), flush=True)
             return
 
 
@@ -207,7 +240,8 @@ class Turns:
 
 
 def _attention_flops() -> dict[Any, Any]:
-    """FlopCounterMode has no formula for the CPU flash-attention kernel: 2 matmuls."""
+    """FlopCounterMode has no formula for the CPU flash-attention kernel: 2 matmuls (the
+    CUDA attention kernels have theirs)."""
     import torch
 
     def sdpa(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
@@ -225,7 +259,8 @@ WORKERS: dict[str, Any] = {"peak": worker_peak, "plain": worker_plain,
 
 def _worker_command(kind: str, args: argparse.Namespace, extra: dict[str, str]
                     ) -> tuple[list[str], dict[str, str]]:
-    command = [sys.executable, __file__, "--worker", kind, "--threads", str(args.threads)]
+    command = [sys.executable, __file__, "--worker", kind, "--threads", str(args.threads),
+               "--device", args.device]
     for key, value in extra.items():
         command += [f"--{key}", value]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1",
@@ -284,7 +319,7 @@ def http_levels(args: argparse.Namespace, folder: Path, taesd: Path) -> list[dic
              'kind = "diffusers"', f"path = {json.dumps(str(folder))}",
              f"tiny_decoder = {json.dumps(str(taesd))}", f"steps = {{ {steps} }}",
              f"scheduler = {{ {scheduler} }}"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in options.items()]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in {**options, "device": args.device}.items()]
     # The engine's own name takes the local rules: 512x512 at quality low (1 step), as above.
     body = {"prompt": PROMPT, "model": "sd-turbo", "size": "512x512", "quality": "low",
             "output_format": "png"}
@@ -344,6 +379,20 @@ def server_overhead(args: argparse.Namespace, requests: int = 40,
 
 
 # The report. --------------------------------------------------------------------------
+def _backend_options(backend: str, root: Path) -> dict[str, Any]:
+    """`torch`, `openvino`, `torch-compile` or `torch-compile:MODE` as engine options."""
+    name, _, mode = backend.partition(":")
+    compiled = name.endswith("-compile")
+    return {"backend": name.removesuffix("-compile"),
+            "compile": (mode or True) if compiled else False,
+            "cache_dir": str(root / "cache")}
+
+
+def _gpu_memory(result: dict[str, Any]) -> str:
+    peak = result.get("cuda_peak_mib")
+    return f", peak GPU memory {peak:.0f} MiB" if peak is not None else ""
+
+
 def _default_backends() -> str:
     try:
         import openvino  # noqa: F401
@@ -381,6 +430,8 @@ def main() -> int:
                          "compile = true, its first call, which compiles, untimed)")
     ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "limner-bench")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--device", default="cpu",
+                    help="where the pipelines run: cpu (default) or cuda (fp16 for limner)")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
@@ -400,16 +451,28 @@ def main() -> int:
     if unknown:
         raise SystemExit(f"unknown models {sorted(unknown)}; known: {', '.join(MODELS)}")
     cpu, bf16 = _cpu()
-    report: dict[str, Any] = {"cpu": cpu, "bf16_fast_path": bf16, "threads": args.threads}
+    report: dict[str, Any] = {"cpu": cpu, "bf16_fast_path": bf16, "threads": args.threads,
+                              "device": args.device}
+
+    def save() -> None:  # after each part, so a run cut short still leaves its figures
+        if args.json is not None:
+            args.json.write_text(json.dumps(report, indent=2))
+
     print(f"CPU: {cpu}; bf16 fast path (AMX/AVX512-BF16): {'yes' if bf16 else 'no'}; "
-          f"{args.threads} threads; median of {args.reps} after a warm-up")
+          f"{args.threads} threads; device {args.device}; median of {args.reps} after a "
+          "warm-up")
     print("building random-weight pipelines in", args.root, flush=True)
     taesd = build_taesd(args.root / "taesd")
     folders = {m: build_pipeline(m, args.root) for m in models}
     peak = run_worker("peak", args)
     report["peak"] = peak
-    print(f"matmul peak (2048x2048): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
-          f"bf16 {peak['bf16_gflops']:.1f} GFLOP/s\n", flush=True)
+    if "gpu" in peak:
+        print(f"GPU: {peak['gpu']}; matmul peak (8192x8192): fp32 "
+              f"{peak['fp32_gflops'] / 1000:.1f} TFLOP/s, fp16 {peak['fp16_gflops'] / 1000:.0f}"
+              f" TFLOP/s, bf16 {peak['bf16_gflops'] / 1000:.0f} TFLOP/s\n", flush=True)
+    else:
+        print(f"matmul peak (2048x2048): fp32 {peak['fp32_gflops']:.0f} GFLOP/s, "
+              f"bf16 {peak['bf16_gflops']:.1f} GFLOP/s\n", flush=True)
 
     parts = set(args.parts.split(","))
     backends = (args.backends or _default_backends()).split(",")
@@ -419,30 +482,34 @@ def main() -> int:
         plain_turns = Turns("plain", args, folder=str(folders[model]))
         rows = []
         for backend in backends:
-            options = {"backend": backend.removesuffix("-compile"),
-                       "compile": backend.endswith("-compile"),
-                       "cache_dir": str(args.root / "cache")}
-            ours_turns = Turns("limner", args, model=model, folder=str(folders[model]),
-                               taesd=str(taesd), options=json.dumps(options))
-            plain_turns.draw(timed=False)
-            ours_turns.draw(timed=False)
-            first = len(plain_turns.times)
-            for _ in range(args.reps):
-                plain_turns.draw()
-                ours_turns.draw()
-            extras = ours_turns.extras()
-            ours = {**ours_turns.end(), **extras}
+            try:
+                ours_turns = Turns("limner", args, model=model, folder=str(folders[model]),
+                                   taesd=str(taesd),
+                                   options=json.dumps(_backend_options(backend, args.root)))
+                plain_turns.draw(timed=False)
+                ours_turns.draw(timed=False)
+                first = len(plain_turns.times)
+                for _ in range(args.reps):
+                    plain_turns.draw()
+                    ours_turns.draw()
+                extras = ours_turns.extras()
+                ours = {**ours_turns.end(), **extras}
+            except SystemExit as exc:  # one backend failing must not lose the others
+                print(f"  {model}, limner {backend}: {exc}", flush=True)
+                report["models"].setdefault(model, {})[backend] = {"error": str(exc)}
+                continue
             ours["plain_seconds"] = statistics.median(plain_turns.times[first:])
             rows.append((backend, ours))
         plain = plain_turns.end()
-        report["models"][model] = {"plain": plain}
+        report["models"].setdefault(model, {})["plain"] = plain
         print(f"{model}, 512x512, 1 step, batch 1")
         print(f"  plain diffusers ({plain['dtype']}, {plain['decoder']}): "
-              f"{plain['seconds']:.2f} s/image, peak RSS {plain['peak_rss_mib']:.0f} MiB, "
-              f"load {plain['load_s']:.1f} s", flush=True)
+              f"{plain['seconds']:.3f} s/image, peak RSS {plain['peak_rss_mib']:.0f} MiB"
+              f"{_gpu_memory(plain)}, load {plain['load_s']:.1f} s", flush=True)
         for backend, ours in rows:
             precision = ours["dtype"] if backend.startswith("torch") else ours["ov_precision"]
-            gflops_peak = peak["bf16_gflops" if precision.startswith("bf") else "fp32_gflops"]
+            short = {"bfloat16": "bf16", "float16": "fp16"}.get(precision, precision)
+            gflops_peak = peak[f"{short}_gflops" if short in ("bf16", "fp16") else "fp32_gflops"]
             # OpenVINO runs the same graph: count its FLOPs from the torch run.
             ours["flops"] = ours["flops"] or report["models"][model].get("torch", {}).get(
                 "flops")
@@ -450,15 +517,18 @@ def main() -> int:
                         if ours["flops"] else None)
             report["models"][model][backend] = {**ours, "peak_fraction": fraction}
             print(f"  limner, {backend} ({precision}, {ours['decoder']}): "
-                  f"{ours['seconds']:.2f} s/image = {ours['plain_seconds'] / ours['seconds']:.1f}x "
-                  f"faster than plain in the same calls ({ours['plain_seconds']:.2f} s); "
-                  f"peak RSS {ours['peak_rss_mib']:.0f} MiB, load {ours['load_s']:.1f} s")
+                  f"{ours['seconds']:.3f} s/image = "
+                  f"{ours['plain_seconds'] / ours['seconds']:.1f}x faster than plain in the "
+                  f"same calls ({ours['plain_seconds']:.3f} s); peak RSS "
+                  f"{ours['peak_rss_mib']:.0f} MiB{_gpu_memory(ours)}, load "
+                  f"{ours['load_s']:.1f} s")
             if fraction is not None:
-                print(f"    {ours['flops'] / 1e9:.0f} GFLOP/image = {fraction:.0%} of the "
-                      f"{'bf16' if precision.startswith('bf') else 'fp32'} matmul peak")
+                print(f"    {ours['flops'] / 1e9:.0f} GFLOP/image = {fraction:.1%} of the "
+                      f"{short if short in ('bf16', 'fp16') else 'fp32'} matmul peak")
             print(f"    one partial image: {ours['preview_s'] * 1000:.0f} ms = "
                   f"{ours['preview_s'] / ours['seconds']:.1%} of the image's time", flush=True)
         print()
+        save()
 
     if "http" in parts and args.http_seconds > 0 and "sd-turbo" in folders:
         levels = http_levels(args, folders["sd-turbo"], taesd)
@@ -473,6 +543,7 @@ def main() -> int:
         base = levels[0]["images_per_s"]
         print("  throughput vs 1 client: " + ", ".join(
             f"{lv['clients']}: {lv['images_per_s'] / base:.2f}x" for lv in levels) + "\n")
+        save()
     if "overhead" in parts:
         report["overhead"] = []
         for size in ("256x256", "1024x1024"):
@@ -483,8 +554,7 @@ def main() -> int:
                   f"{overhead['latency_ms']:.1f} ms = engine {overhead['engine_ms']:.1f} + "
                   f"encode {overhead['encode_ms']:.1f} + overhead {overhead['overhead_ms']:.1f}"
                   f" ms (of which in the queue: {overhead['queue_ms']:.1f} ms)", flush=True)
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2))
+    save()
     return 0
 
 

@@ -164,7 +164,8 @@ def test_two_encoder_pipelines_keep_prompt() -> None:
 @pytest.mark.parametrize(("options", "match"), [
     ({"backend": "onnx"}, "'torch', 'openvino'"),
     ({"backend": "openvino", "compile": True}, "choose one"),
-    ({"compile": "yes"}, "true or false"),
+    ({"compile": "yes"}, "true, false or a torch.compile mode"),
+    ({"compile": 1}, "true, false or a torch.compile mode"),
     ({"backend": "openvino", "device": "cuda"}, "CPU"),
     ({"backend": "openvino", "dtype": "float16"}, "f32 or bf16"),
 ])
@@ -175,7 +176,10 @@ def test_fast_path_options_are_checked(options: dict[str, Any], match: str) -> N
 
 def test_compile_is_accepted() -> None:
     engine = DiffusersEngine("/models/x", compile=True, device="cpu")
-    assert engine.compile and engine.backend == "torch"
+    assert engine.compile and engine.backend == "torch" and engine.compile_mode == "default"
+    graphs = DiffusersEngine("/models/x", compile="reduce-overhead", device="cpu")
+    assert graphs.compile_mode == "reduce-overhead"
+    assert DiffusersEngine("/models/x", device="cpu").compile_mode is None
 
 
 def test_cache_dir_defaults_to_the_data_dir(tmp_path: Path) -> None:

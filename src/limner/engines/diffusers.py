@@ -6,7 +6,8 @@ pipeline, so a cancelled batch never reaches the (expensive) VAE decode.
 
 Fast paths (engine options): text-encoder outputs are cached per prompt; `backend =
 "openvino"` runs the UNet, tiny decoder and text encoder in OpenVINO on the CPU (see
-`openvino_backend`, imported only then); `compile = true` wraps the UNet in `torch.compile`.
+`openvino_backend`, imported only then); `compile = true` (or a `torch.compile` mode name)
+wraps the UNet in `torch.compile`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ PREVIEW_MAX_SIDE = 160
 side: a preview costs a few percent of its image (a full-size decode costs as much as a
 one-step model's whole denoising), and the server scales it to the requested size."""
 BACKENDS = ("torch", "openvino")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""`torch.compile` modes: "reduce-overhead" also replays CUDA graphs, which pays on a GPU
+where a one-step model's time goes to launching a thousand small kernels."""
 PROMPT_CACHE_SIZE = 256
 _SD_ENCODE_PROMPT = ["self", "prompt", "device", "num_images_per_prompt",
                      "do_classifier_free_guidance", "negative_prompt"]
@@ -60,12 +64,13 @@ class DiffusersEngine:
                  native_size: int | None = None, max_batch_images: int | None = None,
                  tiny_decoder: str | None = None, decoder: str = "full",
                  scheduler: Mapping[str, Any] | None = None, backend: str = "torch",
-                 cache_dir: str | None = None, compile: bool = False) -> None:
+                 cache_dir: str | None = None, compile: bool | str = False) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"not {backend!r}")
-        if not isinstance(compile, bool):
-            raise ValueError(f"compile must be true or false, not {compile!r}")
+        if not isinstance(compile, bool) and compile not in COMPILE_MODES:
+            raise ValueError("compile must be true, false or a torch.compile mode ("
+                             f"{', '.join(map(repr, COMPILE_MODES))}), not {compile!r}")
         if compile and backend == "openvino":
             raise ValueError("compile = true and backend = 'openvino' both compile the UNet: "
                              "choose one")
@@ -157,7 +162,7 @@ class DiffusersEngine:
             self._compile_unet(pipe)
         self.pipe = pipe
         log.info("loaded %s (%s, %s, backend %s%s)", self.model, self.device, self.dtype,
-                 self.backend, ", torch.compile" if self.compile else "")
+                 self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
 
     def _to_openvino(self, pipe: Any, sd_encode: bool) -> None:
         """Swap the UNet, the tiny decoder and a CLIP text encoder for OpenVINO-compiled ones.
@@ -203,6 +208,13 @@ class DiffusersEngine:
         log.info("OpenVINO (%s): converted %s, the rest read from the IR cache",
                  self.ov_precision, ", ".join(runtime.converted) or "nothing")
 
+    @property
+    def compile_mode(self) -> str | None:
+        """The `torch.compile` mode, or None when the UNet is not compiled."""
+        if self.compile is False:
+            return None
+        return "default" if self.compile is True else self.compile
+
     def _compile_unet(self, pipe: Any) -> None:
         """`torch.compile` the UNet: the first call of each shape compiles (slow), later
         calls run fused kernels. Freezing (CPU only) folds the weights into the graph."""
@@ -212,7 +224,7 @@ class DiffusersEngine:
             import torch._inductor.config as inductor_config
 
             inductor_config.freezing = True
-        pipe.unet = torch.compile(pipe.unet)
+        pipe.unet = torch.compile(pipe.unet, mode=self.compile_mode)
 
     def close(self) -> None:
         self.pipe = None
