@@ -69,6 +69,18 @@ def test_seeds_reproduce(engine: DiffusersEngine) -> None:
     assert first.tobytes() == again.tobytes()
 
 
+def test_channels_last_draws_the_same_picture(engine: DiffusersEngine, tiny_sd: Path) -> None:
+    nhwc = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, channels_last=True)
+    nhwc.load()
+    assert nhwc.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not engine.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    ours = pixels(nhwc.generate([request(seed=5)])[0][0])
+    theirs = pixels(engine.generate([request(seed=5)])[0][0])
+    # The same arithmetic in another memory order: sums may round differently, no more.
+    assert ours.shape == theirs.shape == (64, 64, 3)
+    assert np.abs(ours - theirs).max() <= 2
+
+
 def test_cancel_skips_the_rest(engine: DiffusersEngine) -> None:
     steps: list[int] = []
 
@@ -166,6 +178,7 @@ def test_two_encoder_pipelines_keep_prompt() -> None:
     ({"backend": "openvino", "compile": True}, "choose one"),
     ({"compile": "yes"}, "true, false or a torch.compile mode"),
     ({"compile": 1}, "true, false or a torch.compile mode"),
+    ({"channels_last": "yes"}, "channels_last must be true or false"),
     ({"backend": "openvino", "device": "cuda"}, "CPU"),
     ({"backend": "openvino", "dtype": "float16"}, "f32 or bf16"),
 ])

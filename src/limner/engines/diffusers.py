@@ -64,7 +64,8 @@ class DiffusersEngine:
                  native_size: int | None = None, max_batch_images: int | None = None,
                  tiny_decoder: str | None = None, decoder: str = "full",
                  scheduler: Mapping[str, Any] | None = None, backend: str = "torch",
-                 cache_dir: str | None = None, compile: bool | str = False) -> None:
+                 cache_dir: str | None = None, compile: bool | str = False,
+                 channels_last: bool = False) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"not {backend!r}")
@@ -79,6 +80,9 @@ class DiffusersEngine:
         self.backend = backend
         self.cache_dir = cache_dir
         self.compile = compile
+        if not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be true or false, not {channels_last!r}")
+        self.channels_last = channels_last
         self.ov_precision = "f32"
         if backend == "openvino":
             if device not in (None, "cpu"):
@@ -145,6 +149,11 @@ class DiffusersEngine:
             pipe.scheduler = _scheduler(pipe.scheduler.config, self.scheduler)
         pipe = pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
+        if self.channels_last:
+            # oneDNN's bf16 convolutions and group norms are fastest on NHWC tensors.
+            for part in (getattr(pipe, "unet", None), getattr(pipe, "vae", None), self.tiny):
+                if isinstance(part, torch.nn.Module):
+                    part.to(memory_format=torch.channels_last)
         if self._native is None:
             sample = getattr(getattr(pipe, "unet", None), "config", None)
             factor = getattr(pipe, "vae_scale_factor", 8)
