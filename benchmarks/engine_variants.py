@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/engine_variants.py [--models sd-turbo,sdxs-512] [--threads 2]
-        [--device cpu] [--reps 3] [--variants '{}' '{"channels_last": true}']
+        [--device cpu] [--reps 3] [--variants '{"channels_last": false}' '{}']
 
 Each variant (a JSON object of engine options, laid over the model's preset) runs in its own
 process, which loads the engine, draws one warm-up image and then --reps timed ones (512x512,
@@ -66,7 +66,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--variants", nargs="+", default=["{}", '{"channels_last": true}'])
+    ap.add_argument("--variants", nargs="+", default=['{"channels_last": false}', "{}"])
     ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "limner-bench")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -65,7 +65,7 @@ class DiffusersEngine:
                  tiny_decoder: str | None = None, decoder: str = "full",
                  scheduler: Mapping[str, Any] | None = None, backend: str = "torch",
                  cache_dir: str | None = None, compile: bool | str = False,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"not {backend!r}")
@@ -80,9 +80,6 @@ class DiffusersEngine:
         self.backend = backend
         self.cache_dir = cache_dir
         self.compile = compile
-        if not isinstance(channels_last, bool):
-            raise ValueError(f"channels_last must be true or false, not {channels_last!r}")
-        self.channels_last = channels_last
         self.ov_precision = "f32"
         if backend == "openvino":
             if device not in (None, "cpu"):
@@ -94,6 +91,12 @@ class DiffusersEngine:
         else:
             self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
             self.dtype = pick_dtype(self.device, dtype)
+        if channels_last is not None and not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be true or false, not {channels_last!r}")
+        # Default: on for torch on a CPU (measured 1.25-1.42x, AVX2 fp32 and AMX bf16), off
+        # on CUDA, where it has not been measured here.
+        self.channels_last = channels_last if channels_last is not None \
+            else backend == "torch" and self.device == "cpu"
         self.steps = {**DEFAULT_STEPS, **dict(steps or {})}
         self.guidance = guidance
         self._native = native_size
@@ -153,7 +156,7 @@ class DiffusersEngine:
             # oneDNN's bf16 convolutions and group norms are fastest on NHWC tensors.
             for part in (getattr(pipe, "unet", None), getattr(pipe, "vae", None), self.tiny):
                 if isinstance(part, torch.nn.Module):
-                    part.to(memory_format=torch.channels_last)
+                    part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self._native is None:
             sample = getattr(getattr(pipe, "unet", None), "config", None)
             factor = getattr(pipe, "vae_scale_factor", 8)
