@@ -70,8 +70,16 @@ def _median_time(fn: Any, reps: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
+def _rss_mib() -> float:
+    """What the process holds now (VmRSS), as against its peak, which loading may set."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _peak_memory(device: str) -> dict[str, float]:
-    out = {"peak_rss_mib": _peak_rss_mib()}
+    out = {"peak_rss_mib": _peak_rss_mib(), "rss_mib": _rss_mib()}
     if device.startswith("cuda"):
         import torch
 
