@@ -50,6 +50,9 @@ fi
 step gpu-http 110 --device cuda --models sd-turbo --parts http --http-seconds 10
 step gpu-compile-graphs 200 --device cuda --models sd-turbo \
     --backends torch-compile:reduce-overhead --reps 10 --parts engines
-step gpu-compile 200 --device cuda --models sd-turbo --backends torch-compile --reps 10 \
-    --parts engines
+if grep -q -w -E "amx_bf16|avx512_bf16" /proc/cpuinfo; then
+    # Not yet measured: Inductor (freezing, fused epilogues) on top of bf16 channels_last.
+    step cpu-bf16-compile 240 --device cpu --threads 2 --models sd-turbo,sdxs-512 \
+        --backends torch-compile --reps 2 --parts engines
+fi
 echo "== done after $SECONDS s"
