@@ -183,6 +183,7 @@ def test_two_encoder_pipelines_keep_prompt() -> None:
     ({"compile": "yes"}, "true, false or a torch.compile mode"),
     ({"compile": 1}, "true, false or a torch.compile mode"),
     ({"channels_last": "yes"}, "channels_last must be true or false"),
+    ({"channels_last": True, "backend": "openvino"}, "needs backend = 'torch'"),
     ({"backend": "openvino", "device": "cuda"}, "CPU"),
     ({"backend": "openvino", "dtype": "float16"}, "f32 or bf16"),
 ])
