@@ -7,7 +7,9 @@ pipeline, so a cancelled batch never reaches the (expensive) VAE decode.
 Fast paths (engine options): text-encoder outputs are cached per prompt; `backend =
 "openvino"` runs the UNet, tiny decoder and text encoder in OpenVINO on the CPU (see
 `openvino_backend`, imported only then); `compile = true` (or a `torch.compile` mode name)
-wraps the UNet in `torch.compile`.
+wraps the UNet in `torch.compile`; on a CPU in bf16 the large components are saved once in
+bf16 under `cache_dir` and read from there afterwards (see `weight_cache`), which halves the
+memory a load peaks at.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from limner.engines import weight_cache
 from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
 from limner.jobs import GenerationParams, StepCallback, StepUpdate
@@ -65,7 +68,7 @@ class DiffusersEngine:
                  tiny_decoder: str | None = None, decoder: str = "full",
                  scheduler: Mapping[str, Any] | None = None, backend: str = "torch",
                  cache_dir: str | None = None, compile: bool | str = False,
-                 channels_last: bool | None = None) -> None:
+                 channels_last: bool | None = None, cache_weights: bool = True) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"not {backend!r}")
@@ -100,6 +103,12 @@ class DiffusersEngine:
         # faster); off in fp32 (AVX2: SD-Turbo 0.92x, +2 GB RSS) and on CUDA (not measured).
         self.channels_last = channels_last if channels_last is not None \
             else backend == "torch" and self.device == "cpu" and self.dtype == torch.bfloat16
+        if not isinstance(cache_weights, bool):
+            raise ValueError(f"cache_weights must be true or false, not {cache_weights!r}")
+        self.cache_weights = cache_weights
+        self.weights_from_cache: list[str] = []
+        """Components the last load read from the weight cache, and those it saved there."""
+        self.weights_saved: list[str] = []
         self.steps = {**DEFAULT_STEPS, **dict(steps or {})}
         self.guidance = guidance
         self._native = native_size
@@ -144,13 +153,25 @@ class DiffusersEngine:
                                   f"{exc}") from exc
         # With the tiny decoder chosen, the full VAE is never loaded (330 MB of fp32 for SD).
         replace = {"vae": self.tiny} if self.tiny is not None and self.decoder == "tiny" else {}
+        cache = self._weight_cache()
+        cached: dict[str, Any] = {}
+        missing: list[str] = []
+        if cache is not None:
+            cached, missing = weight_cache.load_cached(self.model, cache, self.dtype)
         try:
             pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-                self.model, dtype=self.dtype, **replace
+                self.model, dtype=self.dtype, **replace, **cached
             )
         except Exception as exc:
             raise EngineError(f"could not load the diffusers pipeline {self.model!r}: {exc}") \
                 from exc
+        self.weights_from_cache = sorted(cached)
+        self.weights_saved = []
+        if cache is not None and missing:
+            self.weights_saved = weight_cache.save(pipe, self.model, cache, self.dtype, missing)
+            if self.weights_saved:
+                log.info("saved %s in %s under %s for later loads",
+                         ", ".join(self.weights_saved), self.dtype, cache)
         if self.scheduler:
             pipe.scheduler = _scheduler(pipe.scheduler.config, self.scheduler)
         pipe = pipe.to(self.device)
@@ -178,6 +199,14 @@ class DiffusersEngine:
         self.pipe = pipe
         log.info("loaded %s (%s, %s, backend %s%s)", self.model, self.device, self.dtype,
                  self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
+
+    def _weight_cache(self) -> Path | None:
+        """Where to keep converted weights: on a CPU, below fp32, for a local folder."""
+        if not (self.cache_weights and self.cache_dir and self.backend == "torch"
+                and self.device == "cpu" and self.dtype != torch.float32
+                and Path(self.model).is_dir()):
+            return None
+        return Path(self.cache_dir) / "weights"
 
     def _to_openvino(self, pipe: Any, sd_encode: bool) -> None:
         """Swap the UNet, the tiny decoder and a CLIP text encoder for OpenVINO-compiled ones.

@@ -15,9 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -30,6 +27,7 @@ import openvino as ov
 import torch
 
 from limner.engines.base import EngineError
+from limner.engines.weight_cache import component_folder, save_folder, weight_files
 
 log = logging.getLogger("limner.engines.openvino")
 
@@ -203,24 +201,6 @@ def _config_dict(config: Any) -> dict[str, Any]:
     return dict(config)
 
 
-def weight_files(folder: Path | None) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime in ns) of every file under `folder`, sorted."""
-    if folder is None or not folder.is_dir():
-        return []
-    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                  for p in folder.rglob("*") if p.is_file())
-
-
-def component_folder(source: str, component: str | None, module: Any) -> Path | None:
-    """Where a component's weights are: `SOURCE/COMPONENT` for a local pipeline folder, else
-    the folder diffusers/transformers loaded it from (a hub snapshot in the HF cache)."""
-    local = Path(source) / component if component else Path(source)
-    if local.is_dir():
-        return local
-    loaded = getattr(getattr(module, "config", None), "_name_or_path", None)
-    return Path(loaded) if isinstance(loaded, str) and Path(loaded).is_dir() else None
-
-
 def cache_key(source: str, component: str, config: Mapping[str, Any],
               files: list[tuple[str, int, int]]) -> str:
     """Hash of what decides the converted model: the weights (by size and mtime), the
@@ -296,18 +276,9 @@ class OpenVINORuntime:
         log.info("%s: converting to OpenVINO (about a minute for a full-size UNet); "
                  "the IR goes to %s", component, target)
         model = self._convert(wrapper, example)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{component}-", dir=self.cache_dir))
-        try:
-            # fp16 weights on disk (half the size); they are widened again at compile time
-            ov.save_model(model, staging / "model.xml", compress_to_fp16=True)
-            try:
-                os.replace(staging, target)
-            except OSError:  # another process saved the same IR first
-                if not xml.is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # fp16 weights on disk (half the size); they are widened again at compile time
+        save_folder(target, lambda staging: ov.save_model(model, staging / "model.xml",
+                                                          compress_to_fp16=True))
         self.converted.append(component)
         return self.core.read_model(xml)
 

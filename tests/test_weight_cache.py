@@ -1,0 +1,100 @@
+"""The bf16 weight cache: saved on the first load, read by later ones, same pictures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from tiny_pipeline import build_tiny_sd
+
+from limner.engines import weight_cache
+from limner.engines.diffusers import DiffusersEngine
+from limner.jobs import GenerationParams
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def tiny_sd(tmp_path: Path) -> Path:
+    return build_tiny_sd(tmp_path / "pipelines")
+
+
+def bf16_engine(model: Path, cache: Path, **options: object) -> DiffusersEngine:
+    engine = DiffusersEngine(str(model), dtype="bfloat16", threads=1, device="cpu",
+                             cache_dir=str(cache), **options)  # type: ignore[arg-type]
+    engine.load()
+    return engine
+
+
+def draw(engine: DiffusersEngine) -> np.ndarray:
+    params = GenerationParams(prompt="a red fox", width=64, height=64, seeds=(3,),
+                              quality="low")
+    return np.asarray(engine.generate([params])[0][0])
+
+
+def test_first_load_saves_bf16_copies_and_later_loads_read_them(tiny_sd: Path,
+                                                                tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = bf16_engine(tiny_sd, cache)
+    assert first.weights_from_cache == []
+    assert sorted(first.weights_saved) == ["text_encoder", "unet"]
+    saved = sorted(p.name.split("-")[0] for p in (cache / "weights").iterdir())
+    assert saved == ["text_encoder", "unet"]  # nothing half-written left beside them
+    unet_file = next((cache / "weights").glob("unet-*/*.safetensors"))
+    with safe_open(str(unet_file), "pt") as tensors:
+        assert {tensors.get_tensor(k).dtype for k in tensors.keys()} == {torch.bfloat16}  # noqa: SIM118
+
+    again = bf16_engine(tiny_sd, cache)
+    assert again.weights_from_cache == ["text_encoder", "unet"] and again.weights_saved == []
+    assert again.pipe.unet.dtype == torch.bfloat16
+    # The cached bf16 weights are the very values the first load converted to.
+    assert np.array_equal(draw(first), draw(again))
+
+
+def test_new_source_weights_are_converted_again(tiny_sd: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    bf16_engine(tiny_sd, cache)
+    weights = next((tiny_sd / "unet").glob("*.safetensors"))
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    engine = bf16_engine(tiny_sd, cache)
+    assert engine.weights_from_cache == ["text_encoder"] and engine.weights_saved == ["unet"]
+
+
+def test_a_damaged_copy_is_replaced(tiny_sd: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    bf16_engine(tiny_sd, cache)
+    for file in (cache / "weights").glob("unet-*/*.safetensors"):
+        file.write_bytes(b"not safetensors")
+    engine = bf16_engine(tiny_sd, cache)
+    assert engine.weights_saved == ["unet"]
+    assert bf16_engine(tiny_sd, cache).weights_from_cache == ["text_encoder", "unet"]
+
+
+def test_an_unwritable_cache_still_loads(tiny_sd: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(target: Path, write: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(weight_cache, "save_folder", full_disk)
+    engine = bf16_engine(tiny_sd, tmp_path / "cache")
+    assert engine.weights_saved == [] and draw(engine).shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("options", [{"dtype": "float32"}, {"cache_weights": False}])
+def test_no_copies_in_fp32_or_when_turned_off(tiny_sd: Path, tmp_path: Path,
+                                              options: dict[str, object]) -> None:
+    settings: dict[str, object] = {"dtype": "bfloat16", **options}
+    engine = DiffusersEngine(str(tiny_sd), threads=1, device="cpu",
+                             cache_dir=str(tmp_path / "cache"), **settings)  # type: ignore[arg-type]
+    engine.load()
+    assert engine.weights_saved == [] and not (tmp_path / "cache").exists()
+
+
+def test_cache_weights_is_checked() -> None:
+    with pytest.raises(ValueError, match="cache_weights must be true or false"):
+        DiffusersEngine("/models/x", cache_weights="yes")  # type: ignore[arg-type]
