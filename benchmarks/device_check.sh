@@ -4,7 +4,17 @@
 # AVX512-BF16, the CPU targets in bf16 on 2 threads. Built for a lent GPU machine with no
 # network: packages it lacks travel as wheels in .whl/ (see the README, "Benchmarks").
 #
-# Usage: bash benchmarks/device_check.sh [SECONDS]   (total budget, default 530)
+# The wheels (2026-11-26, for the H100/H200 image's Python 3.12; 9.2 MB), fetched here with
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 fastapi==0.165.0 \
+#     starlette==1.10.0 pydantic==2.14.4 pydantic-core==2.50.5 uvicorn==0.54.0 \
+#     typing-extensions typing-inspection annotated-types opentelemetry-api importlib-metadata
+# and `.whl/` added to .git/info/exclude. OpenVINO's wheel (59 MB) does not fit the 64 MiB a
+# call may carry beside this repository.
+#
+# Usage: bash benchmarks/device_check.sh [SECONDS]   (total budget, default 530; a full run
+# took 530 s on an H200 on 2026-11-26, the machine's start not counted)
 # One log and a JSON per step go to $OUT (default /tmp/limner-device). Steps run most
 # important first; each gets at most what is left of the budget.
 set -u
