@@ -70,16 +70,12 @@ def _median_time(fn: Any, reps: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def _rss_mib() -> float:
-    """What the process holds now (VmRSS), as against its peak, which loading may set."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def _peak_memory(device: str) -> dict[str, float | None]:
+    from load_test import memory_mib
 
-
-def _peak_memory(device: str) -> dict[str, float]:
-    out = {"peak_rss_mib": _peak_rss_mib(), "rss_mib": _rss_mib()}
+    # The RSS now, after the draws, as against the peak, which loading may set.
+    out: dict[str, float | None] = {"peak_rss_mib": _peak_rss_mib(),
+                                    "rss_mib": memory_mib("self")}
     if device.startswith("cuda"):
         import torch
 
@@ -292,13 +288,6 @@ def _metric_sum(text: str, name: str) -> float:
                                                      re.MULTILINE))
 
 
-def _vm_hwm_mib(pid: int) -> float | None:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
 def _spawn(config: str, workdir: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
     from load_test import launch_server
 
@@ -316,7 +305,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def http_levels(args: argparse.Namespace, folder: Path, taesd: Path) -> list[dict[str, Any]]:
-    from load_test import run_load
+    from load_test import memory_mib, run_load
 
     from limner.presets import PRESETS
 
@@ -346,7 +335,7 @@ def http_levels(args: argparse.Namespace, folder: Path, taesd: Path) -> list[dic
                                 "p50_s": (report.p50_ms or 0) / 1000,
                                 "p99_s": (report.p99_ms or 0) / 1000,
                                 "health_max_ms": report.health_max_ms,
-                                "server_peak_rss_mib": _vm_hwm_mib(process.pid)})
+                                "server_peak_rss_mib": memory_mib(process.pid, "VmHWM")})
         finally:
             _stop(process)
     return results

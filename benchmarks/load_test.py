@@ -79,10 +79,12 @@ def require_loopback(url: str) -> None:
         raise SystemExit(f"refusing to load-test {host!r}: loopback addresses only")
 
 
-def rss_mib(pid: int) -> float | None:
+def memory_mib(pid: int | str, field: str = "VmRSS") -> float | None:
+    """A memory line of /proc/PID/status in MiB: VmRSS (now), VmHWM (peak); PID may be
+    "self"."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -169,7 +171,7 @@ async def run_load(url: str, *, clients: int = 50, seconds: float = 120.0,
         if pid is None:
             return
         while True:
-            value = rss_mib(pid)
+            value = memory_mib(pid)
             if value is not None:
                 report.rss_mb.append((round(time.perf_counter() - started, 1), round(value, 1)))
             if finished.is_set():
