@@ -113,7 +113,9 @@ def test_storage_failure_fails_only_its_own_request(serve: Serve,
 # SIGTERM during a generation -------------------------------------------------------------------
 def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) -> None:
     config = tmp_path / "limner.toml"
-    config.write_text('default_engine = "fake"\nshutdown_grace_s = 20\n\n'
+    # A grace far beyond the waits below: exiting within them shows the server stopped once
+    # the request was answered, not when the grace ran out.
+    config.write_text('default_engine = "fake"\nshutdown_grace_s = 300\n\n'
                       '[engines.fake]\nkind = "fake"\nstep_s = 0.2\n')
     port = free_port()
     env = {**os.environ, "LIMNER_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
@@ -131,13 +133,11 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) 
                                         "quality": "high", "response_format": "b64_json"})
             time.sleep(0.5)
             assert not pending.done()
-            signalled = time.time()
             process.send_signal(signal.SIGTERM)
             response = pending.result(timeout=25)
         assert response.status_code == 200, response.text
         assert response.json()["data"][0]["b64_json"]
         assert process.wait(timeout=25) == 0
-        assert time.time() - signalled < 20
         _, stderr = process.communicate(timeout=5)
         assert "limner stopped" in stderr.decode()
     finally:
