@@ -2,23 +2,32 @@
 # The speed checks that need hardware this project's CI machine lacks, as one prepared run:
 # a CUDA GPU (fp16 eager, torch.compile, the HTTP server) and, where the host CPU has AMX or
 # AVX512-BF16, the CPU targets in bf16 on 2 threads. Built for a lent GPU machine with no
-# network: packages it lacks travel as wheels in .whl/ (see the README, "Benchmarks").
+# network: packages it lacks travel in .whl/ (see the README, "Benchmarks"), as wheels or as
+# .tar.xz archives of an installed package, unpacked where the wheels install.
 #
-# The wheels (2026-11-26, for the H100/H200 image's Python 3.12; 9.2 MB), fetched here with
+# The wheels (2026-11-26, for the H100/H200 image's Python 3.12), fetched here with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-#     --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 fastapi==0.165.0 \
-#     starlette==1.10.0 pydantic==2.14.4 pydantic-core==2.50.5 uvicorn==0.54.0 \
-#     typing-extensions typing-inspection annotated-types opentelemetry-api importlib-metadata
-# and `.whl/` added to .git/info/exclude. OpenVINO's wheel (59 MB) does not fit the 64 MiB a
-# call may carry beside this repository.
+#     --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 importlib-metadata
+# and `.whl/` added to .git/info/exclude. The gpu steps' HTTP server needs fastapi==0.165.0
+# starlette==1.10.0 pydantic==2.14.4 pydantic-core==2.50.5 uvicorn==0.54.0 typing-extensions
+# typing-inspection annotated-types opentelemetry-api too (9.2 MB with the two above).
+# OpenVINO's wheel (59 MB) does not fit the 64 MiB a call may carry beside this repository;
+# for the CPU-only OpenVINO backend 20 MB do: unzip the cp312 wheel, delete the GPU and NPU
+# plugins, the ONNX, TensorFlow, Paddle, GGUF and JAX frontends (libraries and Python
+# folders), libs/cache.json, include/ and cmake/, add openvino_telemetry, and
+# `tar -c openvino openvino_telemetry | xz -9e > .whl/openvino-VERSION-cp312-cpu.tar.xz`.
 #
-# Usage: bash benchmarks/device_check.sh [SECONDS]   (total budget, default 530; a full run
-# took 530 s on an H200 on 2026-11-26, the machine's start not counted)
+# Usage: bash benchmarks/device_check.sh [SECONDS] [all|gpu|cpu]
+#   SECONDS: the total budget (default 530; the gpu and cpu steps of 2026-11-26 took 530 s
+#   on an H200, the machine's start not counted).
+#   all (default): the gpu steps, then the cpu-bf16 ones; cpu: only the CPU in bf16, every
+#   backend (torch, openvino if carried, torch-compile), SD-Turbo against plain diffusers.
 # One log and a JSON per step go to $OUT (default /tmp/limner-device). Steps run most
 # important first; each gets at most what is left of the budget.
 set -u
 budget=${1:-530}
+which=${2:-all}
 deadline=$((SECONDS + budget))
 OUT=${OUT:-/tmp/limner-device}
 mkdir -p "$OUT"
@@ -27,6 +36,11 @@ if compgen -G ".whl/*.whl" >/dev/null; then
         --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi
+for archive in .whl/*.tar.xz; do
+    [[ -f $archive ]] || continue
+    mkdir -p /tmp/site && tar -xJf "$archive" -C /tmp/site || exit 1
+    export PYTHONPATH=/tmp/site
+done
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 DIFFUSERS_VERBOSITY=error TRANSFORMERS_VERBOSITY=error
 bench=(python3 benchmarks/diffusers_speed.py --root /tmp/limner-bench)
@@ -44,24 +58,40 @@ step() {  # step NAME LIMIT_S ARGS...: one benchmark run, cut at LIMIT_S or the 
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 grep -m1 "model name" /proc/cpuinfo; nproc
+command -v g++ || echo "no g++: torch.compile on the CPU will fail"
 grep -o -w -E "amx_bf16|avx512_bf16|avx512f" /proc/cpuinfo | sort -u | tr '\n' ' '; echo
-python3 -c "import torch, diffusers, transformers as t, limner.cli, limner.server.app
+python3 -c "import torch, diffusers, transformers as t, limner.engines.diffusers
 print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers',
 t.__version__, 'cuda', torch.cuda.is_available())" || exit 1
-
-step gpu-eager 170 --device cuda --models sd-turbo,sdxs-512 --backends torch --reps 10 \
-    --parts engines
-if grep -q -w -E "amx_bf16|avx512_bf16" /proc/cpuinfo; then
-    step cpu-bf16 200 --device cpu --threads 2 --models sd-turbo,sdxs-512 --backends torch \
-        --reps 2 --parts engines
-else
-    echo "== cpu-bf16: skipped, this CPU has no bf16 fast path"
+backends=torch
+if python3 -c "import openvino; print('openvino', openvino.__version__)"; then
+    backends=torch,openvino
 fi
-step gpu-http 110 --device cuda --models sd-turbo --parts http --http-seconds 10
-step gpu-compile-graphs 200 --device cuda --models sd-turbo \
-    --backends torch-compile:reduce-overhead --reps 10 --parts engines
-if grep -q -w -E "amx_bf16|avx512_bf16" /proc/cpuinfo; then
-    # Not yet measured: Inductor (freezing, fused epilogues) on top of bf16 channels_last.
+bf16_cpu=false
+grep -q -w -E "amx_bf16|avx512_bf16" /proc/cpuinfo && bf16_cpu=true
+
+if [[ $which != cpu ]]; then
+    step gpu-eager 170 --device cuda --models sd-turbo,sdxs-512 --backends torch --reps 10 \
+        --parts engines
+    if $bf16_cpu; then
+        step cpu-bf16 200 --device cpu --threads 2 --models sd-turbo,sdxs-512 \
+            --backends torch --reps 2 --parts engines
+    fi
+    step gpu-http 110 --device cuda --models sd-turbo --parts http --http-seconds 10
+    step gpu-compile-graphs 200 --device cuda --models sd-turbo \
+        --backends torch-compile:reduce-overhead --reps 10 --parts engines
+fi
+if ! $bf16_cpu; then
+    echo "== cpu steps: skipped, this CPU has no bf16 fast path"
+elif [[ $which == cpu ]]; then
+    # Each limner backend in turns with plain diffusers (drawn once per backend: 16 s an
+    # image there); torch again at the end loads from the bf16 weight cache the first run
+    # saved, for the serving memory. SDXS's target is absolute, so no plain run for it.
+    step cpu-sd-turbo 360 --device cpu --threads 2 --models sd-turbo \
+        --backends "$backends,torch-compile,torch" --reps 3 --plain-reps 1 --parts engines
+    step cpu-sdxs 200 --device cpu --threads 2 --models sdxs-512 \
+        --backends "$backends,torch-compile" --reps 3 --plain-reps 0 --parts engines
+else
     step cpu-bf16-compile 240 --device cpu --threads 2 --models sd-turbo,sdxs-512 \
         --backends torch-compile --reps 2 --parts engines
 fi

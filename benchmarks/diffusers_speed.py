@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/diffusers_speed.py [--models sd-turbo,sdxs-512] [--threads 2]
-        [--reps 3] [--http-seconds 40] [--backends torch,openvino,torch-compile]
+        [--reps 3] [--plain-reps N] [--http-seconds 40] [--backends torch,openvino,torch-compile]
         [--parts engines,http,overhead] [--root /tmp/limner-bench] [--json out.json]
         [--device cpu|cuda]
 
@@ -25,8 +25,9 @@ benchmarks/configs (once, into --root), then prints:
 4. the server's own overhead per request with the embedded model: client-observed latency
    minus the engine and encode time the server reports in /metrics, one client at a time.
 
-Each figure is the median of --reps timed calls after one warm-up. The plain pipeline and
-limner's engine run in two processes that draw in turns, call by call, so both see the same
+Each figure is the median of --reps timed calls after one warm-up (plain diffusers: of all
+its timed calls, --plain-reps per backend). The plain pipeline and limner's engine run in two
+processes that draw in turns, call by call, so both see the same
 machine (a shared VM's speed drifts by tens of percent over minutes) and their ratio is fair.
 Close other work first: torch with 2 threads slows down badly when another process holds a
 core.
@@ -179,7 +180,9 @@ def worker_limner(args: argparse.Namespace) -> None:
 
     _take_turns(lambda: engine.generate(request()),
                 {"load_s": load_s, "dtype": str(engine.dtype).removeprefix("torch."),
-                 "ov_precision": engine.ov_precision, "decoder": type(engine.pipe.vae).__name__},
+                 "ov_precision": engine.ov_precision, "decoder": type(engine.pipe.vae).__name__,
+                 "weights_from_cache": engine.weights_from_cache,
+                 "weights_saved": engine.weights_saved},
                 extras, device=args.device)
 
 
@@ -378,7 +381,7 @@ def server_overhead(args: argparse.Namespace, requests: int = 40,
 # The report. --------------------------------------------------------------------------
 def _backend_options(backend: str, root: Path) -> dict[str, Any]:
     """`torch`, `openvino`, `torch-compile` or `torch-compile:MODE` as engine options."""
-    name, _, mode = backend.partition(":")
+    name, _, mode = backend.removesuffix(" again").partition(":")
     compiled = name.endswith("-compile")
     return {"backend": name.removesuffix("-compile"),
             "compile": (mode or True) if compiled else False,
@@ -388,6 +391,30 @@ def _backend_options(backend: str, root: Path) -> dict[str, Any]:
 def _gpu_memory(result: dict[str, Any]) -> str:
     peak = result.get("cuda_peak_mib")
     return f", peak GPU memory {peak:.0f} MiB" if peak is not None else ""
+
+
+def _engine_row(backend: str, ours: dict[str, Any], peak: dict[str, Any],
+                results: dict[str, Any]) -> dict[str, Any]:
+    """Print one limner backend's figures; return them with the share of the matmul peak."""
+    precision = ours["dtype"] if backend.startswith("torch") else ours["ov_precision"]
+    short = {"bfloat16": "bf16", "float16": "fp16"}.get(precision, precision)
+    short = short if short in ("bf16", "fp16") else "fp32"
+    # OpenVINO and compiled graphs run the same arithmetic: count it from the eager run.
+    ours["flops"] = ours["flops"] or results.get("torch", {}).get("flops")
+    fraction = ours["flops"] / ours["seconds"] / 1e9 / peak[f"{short}_gflops"] \
+        if ours["flops"] else None
+    plain_s = ours["plain_seconds"]
+    against = f" = {plain_s / ours['seconds']:.1f}x faster than plain in the same run " \
+        f"({plain_s:.3f} s)" if plain_s else ""
+    print(f"  limner, {backend} ({precision}, {ours['decoder']}): {ours['seconds']:.3f} "
+          f"s/image{against}; peak RSS {ours['peak_rss_mib']:.0f} MiB{_gpu_memory(ours)}, "
+          f"load {ours['load_s']:.1f} s")
+    if fraction is not None:
+        print(f"    {ours['flops'] / 1e9:.0f} GFLOP/image = {fraction:.1%} of the {short} "
+              "matmul peak")
+    print(f"    one partial image: {ours['preview_s'] * 1000:.0f} ms = "
+          f"{ours['preview_s'] / ours['seconds']:.1%} of the image's time", flush=True)
+    return {**ours, "peak_fraction": fraction}
 
 
 def _default_backends() -> str:
@@ -417,6 +444,10 @@ def main() -> int:
     ap.add_argument("--models", default="sd-turbo,sdxs-512")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--plain-reps", type=int, default=None,
+                    help="timed draws of plain diffusers per backend, in turns with the first "
+                         "of that backend's (default: --reps; 1 saves time where plain is "
+                         "slow, 0 skips it)")
     ap.add_argument("--http-seconds", type=float, default=40.0,
                     help="seconds per concurrency level; 0 skips the HTTP part")
     ap.add_argument("--parts", default="engines,http,overhead",
@@ -474,56 +505,44 @@ def main() -> int:
     parts = set(args.parts.split(","))
     backends = (args.backends or _default_backends()).split(",")
     report["models"] = {}
+    plain_reps = args.reps if args.plain_reps is None else args.plain_reps
     for model in models if "engines" in parts else []:
-        # The plain pipeline and each limner backend draw in turns, call by call.
-        plain_turns = Turns("plain", args, folder=str(folders[model]))
-        rows = []
+        # The plain pipeline and each limner backend draw in turns, call by call; each
+        # backend's figures are printed and saved as soon as it is done.
+        print(f"{model}, 512x512, 1 step, batch 1", flush=True)
+        results = report["models"].setdefault(model, {})
+        plain_turns = None
+        if plain_reps > 0:
+            plain_turns = Turns("plain", args, folder=str(folders[model]))
+            plain_turns.draw(timed=False)
         for backend in backends:
+            if backend in results:  # a backend named twice: the second load, from caches
+                backend += " again"
             try:
                 ours_turns = Turns("limner", args, model=model, folder=str(folders[model]),
                                    taesd=str(taesd),
                                    options=json.dumps(_backend_options(backend, args.root)))
-                plain_turns.draw(timed=False)
                 ours_turns.draw(timed=False)
-                first = len(plain_turns.times)
-                for _ in range(args.reps):
-                    plain_turns.draw()
+                for rep in range(args.reps):
+                    if plain_turns is not None and rep < plain_reps:
+                        plain_turns.draw()
                     ours_turns.draw()
                 extras = ours_turns.extras()
                 ours = {**ours_turns.end(), **extras}
             except SystemExit as exc:  # one backend failing must not lose the others
-                print(f"  {model}, limner {backend}: {exc}", flush=True)
-                report["models"].setdefault(model, {})[backend] = {"error": str(exc)}
+                print(f"  limner, {backend}: {exc}", flush=True)
+                results[backend] = {"error": str(exc)}
                 continue
-            ours["plain_seconds"] = statistics.median(plain_turns.times[first:])
-            rows.append((backend, ours))
-        plain = plain_turns.end()
-        report["models"].setdefault(model, {})["plain"] = plain
-        print(f"{model}, 512x512, 1 step, batch 1")
-        print(f"  plain diffusers ({plain['dtype']}, {plain['decoder']}): "
-              f"{plain['seconds']:.3f} s/image, peak RSS {plain['peak_rss_mib']:.0f} MiB"
-              f"{_gpu_memory(plain)}, load {plain['load_s']:.1f} s", flush=True)
-        for backend, ours in rows:
-            precision = ours["dtype"] if backend.startswith("torch") else ours["ov_precision"]
-            short = {"bfloat16": "bf16", "float16": "fp16"}.get(precision, precision)
-            gflops_peak = peak[f"{short}_gflops" if short in ("bf16", "fp16") else "fp32_gflops"]
-            # OpenVINO runs the same graph: count its FLOPs from the torch run.
-            ours["flops"] = ours["flops"] or report["models"][model].get("torch", {}).get(
-                "flops")
-            fraction = (ours["flops"] / ours["seconds"] / 1e9 / gflops_peak
-                        if ours["flops"] else None)
-            report["models"][model][backend] = {**ours, "peak_fraction": fraction}
-            print(f"  limner, {backend} ({precision}, {ours['decoder']}): "
-                  f"{ours['seconds']:.3f} s/image = "
-                  f"{ours['plain_seconds'] / ours['seconds']:.1f}x faster than plain in the "
-                  f"same calls ({ours['plain_seconds']:.3f} s); peak RSS "
-                  f"{ours['peak_rss_mib']:.0f} MiB{_gpu_memory(ours)}, load "
-                  f"{ours['load_s']:.1f} s")
-            if fraction is not None:
-                print(f"    {ours['flops'] / 1e9:.0f} GFLOP/image = {fraction:.1%} of the "
-                      f"{short if short in ('bf16', 'fp16') else 'fp32'} matmul peak")
-            print(f"    one partial image: {ours['preview_s'] * 1000:.0f} ms = "
-                  f"{ours['preview_s'] / ours['seconds']:.1%} of the image's time", flush=True)
+            # Against all of plain's timed draws so far, every one in this run.
+            ours["plain_seconds"] = statistics.median(plain_turns.times) \
+                if plain_turns is not None else None
+            results[backend] = _engine_row(backend, ours, peak, results)
+            save()
+        if plain_turns is not None:
+            plain = results["plain"] = plain_turns.end()
+            print(f"  plain diffusers ({plain['dtype']}, {plain['decoder']}): "
+                  f"{plain['seconds']:.3f} s/image, peak RSS {plain['peak_rss_mib']:.0f} MiB"
+                  f"{_gpu_memory(plain)}, load {plain['load_s']:.1f} s", flush=True)
         print()
         save()
 

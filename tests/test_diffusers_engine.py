@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import RunningServer
 from PIL import Image
-from tiny_pipeline import build_tiny_sd
+from tiny_pipeline import build_tiny_decoder, build_tiny_sd
 
 import limner.engines
 from limner.config import EngineConfig
@@ -198,6 +198,26 @@ def test_compile_is_accepted() -> None:
     graphs = DiffusersEngine("/models/x", compile="reduce-overhead", device="cpu")
     assert graphs.compile_mode == "reduce-overhead"
     assert DiffusersEngine("/models/x", device="cpu").compile_mode is None
+
+
+def test_compiled_engine_draws_the_eager_picture(tiny_sd: Path, tmp_path: Path) -> None:
+    """The UNet and the decoder run compiled; partial images keep the eager decoder."""
+    taesd = str(build_tiny_decoder(tmp_path / "taesd"))
+    eager = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, tiny_decoder=taesd,
+                            decoder="tiny")
+    eager.load()
+    compiled = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, tiny_decoder=taesd,
+                               decoder="tiny", compile=True)
+    compiled.load()
+    assert compiled._preview_decoder is not None
+    assert type(compiled.pipe.vae.decoder).__name__ == "OptimizedModule"
+    assert type(compiled.pipe.unet).__name__ == "OptimizedModule"
+    previews: list[list[list[Image.Image]]] = []
+    ours = compiled.generate([request()], lambda update: previews.append(update.preview()))[0]
+    reference = eager.generate([request()])[0]
+    assert ours[0].size == reference[0].size == (64, 64)
+    assert np.abs(pixels(ours[0]) - pixels(reference[0])).max() <= 2
+    assert len(previews) == 4 and previews[-1][0][0].mode == "RGB"
 
 
 def test_cache_dir_defaults_to_the_data_dir(tmp_path: Path) -> None:

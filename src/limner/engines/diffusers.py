@@ -7,9 +7,9 @@ pipeline, so a cancelled batch never reaches the (expensive) VAE decode.
 Fast paths (engine options): text-encoder outputs are cached per prompt; `backend =
 "openvino"` runs the UNet, tiny decoder and text encoder in OpenVINO on the CPU (see
 `openvino_backend`, imported only then); `compile = true` (or a `torch.compile` mode name)
-wraps the UNet in `torch.compile`; on a CPU in bf16 the large components are saved once in
-bf16 under `cache_dir` and read from there afterwards (see `weight_cache`), which halves the
-memory a load peaks at.
+wraps the UNet and the VAE's decoder in `torch.compile`; on a CPU in bf16 the large
+components are saved once in bf16 under `cache_dir` and read from there afterwards (see
+`weight_cache`), which halves the memory a load peaks at.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ class DiffusersEngine:
         self.scheduler = dict(scheduler or {})
         self.pipe: Any = None
         self.tiny: Any = None
+        self._preview_decoder: Any = None
+        """The tiny decoder's eager module, when the pipeline decodes with a compiled one."""
         self._embeds: OrderedDict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor | None]] \
             = OrderedDict()
         self._negative: torch.Tensor | None = None
@@ -192,10 +194,11 @@ class DiffusersEngine:
                                              inspect.signature(type(pipe).__call__).parameters)
         self._embeds.clear()
         self._negative = None
+        self._preview_decoder = None
         if self.backend == "openvino":
             self._to_openvino(pipe, sd_encode)
         elif self.compile:
-            self._compile_unet(pipe)
+            self._compile_models(pipe)
         self.pipe = pipe
         log.info("loaded %s (%s, %s, backend %s%s)", self.model, self.device, self.dtype,
                  self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
@@ -259,9 +262,11 @@ class DiffusersEngine:
             return None
         return "default" if self.compile is True else self.compile
 
-    def _compile_unet(self, pipe: Any) -> None:
-        """`torch.compile` the UNet: the first call of each shape compiles (slow), later
-        calls run fused kernels. Freezing (CPU only) folds the weights into the graph."""
+    def _compile_models(self, pipe: Any) -> None:
+        """`torch.compile` the UNet and the VAE's decoder: the first call of each shape
+        compiles (slow), later calls run fused kernels. Freezing (CPU only) folds the
+        weights into the graph, so oneDNN gets them pre-packed once instead of per call.
+        Partial images keep the eager decoder: their small shape would compile too."""
         if getattr(pipe, "unet", None) is None:
             raise EngineError(f"compile = true needs a UNet; {type(pipe).__name__} has none")
         if self.device == "cpu":
@@ -269,6 +274,11 @@ class DiffusersEngine:
 
             inductor_config.freezing = True
         pipe.unet = torch.compile(pipe.unet, mode=self.compile_mode)
+        decoder = getattr(getattr(pipe, "vae", None), "decoder", None)
+        if isinstance(decoder, torch.nn.Module):
+            if pipe.vae is self.tiny:
+                self._preview_decoder = decoder
+            pipe.vae.decoder = torch.compile(decoder, mode=self.compile_mode)
 
     def close(self) -> None:
         self.pipe = None
@@ -351,7 +361,9 @@ class DiffusersEngine:
             latents = _pool_for_preview(latents, getattr(self.pipe, "vae_scale_factor", 8))
         if self.tiny is not None and latents.ndim == 4:
             with torch.inference_mode():
-                decoded = self.tiny.decode(latents.to(self.tiny.dtype)).sample
+                latents = latents.to(self.tiny.dtype)
+                decoded = self._preview_decoder(latents) if self._preview_decoder is not None \
+                    else self.tiny.decode(latents).sample
             pixels = ((decoded.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu()
             return [Image.fromarray((x * 255).numpy().astype(np.uint8)) for x in pixels]
         if latents.ndim == 4 and latents.shape[1] == 4:
