@@ -51,6 +51,13 @@ def test_first_load_saves_bf16_copies_and_later_loads_read_them(tiny_sd: Path,
     again = bf16_engine(tiny_sd, cache)
     assert again.weights_from_cache == ["text_encoder", "unet"] and again.weights_saved == []
     assert again.pipe.unet.dtype == torch.bfloat16
+    # channels_last (the bf16 default on a CPU): the convolutions' weights were saved in NHWC
+    # order and are used as they were mapped, not copied into that layout again.
+    conv = again.pipe.unet.conv_in.weight
+    assert again.channels_last and conv.is_contiguous(memory_format=torch.channels_last)
+    with safe_open(str(unet_file), "pt") as tensors:
+        nhwc = tensors.get_tensor("conv_in.weight")
+    assert nhwc.shape[1:] == (3, 3, 4) and torch.equal(nhwc.permute(0, 3, 1, 2), conv)
     # The cached bf16 weights are the very values the first load converted to.
     assert np.array_equal(draw(first), draw(again))
 
@@ -83,6 +90,21 @@ def test_an_unwritable_cache_still_loads(tiny_sd: Path, tmp_path: Path,
     monkeypatch.setattr(weight_cache, "save_folder", full_disk)
     engine = bf16_engine(tiny_sd, tmp_path / "cache")
     assert engine.weights_saved == [] and draw(engine).shape == (64, 64, 3)
+
+
+def test_nchw_engines_keep_copies_of_their_own(tiny_sd: Path, tmp_path: Path) -> None:
+    """Without channels_last the copies are diffusers' own format, in NCHW order, and the
+    NHWC ones of a channels_last engine are not mistaken for them."""
+    cache = tmp_path / "cache"
+    nhwc = bf16_engine(tiny_sd, cache)
+    bf16_engine(tiny_sd, cache, channels_last=False)
+    nchw = bf16_engine(tiny_sd, cache, channels_last=False)
+    assert nchw.weights_from_cache == ["text_encoder", "unet"]
+    conv = nchw.pipe.unet.conv_in.weight
+    assert conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(conv, nhwc.pipe.unet.conv_in.weight)
+    files = sorted(p.name for p in (cache / "weights").glob("unet-*/*.safetensors"))
+    assert files == ["diffusion_pytorch_model.safetensors", weight_cache.NHWC_FILE]
 
 
 @pytest.mark.parametrize("options", [{"dtype": "float32"}, {"cache_weights": False}])

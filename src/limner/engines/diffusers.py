@@ -159,7 +159,8 @@ class DiffusersEngine:
         cached: dict[str, Any] = {}
         missing: list[str] = []
         if cache is not None:
-            cached, missing = weight_cache.load_cached(self.model, cache, self.dtype)
+            cached, missing = weight_cache.load_cached(self.model, cache, self.dtype,
+                                                       self.channels_last)
         try:
             pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
                 self.model, dtype=self.dtype, **replace, **cached
@@ -168,12 +169,6 @@ class DiffusersEngine:
             raise EngineError(f"could not load the diffusers pipeline {self.model!r}: {exc}") \
                 from exc
         self.weights_from_cache = sorted(cached)
-        self.weights_saved = []
-        if cache is not None and missing:
-            self.weights_saved = weight_cache.save(pipe, self.model, cache, self.dtype, missing)
-            if self.weights_saved:
-                log.info("saved %s in %s under %s for later loads",
-                         ", ".join(self.weights_saved), self.dtype, cache)
         if self.scheduler:
             pipe.scheduler = _scheduler(pipe.scheduler.config, self.scheduler)
         pipe = pipe.to(self.device)
@@ -183,6 +178,13 @@ class DiffusersEngine:
             for part in (getattr(pipe, "unet", None), getattr(pipe, "vae", None), self.tiny):
                 if isinstance(part, torch.nn.Module):
                     part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.weights_saved = []
+        if cache is not None and missing:
+            self.weights_saved = weight_cache.save(pipe, self.model, cache, self.dtype, missing,
+                                                   self.channels_last)
+            if self.weights_saved:
+                log.info("saved %s in %s under %s for later loads",
+                         ", ".join(self.weights_saved), self.dtype, cache)
         if self._native is None:
             sample = getattr(getattr(pipe, "unet", None), "config", None)
             factor = getattr(pipe, "vae_scale_factor", 8)
