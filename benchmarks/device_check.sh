@@ -2,7 +2,7 @@
 # The speed checks that need hardware this project's CI machine lacks, as one prepared run:
 # a CUDA GPU (fp16 eager, torch.compile, the HTTP server) and, where the host CPU has AMX or
 # AVX512-BF16, the CPU targets in bf16 on 2 threads. Built for a lent GPU machine with no
-# network: packages it lacks travel in .whl/ (see the README, "Benchmarks"), as wheels or as
+# network: packages it lacks travel in .whl/ (ignored by git), as wheels or as
 # .tar.xz archives of an installed package, unpacked where the wheels install.
 #
 # The wheels (2026-11-26, for the H100/H200 image's Python 3.12), fetched here with
@@ -19,8 +19,9 @@
 # `tar -c openvino openvino_telemetry | xz -9e > .whl/openvino-VERSION-cp312-cpu.tar.xz`.
 #
 # Usage: bash benchmarks/device_check.sh [SECONDS] [all|gpu|cpu]
-#   SECONDS: the total budget (default 530; the gpu and cpu steps of 2026-11-26 took 530 s
-#   on an H200, the machine's start not counted).
+#   SECONDS: the total budget (default 530; on H200 machines in 2026-11 "all" took 530 s and
+#   "cpu" was cut at 570 s before its last backends finished, the machine's start not
+#   counted).
 #   all (default): the gpu steps, then the cpu-bf16 ones; cpu: only the CPU in bf16, every
 #   backend (torch, openvino if carried, torch-compile), SD-Turbo against plain diffusers.
 # One log and a JSON per step go to $OUT (default /tmp/limner-device). Steps run most

@@ -27,8 +27,8 @@ benchmarks/configs (once, into --root), then prints:
 
 Each figure is the median of --reps timed calls after one warm-up (plain diffusers: of all
 its timed calls, --plain-reps per backend). The plain pipeline and limner's engine run in two
-processes that draw in turns, call by call, so both see the same
-machine (a shared VM's speed drifts by tens of percent over minutes) and their ratio is fair.
+processes that draw in turns, call by call, so both see the same machine (a shared VM's speed
+drifts by tens of percent over minutes) and their ratio is fair.
 Close other work first: torch with 2 threads slows down badly when another process holds a
 core.
 """
