@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,3 +148,27 @@ def test_a_pipelines_own_tiny_vae_runs_in_openvino(parts: tuple[Path, Path],
     images = engine.generate(request(n=1))[0]
     assert [im.size for im in images] == [(64, 64)]
     assert list((tmp_path / "cache" / "openvino").glob("tiny_decoder-*/model.xml"))
+
+
+def test_openvino_warms_up_at_load(parts: tuple[Path, Path], cache: Path) -> None:
+    """The default with backend = "openvino": a throw-away image at the native size during
+    the load compiles every component for it, so the first request does not wait for that."""
+    sd, taesd = parts
+    options: dict[str, Any] = {"dtype": "float32", "threads": 1, "backend": "openvino",
+                               "cache_dir": str(cache), "tiny_decoder": str(taesd),
+                               "decoder": "tiny"}
+    warm = DiffusersEngine(str(sd), **options)
+    warm.load()
+    assert warm.warmup
+    latent = warm.info.native_width // warm.pipe.vae_scale_factor
+    (unet_shapes,) = warm.pipe.unet.runner._compiled  # one: (sample, timestep, text)
+    assert unet_shapes[0][1:] == (4, latent, latent)
+    assert list(warm.pipe.text_encoder.runner._compiled) == [((1, 77),)]
+    assert ((1, 4, latent, latent),) in warm.tiny.runner._compiled
+    cold = DiffusersEngine(str(sd), warmup=False, **options)
+    cold.load()
+    assert not cold.pipe.unet.runner._compiled
+    assert not DiffusersEngine(str(sd), device="cpu").warmup  # eager torch: no need
+    assert DiffusersEngine(str(sd), device="cpu", compile=True).warmup
+    with pytest.raises(ValueError, match="warmup must be true or false"):
+        DiffusersEngine(str(sd), warmup="yes")  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -68,7 +69,8 @@ class DiffusersEngine:
                  tiny_decoder: str | None = None, decoder: str = "full",
                  scheduler: Mapping[str, Any] | None = None, backend: str = "torch",
                  cache_dir: str | None = None, compile: bool | str = False,
-                 channels_last: bool | None = None, cache_weights: bool = True) -> None:
+                 channels_last: bool | None = None, cache_weights: bool = True,
+                 warmup: bool | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"not {backend!r}")
@@ -106,6 +108,11 @@ class DiffusersEngine:
         if not isinstance(cache_weights, bool):
             raise ValueError(f"cache_weights must be true or false, not {cache_weights!r}")
         self.cache_weights = cache_weights
+        if warmup is not None and not isinstance(warmup, bool):
+            raise ValueError(f"warmup must be true or false, not {warmup!r}")
+        # Default: where the first call of a shape compiles (OpenVINO: seconds; torch.compile
+        # on a CPU: minutes), that cost falls on the load, not on the first request.
+        self.warmup = warmup if warmup is not None else backend == "openvino" or bool(compile)
         self.weights_from_cache: list[str] = []
         """Components the last load read from the weight cache, and those it saved there."""
         self.weights_saved: list[str] = []
@@ -204,6 +211,21 @@ class DiffusersEngine:
         self.pipe = pipe
         log.info("loaded %s (%s, %s, backend %s%s)", self.model, self.device, self.dtype,
                  self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
+        if self.warmup:
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Draw one throw-away image at the native size, with a partial image, so each
+        component has met the shapes a default request brings."""
+        native = self._native or 512
+        started = time.perf_counter()
+        params = GenerationParams(prompt="", width=native, height=native, seeds=(0,), steps=1)
+
+        def preview(update: StepUpdate) -> None:
+            update.preview()
+
+        self.generate([params], preview)
+        log.info("warmed up at %dx%d in %.1f s", native, native, time.perf_counter() - started)
 
     def _weight_cache(self) -> Path | None:
         """Where to keep converted weights: on a CPU, below fp32, for a local folder."""
