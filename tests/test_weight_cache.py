@@ -93,11 +93,12 @@ def test_an_unwritable_cache_still_loads(tiny_sd: Path, tmp_path: Path,
 
 
 def test_nchw_engines_keep_copies_of_their_own(tiny_sd: Path, tmp_path: Path) -> None:
-    """Without channels_last the copies are diffusers' own format, in NCHW order, and the
-    NHWC ones of a channels_last engine are not mistaken for them."""
+    """Without channels_last the UNet's copy is diffusers' own format, in NCHW order, and the
+    NHWC one of a channels_last engine is not mistaken for it; the text encoder's is shared."""
     cache = tmp_path / "cache"
     nhwc = bf16_engine(tiny_sd, cache)
-    bf16_engine(tiny_sd, cache, channels_last=False)
+    first = bf16_engine(tiny_sd, cache, channels_last=False)
+    assert first.weights_from_cache == ["text_encoder"] and first.weights_saved == ["unet"]
     nchw = bf16_engine(tiny_sd, cache, channels_last=False)
     assert nchw.weights_from_cache == ["text_encoder", "unet"]
     conv = nchw.pipe.unet.conv_in.weight

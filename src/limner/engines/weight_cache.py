@@ -85,14 +85,14 @@ def _classes(source: str) -> dict[str, tuple[str, str]]:
 
 
 def _target(cache_dir: Path, source: str, component: str, dtype: torch.dtype,
-            channels_last: bool) -> Path:
+            nhwc: bool) -> Path:
     import diffusers
     import transformers
 
     doc = {"source": str(Path(source).resolve()), "component": component,
            "files": weight_files(Path(source) / component), "dtype": str(dtype),
            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-           "layout": LAYOUT, "channels_last": channels_last}
+           "layout": LAYOUT, "nhwc": nhwc}
     key = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
     return cache_dir / f"{component}-{key}"
 
@@ -103,7 +103,7 @@ def load_cached(source: str, cache_dir: Path, dtype: torch.dtype, channels_last:
     found: dict[str, Any] = {}
     missing: list[str] = []
     for name, (library, class_name) in _classes(source).items():
-        target = _target(cache_dir, source, name, dtype, channels_last)
+        target = _target(cache_dir, source, name, dtype, _nhwc(library, channels_last))
         if not (target / "config.json").is_file():
             missing.append(name)
             continue
@@ -117,6 +117,12 @@ def load_cached(source: str, cache_dir: Path, dtype: torch.dtype, channels_last:
             shutil.rmtree(target, ignore_errors=True)
             missing.append(name)
     return found, missing
+
+
+def _nhwc(library: str, channels_last: bool) -> bool:
+    """Whether a component's copy keeps 4-D weights in NHWC order: diffusers models (the
+    UNet) under channels_last; text encoders have no convolutions."""
+    return channels_last and library == "diffusers"
 
 
 def _load_nhwc(cls: Any, folder: Path) -> Any:
@@ -141,12 +147,13 @@ def save(pipe: Any, source: str, cache_dir: Path, dtype: torch.dtype,
     With `channels_last` the diffusers models (laid out so already: no copies) are saved
     with their 4-D weights in NHWC order."""
     saved = []
+    classes = _classes(source)
     for name in names:
         module = getattr(pipe, name, None)
-        if module is None or not hasattr(module, "save_pretrained"):
+        if module is None or not hasattr(module, "save_pretrained") or name not in classes:
             continue
-        target = _target(cache_dir, source, name, dtype, channels_last)
-        nhwc = channels_last and hasattr(module, "save_config")  # a diffusers ModelMixin
+        nhwc = _nhwc(classes[name][0], channels_last)
+        target = _target(cache_dir, source, name, dtype, nhwc)
         write: Callable[[Path], None] = partial(_save_nhwc, module) if nhwc \
             else module.save_pretrained
         try:
