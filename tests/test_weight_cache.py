@@ -82,12 +82,14 @@ def test_a_damaged_copy_is_replaced(tiny_sd: Path, tmp_path: Path) -> None:
     assert bf16_engine(tiny_sd, cache).weights_from_cache == ["text_encoder", "unet"]
 
 
-def test_an_unwritable_cache_still_loads(tiny_sd: Path, tmp_path: Path,
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   RuntimeError("Some tensors share memory")])
+def test_an_unwritable_cache_still_loads(tiny_sd: Path, tmp_path: Path, error: Exception,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    def full_disk(target: Path, write: object) -> None:
-        raise OSError(28, "No space left on device")
+    def cannot_save(target: Path, write: object) -> None:
+        raise error
 
-    monkeypatch.setattr(weight_cache, "save_folder", full_disk)
+    monkeypatch.setattr(weight_cache, "save_folder", cannot_save)
     engine = bf16_engine(tiny_sd, tmp_path / "cache")
     assert engine.weights_saved == [] and draw(engine).shape == (64, 64, 3)
 

@@ -142,8 +142,8 @@ def _load_nhwc(cls: Any, folder: Path) -> Any:
 
 def save(pipe: Any, source: str, cache_dir: Path, dtype: torch.dtype,
          names: list[str], channels_last: bool = False) -> list[str]:
-    """Save the named components of a loaded pipeline; returns those saved. A cache that
-    cannot be written (a full or read-only disk) costs the next load its memory, no more.
+    """Save the named components of a loaded pipeline; returns those saved. A copy that
+    cannot be written (a full or read-only disk, say) costs the next load its memory, no more.
     With `channels_last` the diffusers models (laid out so already: no copies) are saved
     with their 4-D weights in NHWC order."""
     saved = []
@@ -158,7 +158,7 @@ def save(pipe: Any, source: str, cache_dir: Path, dtype: torch.dtype,
             else module.save_pretrained
         try:
             save_folder(target, write)
-        except OSError as exc:
+        except Exception as exc:  # a full disk, or weights safetensors cannot hold
             log.warning("%s: could not save a %s copy in %s (%s); the next load converts "
                         "again", name, dtype, target, exc)
             continue
