@@ -21,6 +21,7 @@ import limner.engines
 from limner.config import EngineConfig
 from limner.engines.base import Engine, EngineError
 from limner.engines.diffusers import DiffusersEngine, _has_sd_encode_prompt, _pool_for_preview
+from limner.engines.prepack import packed_count
 from limner.engines.registry import build_engine
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
 
@@ -69,20 +70,45 @@ def test_seeds_reproduce(engine: DiffusersEngine) -> None:
     assert first.tobytes() == again.tobytes()
 
 
-def test_channels_last_draws_the_same_picture(engine: DiffusersEngine, tiny_sd: Path) -> None:
+def test_channels_last_draws_the_same_picture(tiny_sd: Path) -> None:
     # The default: on only for bf16 on a CPU, where it was measured faster.
     assert DiffusersEngine("/models/x", device="cpu", dtype="bfloat16").channels_last
     assert not DiffusersEngine("/models/x", device="cpu", dtype="float32").channels_last
     assert not DiffusersEngine("/models/x", device="cuda").channels_last
-    assert not engine.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    nhwc = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, channels_last=True)
+    nchw = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, prepack=False)
+    nchw.load()
+    assert not nchw.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    nhwc = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, channels_last=True,
+                           prepack=False)
     nhwc.load()
     assert nhwc.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     ours = pixels(nhwc.generate([request(seed=5)])[0][0])
-    theirs = pixels(engine.generate([request(seed=5)])[0][0])
+    theirs = pixels(nchw.generate([request(seed=5)])[0][0])
     # The same arithmetic in another memory order: sums may round differently, no more.
     assert ours.shape == theirs.shape == (64, 64, 3)
     assert np.abs(ours - theirs).max() <= 2
+
+
+def test_packed_convolutions_draw_the_same_picture(engine: DiffusersEngine,
+                                                    tiny_sd: Path) -> None:
+    """The default for eager torch on a CPU: convolution weights packed once for oneDNN."""
+    assert engine.prepack and packed_count(engine.pipe.unet) > 0
+    assert not DiffusersEngine("/models/x", device="cpu", compile=True).prepack
+    assert not DiffusersEngine("/models/x", device="cuda").prepack
+    assert DiffusersEngine("/models/x", device="cpu", dtype="bfloat16").prepack == \
+        bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    plain = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, prepack=False)
+    plain.load()
+    assert packed_count(plain.pipe.unet) == 0
+    for seed, size in ((5, (64, 64)), (6, (64, 128))):  # a second shape after the first
+        ours = pixels(engine.generate([request(seed=seed, width=size[0], height=size[1])])[0][0])
+        theirs = pixels(plain.generate([request(seed=seed, width=size[0],
+                                                height=size[1])])[0][0])
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 2
+    conv_in = engine.pipe.unet.conv_in
+    assert conv_in.packed is not None and conv_in.weight is None  # the plain copy is gone
+    with pytest.raises(ValueError, match="prepack = true packs convolution weights"):
+        DiffusersEngine("/models/x", device="cpu", compile=True, prepack=True)
 
 
 def test_cancel_skips_the_rest(engine: DiffusersEngine) -> None:
@@ -182,6 +208,8 @@ def test_two_encoder_pipelines_keep_prompt() -> None:
     ({"backend": "openvino", "compile": True}, "choose one"),
     ({"compile": "yes"}, "true, false or a torch.compile mode"),
     ({"compile": 1}, "true, false or a torch.compile mode"),
+    ({"prepack": "yes"}, "prepack must be true or false"),
+    ({"prepack": True, "device": "cuda"}, "needs backend = 'torch' on a CPU"),
     ({"channels_last": "yes"}, "channels_last must be true or false"),
     ({"channels_last": True, "backend": "openvino"}, "needs backend = 'torch'"),
     ({"backend": "openvino", "device": "cuda"}, "CPU"),
