@@ -45,14 +45,19 @@ done
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 DIFFUSERS_VERBOSITY=error TRANSFORMERS_VERBOSITY=error
 bench=(python3 benchmarks/diffusers_speed.py --root /tmp/limner-bench)
+variants=(python3 benchmarks/engine_variants.py --root /tmp/limner-bench)
 
 step() {  # step NAME LIMIT_S ARGS...: one benchmark run, cut at LIMIT_S or the budget
+    run_step "$1" "$2" "${bench[@]}" "${@:3}"
+}
+
+run_step() {  # run_step NAME LIMIT_S COMMAND...
     local name=$1 limit=$2 left=$((deadline - SECONDS))
     shift 2
     ((left < limit)) && limit=$left
     if ((limit < 20)); then echo "== $name: skipped, budget spent"; return; fi
     echo "== $name (at most ${limit} s)"
-    timeout -k 5 "$limit" "${bench[@]}" "$@" --json "$OUT/$name.json" 2>&1 \
+    timeout -k 5 "$limit" "$@" --json "$OUT/$name.json" 2>&1 \
         | tee -a "$OUT/all.log" | grep -v -E "Warning|warn\(|torchvision|^\s*$"
     echo "== $name: exit ${PIPESTATUS[0]} after $SECONDS s"
 }
@@ -85,13 +90,17 @@ fi
 if ! $bf16_cpu; then
     echo "== cpu steps: skipped, this CPU has no bf16 fast path"
 elif [[ $which == cpu ]]; then
-    # Each limner backend in turns with plain diffusers (drawn once per backend: 16 s an
+    # Each limner backend in turns with plain diffusers (drawn once per backend: 16-19 s an
     # image there); torch again at the end loads from the bf16 weight cache the first run
     # saved, for the serving memory. SDXS's target is absolute, so no plain run for it.
-    step cpu-sd-turbo 360 --device cpu --threads 2 --models sd-turbo \
-        --backends "$backends,torch-compile,torch" --reps 3 --plain-reps 1 --parts engines
-    step cpu-sdxs 200 --device cpu --threads 2 --models sdxs-512 \
-        --backends "$backends,torch-compile" --reps 3 --plain-reps 0 --parts engines
+    # torch-compile was slower than eager there (2026-11-26) and compiles for minutes: left
+    # out. Then the engine with and without packed convolution weights, in turns.
+    step cpu-sd-turbo 240 --device cpu --threads 2 --models sd-turbo \
+        --backends "$backends,torch" --reps 3 --plain-reps 1 --parts engines
+    step cpu-sdxs 120 --device cpu --threads 2 --models sdxs-512 \
+        --backends "$backends" --reps 3 --plain-reps 0 --parts engines
+    run_step cpu-prepack 200 "${variants[@]}" --device cpu --threads 2 \
+        --models sd-turbo,sdxs-512 --reps 3 --variants '{"prepack": false}' '{}'
 else
     step cpu-bf16-compile 240 --device cpu --threads 2 --models sd-turbo,sdxs-512 \
         --backends torch-compile --reps 2 --parts engines

@@ -1,0 +1,62 @@
+"""Packed convolution weights: the same outputs as torch's own convolutions, less memory."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from limner.engines.prepack import (
+    PackedConv2d,
+    packed_count,
+    prepack_convolutions,
+    release_file_pages,
+    supported,
+)
+
+pytestmark = pytest.mark.skipif(not supported(torch.float32), reason="no oneDNN in this torch")
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.SiLU(),
+                         nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=2),
+                         nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect"),  # kept as is
+                         nn.Conv2d(8, 4, 1, bias=False))
+
+
+def test_packed_convolutions_compute_the_same() -> None:
+    eager = small_net().eval()
+    packed = copy.deepcopy(eager)
+    assert prepack_convolutions(packed) == 3 and packed_count(packed) == 3
+    assert type(packed[3]) is nn.Conv2d  # reflect padding: not packable
+    generator = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(1, 4, 16, 16, generator=generator),
+              torch.randn(2, 4, 10, 14, generator=generator),  # another shape after packing
+              torch.randn(1, 4, 16, 16, generator=generator).to(
+                  memory_format=torch.channels_last)]
+    with torch.inference_mode():
+        for x in inputs:
+            ours, theirs = packed(x), eager(x)
+            assert ours.shape == theirs.shape
+            assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5)
+    first = packed[0]
+    assert isinstance(first, PackedConv2d) and first.weight is None and first.packed is not None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="madvise on a file mapping: Linux")
+def test_mapped_weights_are_released_and_still_read_back(tmp_path: Path) -> None:
+    original = torch.randn(256, 1024)  # 1 MiB: whole pages inside
+    save_file({"w": original}, tmp_path / "w.safetensors")
+    mapped = load_file(tmp_path / "w.safetensors")["w"]
+    assert torch.equal(mapped, original)  # every page read, so resident
+    assert release_file_pages(mapped) > 0
+    assert torch.equal(mapped, original)  # read back from the file
+    anonymous = original.clone()
+    assert release_file_pages(anonymous) == 0
+    assert torch.equal(anonymous, original)
