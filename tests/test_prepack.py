@@ -49,6 +49,18 @@ def test_packed_convolutions_compute_the_same() -> None:
     assert isinstance(first, PackedConv2d) and first.weight is None and first.packed is not None
 
 
+def test_a_model_of_convolutions_keeps_its_dtype() -> None:
+    """Diffusers finds a model's dtype and device in its parameters or buffers: a tiny
+    autoencoder is all convolutions, so packing must leave something to find."""
+    from diffusers.models.modeling_utils import get_parameter_device, get_parameter_dtype
+
+    only_convs = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 4, 1))
+    prepack_convolutions(only_convs)
+    assert not list(only_convs.parameters())
+    assert get_parameter_dtype(only_convs) == torch.float32
+    assert get_parameter_device(only_convs) == torch.device("cpu")
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="madvise on a file mapping: Linux")
 def test_mapped_weights_are_released_and_still_read_back(tmp_path: Path) -> None:
     original = torch.randn(256, 1024)  # 1 MiB: whole pages inside
