@@ -195,9 +195,8 @@ class DiffusersEngine:
         pipe.set_progress_bar_config(disable=True)
         if self.channels_last:
             # oneDNN's bf16 convolutions and group norms are fastest on NHWC tensors.
-            for part in (getattr(pipe, "unet", None), getattr(pipe, "vae", None), self.tiny):
-                if isinstance(part, torch.nn.Module):
-                    part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            for part in self._convolutional_parts(pipe):
+                part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.weights_saved = []
         if cache is not None and missing:
             self.weights_saved = weight_cache.save(pipe, self.model, cache, self.dtype, missing,
@@ -206,9 +205,8 @@ class DiffusersEngine:
                 log.info("saved %s in %s under %s for later loads",
                          ", ".join(self.weights_saved), self.dtype, cache)
         if self.prepack:  # after saving: packed weights are not in the state dict
-            for part in (getattr(pipe, "unet", None), getattr(pipe, "vae", None), self.tiny):
-                if isinstance(part, torch.nn.Module):
-                    weight_packing.prepack_convolutions(part)
+            for part in self._convolutional_parts(pipe):
+                weight_packing.prepack_convolutions(part)
         if self._native is None:
             sample = getattr(getattr(pipe, "unet", None), "config", None)
             factor = getattr(pipe, "vae_scale_factor", 8)
@@ -230,6 +228,11 @@ class DiffusersEngine:
                  self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
         if self.warmup:
             self._warm_up()
+
+    def _convolutional_parts(self, pipe: Any) -> list[torch.nn.Module]:
+        """The UNet, the VAE and the tiny decoder: the modules made of convolutions."""
+        parts = (getattr(pipe, "unet", None), getattr(pipe, "vae", None), self.tiny)
+        return [part for part in parts if isinstance(part, torch.nn.Module)]
 
     def _warm_up(self) -> None:
         """Draw one throw-away image at the native size, with a partial image, so each

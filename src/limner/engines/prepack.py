@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import mmap
 import sys
-from typing import Any
 
 import torch
 from torch import nn
@@ -83,10 +82,8 @@ def prepack_convolutions(model: nn.Module) -> int:
     return replaced
 
 
-def packed_count(model: Any) -> int:
-    """How many `PackedConv2d` a model holds (0 for anything that is not a module)."""
-    if not isinstance(model, nn.Module):
-        return 0
+def packed_count(model: nn.Module) -> int:
+    """How many `PackedConv2d` a model holds."""
     return sum(isinstance(m, PackedConv2d) for m in model.modules())
 
 
