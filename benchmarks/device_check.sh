@@ -91,16 +91,16 @@ if ! $bf16_cpu; then
     echo "== cpu steps: skipped, this CPU has no bf16 fast path"
 elif [[ $which == cpu ]]; then
     # Each limner backend in turns with plain diffusers (drawn once per backend: 16-19 s an
-    # image there); torch again at the end loads from the bf16 weight cache the first run
-    # saved, for the serving memory. SDXS's target is absolute, so no plain run for it.
-    # torch-compile was slower than eager there (2026-11-26) and compiles for minutes: left
-    # out. Then the engine with and without packed convolution weights, in turns.
+    # image there); torch again loads from the bf16 weight cache the first run saved, for
+    # the serving memory. SDXS's target is absolute, so no plain run for it. torch-compile
+    # was slower than eager there (2026-11-26) and compiles for minutes: left out. Then the
+    # engine with and without packed layer weights, in turns.
     step cpu-sd-turbo 240 --device cpu --threads 2 --models sd-turbo \
-        --backends "$backends,torch" --reps 3 --plain-reps 1 --parts engines
+        --backends "torch,torch${backends#torch}" --reps 3 --plain-reps 1 --parts engines
+    run_step cpu-prepack 150 "${variants[@]}" --device cpu --threads 2 \
+        --models sd-turbo,sdxs-512 --reps 3 --variants '{"prepack": false}' '{}'
     step cpu-sdxs 120 --device cpu --threads 2 --models sdxs-512 \
         --backends "$backends" --reps 3 --plain-reps 0 --parts engines
-    run_step cpu-prepack 200 "${variants[@]}" --device cpu --threads 2 \
-        --models sd-turbo,sdxs-512 --reps 3 --variants '{"prepack": false}' '{}'
 else
     step cpu-bf16-compile 240 --device cpu --threads 2 --models sd-turbo,sdxs-512 \
         --backends torch-compile --reps 2 --parts engines

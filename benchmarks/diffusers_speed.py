@@ -176,7 +176,9 @@ def worker_limner(args: argparse.Namespace) -> None:
             with counter:
                 engine.generate(request())
             flops = counter.get_total_flops()
-        return {"preview_s": statistics.median(preview_times[1:]), "flops": flops}
+        eager = engine.backend == "torch" and not engine.compile
+        return {"preview_s": statistics.median(preview_times[1:]), "flops": flops,
+                "parts_s": _part_seconds(engine, request) if eager else None}
 
     _take_turns(lambda: engine.generate(request()),
                 {"load_s": load_s, "dtype": str(engine.dtype).removeprefix("torch."),
@@ -184,6 +186,39 @@ def worker_limner(args: argparse.Namespace) -> None:
                  "weights_from_cache": engine.weights_from_cache,
                  "weights_saved": engine.weights_saved},
                 extras, device=args.device)
+
+
+def _part_seconds(engine: Any, request: Any) -> dict[str, float]:
+    """Seconds one image spends in the text encoder, the UNet and the decoder: where the
+    rest of the time would have to come from."""
+    import torch
+
+    pipe = engine.pipe
+    seconds: dict[str, float] = {}
+
+    def timed(name: str, call: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                if engine.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    targets = [(pipe.text_encoder, "forward", "text_encoder"), (pipe.unet, "forward", "unet"),
+               (pipe.vae, "decode", "decoder")]
+    for target, attribute, name in targets:
+        setattr(target, attribute, timed(name, getattr(target, attribute)))
+    try:
+        t0 = time.perf_counter()
+        engine.generate(request())
+        seconds["image"] = time.perf_counter() - t0
+    finally:
+        for target, attribute, _ in targets:
+            delattr(target, attribute)  # back to the class's own method
+    return seconds
 
 
 def _take_turns(draw: Any, info: dict[str, Any], extras: Any = None, device: str = "cpu"
@@ -247,8 +282,11 @@ class Turns:
 
 
 def _attention_flops() -> dict[Any, Any]:
-    """FlopCounterMode has no formula for the CPU flash-attention kernel: 2 matmuls (the
-    CUDA attention kernels have theirs)."""
+    """FlopCounterMode has no formula for the CPU flash-attention kernel (2 matmuls; the
+    CUDA attention kernels have theirs), nor for the oneDNN ops that packed layers call
+    (`limner.engines.prepack`): without these, a packed model would count no convolution."""
+    import math
+
     import torch
 
     def sdpa(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
@@ -256,8 +294,21 @@ def _attention_flops() -> dict[Any, Any]:
         k_len = key[-2]
         return 4 * batch * heads * q_len * k_len * dim
 
-    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    return {op: sdpa} if op is not None else {}
+    def packed_conv(x: Any, weight: Any, *args: Any, out_shape: Any, **kwargs: Any) -> int:
+        return 2 * math.prod(out_shape) * math.prod(weight[1:])  # weight: O, I/groups, kH, kW
+
+    def packed_linear(x: Any, weight: Any, *args: Any, out_shape: Any, **kwargs: Any) -> int:
+        return 2 * math.prod(out_shape) * weight[1]  # weight: out, in
+
+    formulas: dict[Any, Any] = {}
+    for namespace, name, formula in (
+            (torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", sdpa),
+            (torch.ops.mkldnn, "_convolution_pointwise", packed_conv),
+            (torch.ops.mkldnn, "_linear_pointwise", packed_linear)):
+        packet = getattr(namespace, name, None)
+        if packet is not None:
+            formulas[packet] = formula
+    return formulas
 
 
 WORKERS: dict[str, Any] = {"peak": worker_peak, "plain": worker_plain,
@@ -414,6 +465,9 @@ def _engine_row(backend: str, ours: dict[str, Any], peak: dict[str, Any],
               "matmul peak")
     print(f"    one partial image: {ours['preview_s'] * 1000:.0f} ms = "
           f"{ours['preview_s'] / ours['seconds']:.1%} of the image's time", flush=True)
+    if ours.get("parts_s"):
+        print("    one image, by part: " + ", ".join(
+            f"{name} {seconds:.3f} s" for name, seconds in ours["parts_s"].items()), flush=True)
     return {**ours, "peak_fraction": fraction}
 
 

@@ -91,8 +91,10 @@ def test_channels_last_draws_the_same_picture(tiny_sd: Path) -> None:
 
 def test_packed_convolutions_draw_the_same_picture(engine: DiffusersEngine,
                                                     tiny_sd: Path) -> None:
-    """The default for eager torch on a CPU: convolution weights packed once for oneDNN."""
+    """The default for eager torch on a CPU: convolution and linear weights packed once for
+    oneDNN, in the UNet, the VAE and the text encoder."""
     assert engine.prepack and packed_count(engine.pipe.unet) > 0
+    assert packed_count(engine.pipe.vae) > 0 and packed_count(engine.pipe.text_encoder) > 0
     assert not DiffusersEngine("/models/x", device="cpu", compile=True).prepack
     assert not DiffusersEngine("/models/x", device="cuda").prepack
     assert DiffusersEngine("/models/x", device="cpu", dtype="bfloat16").prepack == \
@@ -107,7 +109,7 @@ def test_packed_convolutions_draw_the_same_picture(engine: DiffusersEngine,
         assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 2
     conv_in = engine.pipe.unet.conv_in
     assert conv_in.packed is not None and conv_in.weight is None  # the plain copy is gone
-    with pytest.raises(ValueError, match="prepack = true packs convolution weights"):
+    with pytest.raises(ValueError, match="prepack = true packs layer weights"):
         DiffusersEngine("/models/x", device="cpu", compile=True, prepack=True)
 
 

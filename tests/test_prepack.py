@@ -1,4 +1,5 @@
-"""Packed convolution weights: the same outputs as torch's own convolutions, less memory."""
+"""Packed layer weights: the same outputs as torch's own convolutions and linear layers, no
+more memory."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from torch import nn
 
 from limner.engines.prepack import (
     PackedConv2d,
+    PackedLinear,
     packed_count,
-    prepack_convolutions,
+    prepack,
     release_file_pages,
     supported,
 )
@@ -33,7 +35,7 @@ def small_net() -> nn.Module:
 def test_packed_convolutions_compute_the_same() -> None:
     eager = small_net().eval()
     packed = copy.deepcopy(eager)
-    assert prepack_convolutions(packed) == 3 and packed_count(packed) == 3
+    assert prepack(packed) == 3 and packed_count(packed) == 3
     assert type(packed[3]) is nn.Conv2d  # reflect padding: not packable
     generator = torch.Generator().manual_seed(1)
     inputs = [torch.randn(1, 4, 16, 16, generator=generator),
@@ -49,13 +51,33 @@ def test_packed_convolutions_compute_the_same() -> None:
     assert isinstance(first, PackedConv2d) and first.weight is None and first.packed is not None
 
 
+def test_packed_linear_layers_compute_the_same() -> None:
+    torch.manual_seed(0)
+    eager = nn.Sequential(nn.Linear(64, 96), nn.GELU(), nn.Linear(96, 32, bias=False)).eval()
+    packed = copy.deepcopy(eager)
+    assert prepack(packed) == 2 and packed_count(packed) == 2
+    generator = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(2, 77, 64, generator=generator),  # tokens: 3-D
+              torch.randn(1, 64, generator=generator),
+              torch.randn(2, 64, 9, generator=generator).transpose(1, 2),  # not contiguous
+              torch.randn(3, 4, 5, 64, generator=generator)]
+    with torch.inference_mode():
+        for x in inputs:
+            ours, theirs = packed(x), eager(x)
+            assert ours.shape == theirs.shape
+            assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5)
+    first = packed[0]
+    assert isinstance(first, PackedLinear) and first.weight is None and first.packed is not None
+    assert (first.in_features, first.out_features) == (64, 96)
+
+
 def test_a_model_of_convolutions_keeps_its_dtype() -> None:
     """Diffusers finds a model's dtype and device in its parameters or buffers: a tiny
     autoencoder is all convolutions, so packing must leave something to find."""
     from diffusers.models.modeling_utils import get_parameter_device, get_parameter_dtype
 
     only_convs = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 4, 1))
-    prepack_convolutions(only_convs)
+    prepack(only_convs)
     assert not list(only_convs.parameters())
     assert get_parameter_dtype(only_convs) == torch.float32
     assert get_parameter_device(only_convs) == torch.device("cpu")

@@ -8,9 +8,9 @@ Fast paths (engine options): text-encoder outputs are cached per prompt; `backen
 "openvino"` runs the UNet, tiny decoder and text encoder in OpenVINO on the CPU (see
 `openvino_backend`, imported only then); `compile = true` (or a `torch.compile` mode name)
 wraps the UNet and the VAE's decoder in `torch.compile`; eager torch on a CPU packs its
-convolution weights once for oneDNN (`prepack`); on a CPU in bf16 the large components are
-saved once in bf16 under `cache_dir` and read from there afterwards (see `weight_cache`),
-which halves the memory a load peaks at.
+convolution and linear weights once for oneDNN (`prepack`); on a CPU in bf16 the large
+components are saved once in bf16 under `cache_dir` and read from there afterwards (see
+`weight_cache`), which halves the memory a load peaks at.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class DiffusersEngine:
             raise ValueError(f"prepack must be true or false, not {prepack!r}")
         eager_cpu = backend == "torch" and self.device == "cpu" and not compile
         if prepack and not (eager_cpu and weight_packing.supported(self.dtype)):
-            raise ValueError("prepack = true packs convolution weights for oneDNN: it needs "
+            raise ValueError("prepack = true packs layer weights for oneDNN: it needs "
                              "backend = 'torch' on a CPU without compile, in float32 (or "
                              "bfloat16 where the CPU has it)")
         # Default: wherever it runs (fp32, AVX2: SD-Turbo 1.10x, SDXS 1.22x; compile packs
@@ -205,8 +205,8 @@ class DiffusersEngine:
                 log.info("saved %s in %s under %s for later loads",
                          ", ".join(self.weights_saved), self.dtype, cache)
         if self.prepack:  # after saving: packed weights are not in the state dict
-            for part in self._convolutional_parts(pipe):
-                weight_packing.prepack_convolutions(part)
+            for part in self._packable_parts(pipe):
+                weight_packing.prepack(part)
         if self._native is None:
             sample = getattr(getattr(pipe, "unet", None), "config", None)
             factor = getattr(pipe, "vae_scale_factor", 8)
@@ -233,6 +233,13 @@ class DiffusersEngine:
         """The UNet, the VAE and the tiny decoder: the modules made of convolutions."""
         parts = (getattr(pipe, "unet", None), getattr(pipe, "vae", None), self.tiny)
         return [part for part in parts if isinstance(part, torch.nn.Module)]
+
+    def _packable_parts(self, pipe: Any) -> list[torch.nn.Module]:
+        """The convolutional parts and the text encoders: the modules whose weights
+        `prepack` packs."""
+        encoders = (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None))
+        return self._convolutional_parts(pipe) + [
+            part for part in encoders if isinstance(part, torch.nn.Module)]
 
     def _warm_up(self) -> None:
         """Draw one throw-away image at the native size, with a partial image, so each
