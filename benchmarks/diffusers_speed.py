@@ -58,7 +58,13 @@ PROMPT = "a photo of a red fox in the snow"
 
 # Workers: each runs in its own process so its peak memory is its own. ------------------
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak RSS. Not ru_maxrss where /proc has VmHWM: Linux carries
+    ru_maxrss over fork and exec, so a worker would report its parent's peak (building the
+    random SD-Turbo pipeline: 5.8 GiB) whenever that was higher than its own."""
+    from load_test import memory_mib
+
+    own = memory_mib("self", "VmHWM")
+    return own if own is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _median_time(fn: Any, reps: int) -> tuple[float, list[float]]:

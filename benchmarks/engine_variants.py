@@ -9,7 +9,7 @@ Each variant (a JSON object of engine options, laid over the model's preset) run
 process (diffusers_speed.py's limner worker), which loads the engine and draws 512x512 images
 at 1 step, a new prompt each time. The variants draw in turns, call by call, so all see the
 same machine: one warm-up each, then --reps timed rounds. Reported per variant: the median,
-the peak RSS (ru_maxrss: loading included) and the RSS after the draws (VmRSS: what serving
+the peak RSS (VmHWM: loading included) and the RSS after the draws (VmRSS: what serving
 holds). For a comparison against plain diffusers, see diffusers_speed.py.
 """
 

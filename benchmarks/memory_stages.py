@@ -1,0 +1,107 @@
+"""Where a limner engine's memory peaks: RSS and its high-water mark at each stage of a load
+and of the first draws, the first draw part by part.
+
+Usage:
+    python benchmarks/memory_stages.py [--model sd-turbo] [--threads 2] [--draws 2]
+        [--options '{"dtype": "bfloat16"}'] [--root /tmp/limner-bench]
+
+The engine (the model's preset, the options laid over it, the weight cache under ROOT/cache)
+draws 512x512 images at 1 step. Printed per stage, in MiB, from /proc/self/status: VmHWM
+(the peak so far; unlike ru_maxrss, never carried over from a parent process), VmRSS,
+RssAnon (the process's own memory) and RssFile (mapped weight files). Run it twice with the
+same --root: the first run converts the weights and saves them to the cache, the second
+loads them from there, as a server's restart would. Linux only. Building the random
+pipeline (the first run) sets a peak of its own before loading: see the "before loading"
+line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+FIELDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile")
+
+
+def memory() -> dict[str, int]:
+    """This process's memory figures in MiB."""
+    with open("/proc/self/status") as status:
+        values = dict(line.split(":", 1) for line in status)
+    return {field: int(values[field].split()[0]) // 1024 for field in FIELDS}
+
+
+def stage(name: str, rows: list[dict[str, Any]]) -> None:
+    row = {"stage": name, **memory()}
+    rows.append(row)
+    print(f"{name:<34} " + "  ".join(f"{field} {row[field]:>5}" for field in FIELDS),
+          flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="sd-turbo")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--draws", type=int, default=2)
+    ap.add_argument("--options", default='{"dtype": "bfloat16"}')
+    ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "limner-bench")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    from random_pipelines import build_pipeline, build_taesd
+
+    from limner.engines.diffusers import DiffusersEngine
+    from limner.jobs import GenerationParams
+    from limner.presets import PRESETS
+
+    folder = build_pipeline(args.model, args.root)
+    taesd = build_taesd(args.root / "taesd")
+    options = {**PRESETS[args.model].engine_options(), "cache_dir": str(args.root / "cache"),
+               **json.loads(args.options)}
+    rows: list[dict[str, Any]] = []
+    stage("before loading", rows)
+    engine = DiffusersEngine(str(folder), threads=args.threads, tiny_decoder=str(taesd),
+                             device="cpu", **options)
+    t0 = time.perf_counter()
+    engine.load()
+    stage(f"loaded ({time.perf_counter() - t0:.1f} s)", rows)
+    print(f"  from the cache: {engine.weights_from_cache}; saved: {engine.weights_saved}; "
+          f"prepack {engine.prepack}, channels_last {engine.channels_last}", flush=True)
+
+    pipe = engine.pipe
+    parts = [(pipe.text_encoder, "forward", "text encoder"), (pipe.unet, "forward", "UNet"),
+             (pipe.vae, "decode", "decoder")]
+
+    def after(name: str, call: Any) -> Any:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            out = call(*a, **k)
+            stage(f"  draw {draw + 1}, after the {name}", rows)
+            return out
+        return wrapper
+
+    for draw in range(args.draws):
+        if draw < 2:  # the first draw packs and touches every weight; the second is steady
+            for target, attribute, name in parts:
+                setattr(target, attribute, after(name, getattr(target, attribute)))
+        t0 = time.perf_counter()
+        engine.generate([GenerationParams(prompt=f"a lighthouse, take {draw}", seeds=(draw,),
+                                          width=512, height=512, quality="low")])
+        stage(f"draw {draw + 1} ({time.perf_counter() - t0:.2f} s)", rows)
+        if draw < 2:
+            for target, attribute, _ in parts:
+                delattr(target, attribute)
+    if args.json:
+        args.json.write_text(json.dumps({"model": args.model, "options": options,
+                                         "stages": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
