@@ -62,6 +62,59 @@ def test_first_load_saves_bf16_copies_and_later_loads_read_them(tiny_sd: Path,
     assert np.array_equal(draw(first), draw(again))
 
 
+def test_copies_are_written_from_the_files_as_a_full_load_would_convert(
+        tiny_sd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first load writes its copies tensor by tensor from the weight files, never holding
+    the fp32 models, and they are the very tensors a full load would have saved."""
+    saved_after_loading: list[list[str]] = []
+    real_save = weight_cache.save
+
+    def recording_save(pipe: object, source: str, cache_dir: Path, dtype: torch.dtype,
+                       names: list[str], channels_last: bool = False) -> list[str]:
+        saved_after_loading.append(names)
+        return real_save(pipe, source, cache_dir, dtype, names, channels_last)
+
+    monkeypatch.setattr(weight_cache, "save", recording_save)
+    for channels_last in (True, False):
+        streamed = bf16_engine(tiny_sd, tmp_path / f"streamed-{channels_last}",
+                               channels_last=channels_last)
+        assert streamed.weights_saved == ["text_encoder", "unet"] and saved_after_loading == []
+        assert streamed.weights_from_cache == []
+        with monkeypatch.context() as patch:
+            patch.setattr(weight_cache, "convert", lambda *args, **kwargs: [])
+            loaded = bf16_engine(tiny_sd, tmp_path / f"loaded-{channels_last}",
+                                 channels_last=channels_last)
+        assert saved_after_loading.pop() == ["text_encoder", "unet"]
+        for name in ("unet", "text_encoder"):
+            ours = getattr(streamed.pipe, name).state_dict()
+            theirs = getattr(loaded.pipe, name).state_dict()
+            assert ours.keys() == theirs.keys()
+            for key, value in ours.items():
+                assert value.dtype == theirs[key].dtype and torch.equal(value, theirs[key]), key
+        conv = streamed.pipe.unet.conv_in.weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert np.array_equal(draw(streamed), draw(loaded))
+
+
+def test_files_unlike_the_state_dict_are_converted_after_loading(
+        tiny_sd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_shapes = weight_cache._state_shapes
+
+    def unet_differs(cls: type, library: str, folder: Path
+                     ) -> tuple[dict[str, tuple[int, ...]], bool]:
+        shapes, keep_fp32 = real_shapes(cls, library, folder)
+        return ({**shapes, "renamed.weight": (1,)} if folder.name == "unet" else shapes,
+                keep_fp32)
+
+    monkeypatch.setattr(weight_cache, "_state_shapes", unet_differs)
+    assert weight_cache.convert(str(tiny_sd), tmp_path / "c", torch.bfloat16,
+                                ["unet", "text_encoder"]) == ["text_encoder"]
+    engine = bf16_engine(tiny_sd, tmp_path / "cache")
+    assert engine.weights_saved == ["text_encoder", "unet"]  # the UNet after loading
+    assert bf16_engine(tiny_sd, tmp_path / "cache").weights_from_cache == ["text_encoder",
+                                                                            "unet"]
+
+
 def test_new_source_weights_are_converted_again(tiny_sd: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     bf16_engine(tiny_sd, cache)

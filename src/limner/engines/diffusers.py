@@ -127,7 +127,8 @@ class DiffusersEngine:
         self.prepack = prepack if prepack is not None \
             else eager_cpu and weight_packing.supported(self.dtype)
         self.weights_from_cache: list[str] = []
-        """Components the last load read from the weight cache, and those it saved there."""
+        """Components the last load found in the weight cache, and those it wrote there
+        (from their weight files, or after loading where those did not allow it)."""
         self.weights_saved: list[str] = []
         self.steps = {**DEFAULT_STEPS, **dict(steps or {})}
         self.guidance = guidance
@@ -176,11 +177,7 @@ class DiffusersEngine:
         # With the tiny decoder chosen, the full VAE is never loaded (330 MB of fp32 for SD).
         replace = {"vae": self.tiny} if self.tiny is not None and self.decoder == "tiny" else {}
         cache = self._weight_cache()
-        cached: dict[str, Any] = {}
-        missing: list[str] = []
-        if cache is not None:
-            cached, missing = weight_cache.load_cached(self.model, cache, self.dtype,
-                                                       self.channels_last)
+        cached, missing = self._cached_components(cache)
         try:
             pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
                 self.model, dtype=self.dtype, **replace, **cached
@@ -188,7 +185,6 @@ class DiffusersEngine:
         except Exception as exc:
             raise EngineError(f"could not load the diffusers pipeline {self.model!r}: {exc}") \
                 from exc
-        self.weights_from_cache = sorted(cached)
         if self.scheduler:
             pipe.scheduler = _scheduler(pipe.scheduler.config, self.scheduler)
         pipe = pipe.to(self.device)
@@ -197,13 +193,12 @@ class DiffusersEngine:
             # oneDNN's bf16 convolutions and group norms are fastest on NHWC tensors.
             for part in self._convolutional_parts(pipe):
                 part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.weights_saved = []
         if cache is not None and missing:
-            self.weights_saved = weight_cache.save(pipe, self.model, cache, self.dtype, missing,
-                                                   self.channels_last)
-            if self.weights_saved:
-                log.info("saved %s in %s under %s for later loads",
-                         ", ".join(self.weights_saved), self.dtype, cache)
+            self.weights_saved = sorted(self.weights_saved + weight_cache.save(
+                pipe, self.model, cache, self.dtype, missing, self.channels_last))
+        if self.weights_saved:
+            log.info("saved %s in %s under %s for later loads",
+                     ", ".join(self.weights_saved), self.dtype, cache)
         if self.prepack:  # after saving: packed weights are not in the state dict
             for part in self._packable_parts(pipe):
                 weight_packing.prepack(part)
@@ -228,6 +223,26 @@ class DiffusersEngine:
                  self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
         if self.warmup:
             self._warm_up()
+
+    def _cached_components(self, cache: Path | None) -> tuple[dict[str, Any], list[str]]:
+        """The large components read from the weight cache, the missing ones written there
+        first from their weight files where those allow it; and the names still missing,
+        which are saved after the full load."""
+        self.weights_from_cache, self.weights_saved = [], []
+        if cache is None:
+            return {}, []
+        cached, missing = weight_cache.load_cached(self.model, cache, self.dtype,
+                                                   self.channels_last)
+        self.weights_from_cache = sorted(cached)
+        converted = weight_cache.convert(self.model, cache, self.dtype, missing,
+                                         self.channels_last) if missing else []
+        if converted:
+            more, _ = weight_cache.load_cached(self.model, cache, self.dtype,
+                                               self.channels_last, only=converted)
+            cached.update(more)
+            missing = [name for name in missing if name not in more]
+            self.weights_saved = sorted(more)
+        return cached, missing
 
     def _convolutional_parts(self, pipe: Any) -> list[torch.nn.Module]:
         """The UNet, the VAE and the tiny decoder: the modules made of convolutions."""
