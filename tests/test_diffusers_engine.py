@@ -21,7 +21,7 @@ import limner.engines
 from limner.config import EngineConfig
 from limner.engines.base import Engine, EngineError
 from limner.engines.diffusers import DiffusersEngine, _has_sd_encode_prompt, _pool_for_preview
-from limner.engines.prepack import packed_count
+from limner.engines.prepack import PackedLinear, packed_count
 from limner.engines.registry import build_engine
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
 
@@ -95,6 +95,11 @@ def test_packed_convolutions_draw_the_same_picture(engine: DiffusersEngine,
     oneDNN, in the UNet, the VAE and the text encoder."""
     assert engine.prepack and packed_count(engine.pipe.unet) > 0
     assert packed_count(engine.pipe.vae) > 0 and packed_count(engine.pipe.text_encoder) > 0
+    fresh = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1)
+    fresh.load()  # its warm-up draw packs every weight, so the first request need not
+    assert fresh.warmup and fresh.pipe.unet.conv_in.packed is not None
+    linears = [m for m in fresh.pipe.text_encoder.modules() if isinstance(m, PackedLinear)]
+    assert linears and all(m.packed is not None for m in linears)
     assert not DiffusersEngine("/models/x", device="cpu", compile=True).prepack
     assert not DiffusersEngine("/models/x", device="cuda").prepack
     assert DiffusersEngine("/models/x", device="cpu", dtype="bfloat16").prepack == \

@@ -168,7 +168,8 @@ def test_openvino_warms_up_at_load(parts: tuple[Path, Path], cache: Path) -> Non
     cold = DiffusersEngine(str(sd), warmup=False, **options)
     cold.load()
     assert not cold.pipe.unet.runner._compiled
-    assert not DiffusersEngine(str(sd), device="cpu").warmup  # eager torch: no need
+    assert not DiffusersEngine(str(sd), device="cpu", prepack=False).warmup  # no need
+    assert DiffusersEngine(str(sd), device="cpu").warmup  # packs its weights on first use
     assert DiffusersEngine(str(sd), device="cpu", compile=True).warmup
     with pytest.raises(ValueError, match="warmup must be true or false"):
         DiffusersEngine(str(sd), warmup="yes")  # type: ignore[arg-type]
