@@ -71,6 +71,45 @@ def test_packed_linear_layers_compute_the_same() -> None:
     assert (first.in_features, first.out_features) == (64, 96)
 
 
+def test_a_relu_after_a_packed_layer_runs_inside_it() -> None:
+    """As in a tiny autoencoder's blocks: conv, ReLU, conv, ReLU, conv in a Sequential."""
+    torch.manual_seed(0)
+    shared = nn.ReLU()  # one module twice, as diffusers' AutoencoderTinyBlock has it
+    eager = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), shared,
+                          nn.Conv2d(8, 8, 3, padding=1), shared,
+                          nn.Conv2d(8, 16, 3, padding=1), nn.Flatten(2),
+                          nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
+    packed = copy.deepcopy(eager)
+    assert prepack(packed) == 5
+    assert [type(m).__name__ for m in packed] == [
+        "PackedConv2d", "Identity", "PackedConv2d", "Identity", "PackedConv2d", "Flatten",
+        "PackedLinear", "Identity", "PackedLinear"]
+    assert [m.activation for m in packed if isinstance(m, PackedConv2d | PackedLinear)] == [
+        "relu", "relu", "none", "relu", "none"]
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ours, theirs = packed(x), eager(x)
+    assert (theirs < 0).any()  # the last layer has no ReLU: negative outputs stay
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_a_packed_tiny_autoencoder_decodes_the_same() -> None:
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    eager = AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                            num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1)).eval()
+    packed = copy.deepcopy(eager)
+    prepack(packed.decoder)
+    relus = [m for m in packed.decoder.modules() if type(m) is nn.ReLU]
+    assert len(relus) == 2  # each block's ReLU after its residual sum stays: fused are the rest
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        ours, theirs = packed.decode(latent).sample, eager.decode(latent).sample
+    assert ours.shape == theirs.shape == (1, 3, 16, 16)
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
 def test_a_model_of_convolutions_keeps_its_dtype() -> None:
     """Diffusers finds a model's dtype and device in its parameters or buffers: a tiny
     autoencoder is all convolutions, so packing must leave something to find."""

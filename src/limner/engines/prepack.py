@@ -37,10 +37,11 @@ def supported(dtype: torch.dtype) -> bool:
 
 class PackedConv2d(nn.Module):
     """A `Conv2d` (zero padding) that packs its weight on its first call, then drops the
-    plain one."""
+    plain one; with `activation = "relu"`, oneDNN applies the ReLU that followed it."""
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, activation: str = "none") -> None:
         super().__init__()
+        self.activation = activation
         self.weight: torch.Tensor | None = conv.weight.detach()
         self.bias = conv.bias.detach() if conv.bias is not None else None
         # Diffusers reads a model's dtype and device from its first parameter or buffer; a
@@ -64,15 +65,17 @@ class PackedConv2d(nn.Module):
             self.weight = None
         out: torch.Tensor = torch.ops.mkldnn._convolution_pointwise(
             x, self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
-            "none", [], "")
+            self.activation, [], "")
         return out
 
 
 class PackedLinear(nn.Module):
-    """A `Linear` that packs its weight on its first call, then drops the plain one."""
+    """A `Linear` that packs its weight on its first call, then drops the plain one; with
+    `activation = "relu"`, oneDNN applies the ReLU that followed it."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, activation: str = "none") -> None:
         super().__init__()
+        self.activation = activation
         self.weight: torch.Tensor | None = linear.weight.detach()
         self.bias = linear.bias.detach() if linear.bias is not None else None
         self.register_buffer("dtype_marker", linear.weight.new_empty(0), persistent=False)
@@ -88,30 +91,41 @@ class PackedLinear(nn.Module):
             release_file_pages(self.weight)
             self.weight = None
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias,
-                                                               "none", [], "")
+                                                               self.activation, [], "")
         return out
 
 
-def _packed(module: nn.Module) -> nn.Module | None:
+def _packed(module: nn.Module, activation: str) -> nn.Module | None:
     """The packed stand-in for `module`, or None where it has none."""
     if type(module) is nn.Conv2d and module.padding_mode == "zeros" \
             and not isinstance(module.padding, str):
-        return PackedConv2d(module)
+        return PackedConv2d(module, activation)
     if type(module) is nn.Linear:
-        return PackedLinear(module)
+        return PackedLinear(module, activation)
     return None
 
 
 def prepack(model: nn.Module) -> int:
     """Replace every plain `Conv2d` (zero padding) and `Linear` under `model` by its packed
-    stand-in; returns how many."""
+    stand-in; returns how many. Where one is followed by a ReLU in an `nn.Sequential` (as
+    throughout a tiny autoencoder), the ReLU runs inside it and its place takes an
+    `nn.Identity`: one pass over the output instead of two."""
     replaced = 0
     for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            packed = _packed(child)
-            if packed is not None:
-                setattr(parent, name, packed)
-                replaced += 1
+        # Not named_children(): it skips a module met before, and a tiny autoencoder's blocks
+        # put one ReLU twice in a Sequential.
+        children = [(name, child) for name, child in parent._modules.items()
+                    if child is not None]
+        for index, (name, child) in enumerate(children):
+            following = children[index + 1][1] if index + 1 < len(children) else None
+            fuse = isinstance(parent, nn.Sequential) and type(following) is nn.ReLU
+            packed = _packed(child, "relu" if fuse else "none")
+            if packed is None:
+                continue
+            setattr(parent, name, packed)
+            if fuse:
+                setattr(parent, children[index + 1][0], nn.Identity())
+            replaced += 1
     return replaced
 
 
