@@ -22,8 +22,9 @@
 #   SECONDS: the total budget (default 530; on H200 machines in 2026-11 "all" took 530 s and
 #   "cpu" was cut at 570 s before its last backends finished, the machine's start not
 #   counted).
-#   all (default): the gpu steps, then the cpu-bf16 ones; cpu: only the CPU in bf16, every
-#   backend (torch, openvino if carried, torch-compile), SD-Turbo against plain diffusers.
+#   all (default): the gpu steps, then the cpu-bf16 ones; cpu: only the CPU in bf16: memory
+#   by stage, every backend (torch, openvino if carried) with SD-Turbo against plain
+#   diffusers, an operator profile, packed layers against none.
 # One log and a JSON per step go to $OUT (default /tmp/limner-device). Steps run most
 # important first; each gets at most what is left of the budget.
 set -u
@@ -90,17 +91,29 @@ fi
 if ! $bf16_cpu; then
     echo "== cpu steps: skipped, this CPU has no bf16 fast path"
 elif [[ $which == cpu ]]; then
-    # Each limner backend in turns with plain diffusers (drawn once per backend: 16-19 s an
-    # image there); torch again loads from the bf16 weight cache the first run saved, for
-    # the serving memory. SDXS's target is absolute, so no plain run for it. torch-compile
-    # was slower than eager there (2026-11-26) and compiles for minutes: left out. Then the
-    # engine with and without packed layer weights, in turns.
-    step cpu-sd-turbo 240 --device cpu --threads 2 --models sd-turbo \
-        --backends "torch,torch${backends#torch}" --reps 3 --plain-reps 1 --parts engines
+    # Memory first, on a fresh weight cache, with the pipelines built in a process of their
+    # own (building SD-Turbo's takes 5.8 GiB): the converting load, then a load from the
+    # cache with more draws (its steady speed). Then each limner backend in turns with plain
+    # diffusers (drawn once per backend: 16-23 s an image there; SDXS's target is absolute, so
+    # no plain run for it), where one image goes by operator, and packed layers against
+    # none, in turns. torch-compile was slower than eager there (2026-11-26) and compiles
+    # for minutes: left out.
+    run_step cpu-build 90 python3 -c "import sys; sys.path.insert(0, 'benchmarks')
+from pathlib import Path; from random_pipelines import build_pipeline, build_taesd
+root = Path('/tmp/limner-bench'); build_taesd(root / 'taesd')
+for m in ('sd-turbo', 'sdxs-512'): build_pipeline(m, root)"
+    rm -rf /tmp/limner-bench/cache/weights
+    run_step cpu-memory-convert 60 python3 benchmarks/memory_stages.py \
+        --root /tmp/limner-bench --draws 3
+    run_step cpu-memory-cached 60 python3 benchmarks/memory_stages.py \
+        --root /tmp/limner-bench --draws 8
+    step cpu-sd-turbo 220 --device cpu --threads 2 --models sd-turbo \
+        --backends "$backends" --reps 3 --plain-reps 1 --parts engines
+    run_step cpu-profile 60 python3 benchmarks/op_profile.py --root /tmp/limner-bench
+    step cpu-sdxs 100 --device cpu --threads 2 --models sdxs-512 \
+        --backends "$backends" --reps 3 --plain-reps 0 --parts engines
     run_step cpu-prepack 150 "${variants[@]}" --device cpu --threads 2 \
         --models sd-turbo,sdxs-512 --reps 3 --variants '{"prepack": false}' '{}'
-    step cpu-sdxs 120 --device cpu --threads 2 --models sdxs-512 \
-        --backends "$backends" --reps 3 --plain-reps 0 --parts engines
 else
     step cpu-bf16-compile 240 --device cpu --threads 2 --models sd-turbo,sdxs-512 \
         --backends torch-compile --reps 2 --parts engines
