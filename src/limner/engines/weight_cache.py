@@ -174,6 +174,8 @@ def convert(source: str, cache_dir: Path, dtype: torch.dtype, names: list[str],
             cls = getattr(importlib.import_module(library), class_name)
             state = _converted_state(cls, library, folder, dtype, nhwc)
             if state is None:
+                log.info("%s: its weight files are not its state dict as they are; converting "
+                         "to %s after loading", name, dtype)
                 continue
             target = _target(cache_dir, source, name, dtype, nhwc)
             save_folder(target, partial(_write_state, folder, library, state, nhwc))
