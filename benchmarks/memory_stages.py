@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_engine
 
 FIELDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile")
 
@@ -47,33 +47,19 @@ def stage(name: str, rows: list[dict[str, Any]]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="sd-turbo")
-    ap.add_argument("--threads", type=int, default=2)
+    bench_engine.add_arguments(ap)
     ap.add_argument("--draws", type=int, default=2)
-    ap.add_argument("--options", default='{"dtype": "bfloat16"}')
-    ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "limner-bench")
-    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    from random_pipelines import build_pipeline, build_taesd
-
-    from limner.engines.diffusers import DiffusersEngine
-    from limner.jobs import GenerationParams
-    from limner.presets import PRESETS
-
-    folder = build_pipeline(args.model, args.root)
-    taesd = build_taesd(args.root / "taesd")
-    options = {**PRESETS[args.model].engine_options(), "cache_dir": str(args.root / "cache"),
-               **json.loads(args.options)}
     rows: list[dict[str, Any]] = []
+    engine, options = bench_engine.build(args)
     stage("before loading", rows)
-    engine = DiffusersEngine(str(folder), threads=args.threads, tiny_decoder=str(taesd),
-                             device="cpu", **options)
     t0 = time.perf_counter()
     engine.load()
     stage(f"loaded ({time.perf_counter() - t0:.1f} s)", rows)
     print(f"  from the cache: {engine.weights_from_cache}; saved: {engine.weights_saved}; "
-          f"prepack {engine.prepack}, channels_last {engine.channels_last}", flush=True)
+          f"prepack {engine.prepack}, channels_last {engine.channels_last}, warm-up "
+          f"{engine.warmup}", flush=True)
 
     pipe = engine.pipe
     parts = [(pipe.text_encoder, "forward", "text encoder"), (pipe.unet, "forward", "UNet"),
@@ -87,12 +73,11 @@ def main() -> int:
         return wrapper
 
     for draw in range(args.draws):
-        if draw < 2:  # the first draw packs and touches every weight; the second is steady
+        if draw < 2:  # the first draw reads every weight (and packs it, without a warm-up)
             for target, attribute, name in parts:
                 setattr(target, attribute, after(name, getattr(target, attribute)))
         t0 = time.perf_counter()
-        engine.generate([GenerationParams(prompt=f"a lighthouse, take {draw}", seeds=(draw,),
-                                          width=512, height=512, quality="low")])
+        engine.generate(bench_engine.request(draw))
         stage(f"draw {draw + 1} ({time.perf_counter() - t0:.2f} s)", rows)
         if draw < 2:
             for target, attribute, _ in parts:

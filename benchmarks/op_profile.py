@@ -16,46 +16,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_engine
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="sd-turbo")
-    ap.add_argument("--threads", type=int, default=2)
+    bench_engine.add_arguments(ap)
     ap.add_argument("--rows", type=int, default=25)
-    ap.add_argument("--options", default='{"dtype": "bfloat16"}')
-    ap.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "limner-bench")
-    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
     import torch
-    from random_pipelines import build_pipeline, build_taesd
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from limner.engines.diffusers import DiffusersEngine
-    from limner.jobs import GenerationParams
-    from limner.presets import PRESETS
-
-    folder = build_pipeline(args.model, args.root)
-    taesd = build_taesd(args.root / "taesd")
-    options = {**PRESETS[args.model].engine_options(), "cache_dir": str(args.root / "cache"),
-               **json.loads(args.options)}
-    engine = DiffusersEngine(str(folder), threads=args.threads, tiny_decoder=str(taesd),
-                             device="cpu", **options)
+    engine, options = bench_engine.build(args)
     engine.load()
     takes = iter(range(1_000_000))
 
     def draw() -> None:
-        take = next(takes)
-        engine.generate([GenerationParams(prompt=f"a lighthouse, take {take}", seeds=(take,),
-                                          width=512, height=512, quality="low")])
+        engine.generate(bench_engine.request(next(takes)))
 
     for _ in range(2):
         draw()

@@ -32,6 +32,14 @@ def small_net() -> nn.Module:
                          nn.Conv2d(8, 4, 1, bias=False))
 
 
+def assert_same(packed: nn.Module, eager: nn.Module, inputs: list[torch.Tensor]) -> None:
+    with torch.inference_mode():
+        for x in inputs:
+            ours, theirs = packed(x), eager(x)
+            assert ours.shape == theirs.shape
+            assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
 def test_packed_convolutions_compute_the_same() -> None:
     eager = small_net().eval()
     packed = copy.deepcopy(eager)
@@ -42,11 +50,7 @@ def test_packed_convolutions_compute_the_same() -> None:
               torch.randn(2, 4, 10, 14, generator=generator),  # another shape after packing
               torch.randn(1, 4, 16, 16, generator=generator).to(
                   memory_format=torch.channels_last)]
-    with torch.inference_mode():
-        for x in inputs:
-            ours, theirs = packed(x), eager(x)
-            assert ours.shape == theirs.shape
-            assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5)
+    assert_same(packed, eager, inputs)
     first = packed[0]
     assert isinstance(first, PackedConv2d) and first.weight is None and first.packed is not None
 
@@ -61,11 +65,7 @@ def test_packed_linear_layers_compute_the_same() -> None:
               torch.randn(1, 64, generator=generator),
               torch.randn(2, 64, 9, generator=generator).transpose(1, 2),  # not contiguous
               torch.randn(3, 4, 5, 64, generator=generator)]
-    with torch.inference_mode():
-        for x in inputs:
-            ours, theirs = packed(x), eager(x)
-            assert ours.shape == theirs.shape
-            assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5)
+    assert_same(packed, eager, inputs)
     first = packed[0]
     assert isinstance(first, PackedLinear) and first.weight is None and first.packed is not None
     assert (first.in_features, first.out_features) == (64, 96)

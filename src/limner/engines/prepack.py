@@ -37,62 +37,74 @@ def supported(dtype: torch.dtype) -> bool:
     return dtype == torch.bfloat16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-class PackedConv2d(nn.Module):
-    """A `Conv2d` (zero padding) that packs its weight on its first call, then drops the
-    plain one; with `activation = "relu"`, oneDNN applies the ReLU that followed it."""
+class _PackedLayer(nn.Module):
+    """A layer that packs its weight on its first call (`_pack`), then drops the plain one
+    and runs oneDNN's op on the packed copy (`_run`); with `activation = "relu"`, that op
+    also applies the ReLU that followed the layer."""
 
-    def __init__(self, conv: nn.Conv2d, activation: str = "none") -> None:
+    def __init__(self, layer: nn.Conv2d | nn.Linear, activation: str) -> None:
         super().__init__()
         self.activation = activation
-        self.weight: torch.Tensor | None = conv.weight.detach()
-        self.bias = conv.bias.detach() if conv.bias is not None else None
+        self.weight: torch.Tensor | None = layer.weight.detach()
+        self.bias = layer.bias.detach() if layer.bias is not None else None
         # Diffusers reads a model's dtype and device from its first parameter or buffer; a
         # model made only of convolutions (a tiny autoencoder) would have none left.
-        self.register_buffer("dtype_marker", conv.weight.new_empty(0), persistent=False)
+        self.register_buffer("dtype_marker", layer.weight.new_empty(0), persistent=False)
+        self.packed: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            assert self.weight is not None
+            self.packed = self._pack(self.weight, x)
+            release_file_pages(self.weight)
+            self.weight = None
+        return self._run(x, self.packed)
+
+    def _pack(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _run(self, x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PackedConv2d(_PackedLayer):
+    """A `Conv2d` (zero padding) with its weight packed for the input shape it first sees."""
+
+    def __init__(self, conv: nn.Conv2d, activation: str = "none") -> None:
+        super().__init__(conv, activation)
         self.padding = [int(p) for p in conv.padding]
         self.stride = list(conv.stride)
         self.dilation = list(conv.dilation)
         self.groups = conv.groups
         self.in_channels = conv.in_channels
         self.out_channels = conv.out_channels
-        self.packed: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is None:
-            assert self.weight is not None
-            self.packed = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight, self.padding, self.stride, self.dilation, self.groups,
-                list(x.shape))
-            release_file_pages(self.weight)
-            self.weight = None
+    def _pack(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        packed: torch.Tensor = torch.ops.mkldnn._reorder_convolution_weight(
+            weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
+        return packed
+
+    def _run(self, x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = torch.ops.mkldnn._convolution_pointwise(
-            x, self.packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
+            x, packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
             self.activation, [], "")
         return out
 
 
-class PackedLinear(nn.Module):
-    """A `Linear` that packs its weight on its first call, then drops the plain one; with
-    `activation = "relu"`, oneDNN applies the ReLU that followed it."""
+class PackedLinear(_PackedLayer):
+    """A `Linear` with its weight packed once for every number of rows."""
 
     def __init__(self, linear: nn.Linear, activation: str = "none") -> None:
-        super().__init__()
-        self.activation = activation
-        self.weight: torch.Tensor | None = linear.weight.detach()
-        self.bias = linear.bias.detach() if linear.bias is not None else None
-        self.register_buffer("dtype_marker", linear.weight.new_empty(0), persistent=False)
+        super().__init__(linear, activation)
         self.in_features = linear.in_features
         self.out_features = linear.out_features
-        self.packed: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is None:
-            assert self.weight is not None
-            # No batch size: the same packed weight serves every number of rows.
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, None)
-            release_file_pages(self.weight)
-            self.weight = None
-        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias,
+    def _pack(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        packed: torch.Tensor = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+        return packed
+
+    def _run(self, x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, packed, self.bias,
                                                                self.activation, [], "")
         return out
 
@@ -133,7 +145,7 @@ def prepack(model: nn.Module) -> int:
 
 def packed_count(model: nn.Module) -> int:
     """How many packed layers a model holds."""
-    return sum(isinstance(m, PackedConv2d | PackedLinear) for m in model.modules())
+    return sum(isinstance(m, _PackedLayer) for m in model.modules())
 
 
 def release_file_pages(tensor: torch.Tensor) -> int:
