@@ -89,6 +89,27 @@ def test_channels_last_draws_the_same_picture(tiny_sd: Path) -> None:
     assert np.abs(ours - theirs).max() <= 2
 
 
+def test_channels_last_keeps_every_activation_nhwc(tmp_path: Path) -> None:
+    """With linear projections (SD 2.x), diffusers hands an attention block's output back in
+    NCHW order, and the group norms and convolutions after it would read it so."""
+    sd2 = build_tiny_sd(tmp_path, linear_projection=True)
+    nhwc = DiffusersEngine(str(sd2), dtype="float32", threads=1, channels_last=True)
+    nhwc.load()
+    layouts: list[bool] = []
+    norms = [m for m in nhwc.pipe.unet.modules() if isinstance(m, torch.nn.GroupNorm)]
+    hooks = [norm.register_forward_pre_hook(
+        lambda module, args: layouts.append(
+            args[0].is_contiguous(memory_format=torch.channels_last)
+            and not args[0].is_contiguous())) for norm in norms]
+    ours = pixels(nhwc.generate([request(seed=5)])[0][0])
+    for hook in hooks:
+        hook.remove()
+    assert len(layouts) >= len(norms) > 0 and all(layouts)  # each step calls each norm
+    plain = DiffusersEngine(str(sd2), dtype="float32", threads=1, prepack=False)
+    plain.load()
+    assert np.abs(ours - pixels(plain.generate([request(seed=5)])[0][0])).max() <= 2
+
+
 def test_packed_convolutions_draw_the_same_picture(engine: DiffusersEngine,
                                                     tiny_sd: Path) -> None:
     """The default for eager torch on a CPU: convolution and linear weights packed once for

@@ -38,7 +38,10 @@ def clip_tokenizer(folder: Path):  # type: ignore[no-untyped-def]
                          model_max_length=77)
 
 
-def build_tiny_sd(folder: Path) -> Path:
+def build_tiny_sd(folder: Path, linear_projection: bool = False) -> Path:
+    """A tiny Stable Diffusion pipeline; `linear_projection` gives its attention blocks
+    linear projections in and out, as SD 2.x (SD-Turbo) has them, rather than 1x1
+    convolutions."""
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
@@ -52,7 +55,7 @@ def build_tiny_sd(folder: Path) -> Path:
         block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4,
         out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-        norm_num_groups=32,
+        norm_num_groups=32, use_linear_projection=linear_projection,
     )
     vae = AutoencoderKL(
         block_out_channels=[32, 64], in_channels=3, out_channels=3,
@@ -71,7 +74,7 @@ def build_tiny_sd(folder: Path) -> Path:
         scheduler=EulerDiscreteScheduler(), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
-    target = folder / "tiny-sd"
+    target = folder / ("tiny-sd-linear" if linear_projection else "tiny-sd")
     pipe.save_pretrained(target)
     return target
 

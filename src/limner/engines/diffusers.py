@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from limner.engines import layout, weight_cache
 from limner.engines import prepack as weight_packing
-from limner.engines import weight_cache
 from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
 from limner.jobs import GenerationParams, StepCallback, StepUpdate
@@ -196,6 +196,7 @@ class DiffusersEngine:
             # oneDNN's bf16 convolutions and group norms are fastest on NHWC tensors.
             for part in self._convolutional_parts(pipe):
                 part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+                layout.keep_channels_last(part)
         if cache is not None and missing:
             self.weights_saved = sorted(self.weights_saved + weight_cache.save(
                 pipe, self.model, cache, self.dtype, missing, self.channels_last))
