@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from tiny_pipeline import build_tiny_sd
 
 from limner.engines import weight_cache
@@ -98,21 +100,43 @@ def test_copies_are_written_from_the_files_as_a_full_load_would_convert(
 
 def test_files_unlike_the_state_dict_are_converted_after_loading(
         tiny_sd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_shapes = weight_cache._state_shapes
+    real_model_state = weight_cache._model_state
 
-    def unet_differs(cls: type, library: str, folder: Path
-                     ) -> tuple[dict[str, tuple[int, ...]], bool]:
-        shapes, keep_fp32 = real_shapes(cls, library, folder)
-        return ({**shapes, "renamed.weight": (1,)} if folder.name == "unet" else shapes,
-                keep_fp32)
+    def unet_differs(cls: type, library: str, folder: Path) -> weight_cache._ModelState:
+        model = real_model_state(cls, library, folder)
+        if folder.name == "unet":
+            return model._replace(shapes={**model.shapes, "renamed.weight": (1,)})
+        return model
 
-    monkeypatch.setattr(weight_cache, "_state_shapes", unet_differs)
+    monkeypatch.setattr(weight_cache, "_model_state", unet_differs)
     assert weight_cache.convert(str(tiny_sd), tmp_path / "c", torch.bfloat16,
                                 ["unet", "text_encoder"]) == ["text_encoder"]
     engine = bf16_engine(tiny_sd, tmp_path / "cache")
     assert engine.weights_saved == ["text_encoder", "unet"]  # the UNet after loading
     assert bf16_engine(tiny_sd, tmp_path / "cache").weights_from_cache == ["text_encoder",
                                                                             "unet"]
+
+
+def test_an_older_text_encoder_file_is_converted_too(tiny_sd: Path, tmp_path: Path) -> None:
+    """transformers 4 saved CLIP's text encoder under `text_model.` and with its
+    `position_ids` buffer (SD-Turbo's own file): the same tensors under other names."""
+    older = tmp_path / "older"
+    shutil.copytree(tiny_sd, older)
+    file = older / "text_encoder" / "model.safetensors"
+    state = load_file(file)
+    positions = torch.arange(77).unsqueeze(0)
+    save_file({"text_model.embeddings.position_ids": positions,
+               **{f"text_model.{key}": value for key, value in state.items()}}, file,
+              metadata={"format": "pt"})
+    assert weight_cache.convert(str(older), tmp_path / "c", torch.bfloat16,
+                                ["text_encoder"]) == ["text_encoder"]
+    converted = bf16_engine(older, tmp_path / "cache")
+    assert converted.weights_saved == ["text_encoder", "unet"]
+    reference = bf16_engine(tiny_sd, tmp_path / "reference")
+    ours = converted.pipe.text_encoder.state_dict()
+    theirs = reference.pipe.text_encoder.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(value, theirs[key]) for key, value in ours.items())
 
 
 def test_new_source_weights_are_converted_again(tiny_sd: Path, tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ import tempfile
 from collections.abc import Callable, Collection
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -202,15 +202,15 @@ def _return_freed_memory() -> None:
 
 def _converted_state(cls: Any, library: str, folder: Path, dtype: torch.dtype, nhwc: bool
                      ) -> dict[str, torch.Tensor] | None:
-    """The weight file's tensors in `dtype` (4-D ones in NHWC order with `nhwc`), or None
-    where the file is not exactly the model's state dict."""
+    """The weight file's tensors in `dtype` (4-D ones in NHWC order with `nhwc`) under the
+    model's state-dict names, or None where the file is not that state dict."""
     from safetensors import safe_open
 
     file = folder / WEIGHT_FILES[library]
     if not file.is_file():
         return None
-    expected, keep_fp32 = _state_shapes(cls, library, folder)
-    if keep_fp32:
+    model = _model_state(cls, library, folder)
+    if model.keeps_fp32:
         return None
     try:  # safetensors >= 0.8 reads each tensor into memory of its own, not a mapping
         handle = safe_open(str(file), framework="pt", backend="pread")
@@ -218,29 +218,57 @@ def _converted_state(cls: Any, library: str, folder: Path, dtype: torch.dtype, n
         handle = safe_open(str(file), framework="pt")
     state: dict[str, torch.Tensor] = {}
     with handle as tensors:
-        shapes = {key: tuple(tensors.get_slice(key).get_shape()) for key in tensors.keys()}  # noqa: SIM118
-        if shapes != expected:
+        found = {key: tuple(tensors.get_slice(key).get_shape()) for key in tensors.keys()}  # noqa: SIM118
+        names = _state_names(found, model)
+        if names is None:
             return None
-        for key in shapes:
+        for key, name in names.items():
             tensor = tensors.get_tensor(key)
             if tensor.is_floating_point():
                 tensor = tensor.to(dtype)
             if nhwc and tensor.ndim == 4:
                 tensor = tensor.permute(0, 2, 3, 1)
-            state[key] = tensor.contiguous()
+            state[name] = tensor.contiguous()
     return state
 
 
-def _state_shapes(cls: Any, library: str, folder: Path) -> tuple[dict[str, tuple[int, ...]], bool]:
-    """The state dict's shapes of `cls` built from `folder`'s config on the meta device, and
-    whether the model keeps some weights in fp32 whatever the dtype."""
+class _ModelState(NamedTuple):
+    shapes: dict[str, tuple[int, ...]]
+    """The state dict's names and shapes."""
+    own_buffers: frozenset[str]
+    """Buffers the model makes itself (non-persistent), which older files may still hold."""
+    keeps_fp32: bool
+    """Whether the model keeps some weights in fp32 whatever the dtype."""
+
+
+def _model_state(cls: Any, library: str, folder: Path) -> _ModelState:
+    """What `cls`, built from `folder`'s config on the meta device, expects of a file."""
     with torch.device("meta"):
         if library == "diffusers":
             model = cls.from_config(cls.load_config(folder))
         else:
             model = cls(cls.config_class.from_pretrained(folder))
-    shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    return shapes, bool(getattr(model, "_keep_in_fp32_modules", None))
+    state = model.state_dict()
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    own = frozenset(name for name, _ in model.named_buffers() if name not in state)
+    return _ModelState(shapes, own, bool(getattr(model, "_keep_in_fp32_modules", None)))
+
+
+def _state_names(found: dict[str, tuple[int, ...]], model: _ModelState) -> dict[str, str] | None:
+    """The file's key -> the state dict's name for every tensor to keep, or None where the
+    file is not the state dict. Names match as they are, or under one leading prefix the
+    model no longer has (transformers 4 saved CLIP's text encoder under `text_model.`), and
+    a file's copies of buffers the model makes itself are left out."""
+    firsts = {key.split(".", 1)[0] for key in found}
+    prefixes = [""] + [f"{first}." for first in firsts if len(firsts) == 1]
+    for prefix in prefixes:
+        if not all(key.startswith(prefix) and len(key) > len(prefix) for key in found):
+            continue
+        names = {key: key[len(prefix):] for key in found
+                 if key[len(prefix):] not in model.own_buffers}
+        if {name: found[key] for key, name in names.items()} == model.shapes:
+            return names
+    return None
 
 
 def _write_state(source: Path, library: str, state: dict[str, torch.Tensor], nhwc: bool,
