@@ -8,9 +8,10 @@ Fast paths (engine options): text-encoder outputs are cached per prompt; `backen
 "openvino"` runs the UNet, tiny decoder and text encoder in OpenVINO on the CPU (see
 `openvino_backend`, imported only then); `compile = true` (or a `torch.compile` mode name)
 wraps the UNet and the VAE's decoder in `torch.compile`; eager torch on a CPU packs its
-convolution and linear weights once for oneDNN (`prepack`); on a CPU in bf16 the large
-components are saved once in bf16 under `cache_dir` and read from there afterwards (see
-`weight_cache`), which halves the memory a load peaks at.
+convolution and linear weights once for oneDNN (`prepack`); on a CPU in bf16 the UNet and
+decoders run in NHWC order (`channels_last`; `layout` keeps the attention blocks' outputs
+so), and the large components are saved once in bf16 under `cache_dir` and read from there
+afterwards (see `weight_cache`), which halves the memory a load peaks at.
 """
 
 from __future__ import annotations
