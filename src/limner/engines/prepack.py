@@ -132,7 +132,8 @@ def prepack(model: nn.Module) -> int:
                     if child is not None]
         for index, (name, child) in enumerate(children):
             following = children[index + 1][1] if index + 1 < len(children) else None
-            fuse = isinstance(parent, nn.Sequential) and type(following) is nn.ReLU
+            # Only a plain Sequential surely feeds each child's output to the next.
+            fuse = type(parent) is nn.Sequential and type(following) is nn.ReLU
             packed = _packed(child, "relu" if fuse else "none")
             if packed is None:
                 continue
