@@ -226,9 +226,7 @@ def _converted_state(cls: Any, library: str, folder: Path, dtype: torch.dtype, n
             tensor = tensors.get_tensor(key)
             if tensor.is_floating_point():
                 tensor = tensor.to(dtype)
-            if nhwc and tensor.ndim == 4:
-                tensor = tensor.permute(0, 2, 3, 1)
-            state[name] = tensor.contiguous()
+            state[name] = _in_file_order(tensor, nhwc)
     return state
 
 
@@ -311,6 +309,13 @@ def _save_nhwc(module: Any, folder: Path) -> None:
     from safetensors.torch import save_file
 
     module.save_config(folder)
-    state = {key: value.permute(0, 2, 3, 1).contiguous() if value.ndim == 4
-             else value.contiguous() for key, value in module.state_dict().items()}
+    state = {key: _in_file_order(value, nhwc=True) for key, value in module.state_dict().items()}
     save_file(state, folder / NHWC_FILE, metadata={"format": "pt"})
+
+
+def _in_file_order(tensor: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    """A tensor as a copy's file holds it: contiguous, 4-D ones in NHWC order with `nhwc`
+    (`_load_nhwc` permutes them back into channels_last views)."""
+    if nhwc and tensor.ndim == 4:
+        tensor = tensor.permute(0, 2, 3, 1)
+    return tensor.contiguous()
