@@ -7,8 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+PARTS = (("text_encoder", "forward", "text encoder"), ("unet", "forward", "UNet"),
+         ("vae", "decode", "decoder"))
+"""The parts of an image worth telling apart: (pipeline attribute, method, name)."""
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -42,3 +48,17 @@ def request(take: int) -> list[Any]:
 
     return [GenerationParams(prompt=f"a lighthouse, take {take}", seeds=(take,), width=512,
                              height=512, quality="low")]
+
+
+@contextmanager
+def wrapped_parts(pipe: Any, wrap: Callable[[str, Any], Any]) -> Iterator[None]:
+    """Within the block, each part's method is `wrap(name, method)`; afterwards the class's
+    own method again."""
+    targets = [(getattr(pipe, attribute), method, name) for attribute, method, name in PARTS]
+    for target, method, name in targets:
+        setattr(target, method, wrap(name, getattr(target, method)))
+    try:
+        yield
+    finally:
+        for target, method, _ in targets:
+            delattr(target, method)

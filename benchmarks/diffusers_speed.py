@@ -53,6 +53,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench_engine  # noqa: E402
+
 PROMPT = "a photo of a red fox in the snow"
 
 
@@ -213,17 +215,10 @@ def _part_seconds(engine: Any, request: Any) -> dict[str, float]:
                 seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
         return wrapper
 
-    targets = [(pipe.text_encoder, "forward", "text_encoder"), (pipe.unet, "forward", "unet"),
-               (pipe.vae, "decode", "decoder")]
-    for target, attribute, name in targets:
-        setattr(target, attribute, timed(name, getattr(target, attribute)))
-    try:
+    with bench_engine.wrapped_parts(pipe, timed):
         t0 = time.perf_counter()
         engine.generate(request())
         seconds["image"] = time.perf_counter() - t0
-    finally:
-        for target, attribute, _ in targets:
-            delattr(target, attribute)  # back to the class's own method
     return seconds
 
 

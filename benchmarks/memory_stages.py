@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +62,6 @@ def main() -> int:
           f"prepack {engine.prepack}, channels_last {engine.channels_last}, warm-up "
           f"{engine.warmup}", flush=True)
 
-    pipe = engine.pipe
-    parts = [(pipe.text_encoder, "forward", "text encoder"), (pipe.unet, "forward", "UNet"),
-             (pipe.vae, "decode", "decoder")]
-
     def after(name: str, call: Any) -> Any:
         def wrapper(*a: Any, **k: Any) -> Any:
             out = call(*a, **k)
@@ -73,15 +70,13 @@ def main() -> int:
         return wrapper
 
     for draw in range(args.draws):
-        if draw < 2:  # the first draw reads every weight (and packs it, without a warm-up)
-            for target, attribute, name in parts:
-                setattr(target, attribute, after(name, getattr(target, attribute)))
+        # The first draw reads every weight (and packs it, without a warm-up); the second is
+        # steady: those two go part by part.
+        parts = bench_engine.wrapped_parts(engine.pipe, after) if draw < 2 else nullcontext()
         t0 = time.perf_counter()
-        engine.generate(bench_engine.request(draw))
+        with parts:
+            engine.generate(bench_engine.request(draw))
         stage(f"draw {draw + 1} ({time.perf_counter() - t0:.2f} s)", rows)
-        if draw < 2:
-            for target, attribute, _ in parts:
-                delattr(target, attribute)
     if args.json:
         args.json.write_text(json.dumps({"model": args.model, "options": options,
                                          "stages": rows}, indent=1))

@@ -43,24 +43,17 @@ def main() -> int:
 
     for _ in range(2):
         draw()
-    pipe = engine.pipe
-    parts = [(pipe.text_encoder, "forward", "text encoder"), (pipe.unet, "forward", "UNet"),
-             (pipe.vae, "decode", "decoder")]
-
     def labelled(name: str, call: Any) -> Any:
         def wrapper(*a: Any, **k: Any) -> Any:
             with record_function(f"## {name}"):
                 return call(*a, **k)
         return wrapper
 
-    for target, attribute, name in parts:
-        setattr(target, attribute, labelled(name, getattr(target, attribute)))
     t0 = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with bench_engine.wrapped_parts(engine.pipe, labelled), \
+            profile(activities=[ProfilerActivity.CPU]) as prof:
         draw()
     seconds = time.perf_counter() - t0
-    for target, attribute, _ in parts:
-        delattr(target, attribute)
 
     events = prof.key_averages()
     total_us = seconds * 1e6
