@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,9 +26,25 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--json", type=Path, default=None)
 
 
+def malloc_as_server(options: dict[str, Any]) -> dict[str, Any]:
+    """Set glibc's malloc up as `limner serve` does (`allocator`), or leave it alone where
+    `options` says `"malloc": "system"`; returns the engine options without that key. Call
+    it before torch is imported: a thread picks its malloc arena at its first allocation."""
+    from limner.allocator import keep_freed_memory
+
+    options = dict(options)
+    if options.pop("malloc", "tuned") == "system":
+        os.environ["LIMNER_MALLOC"] = "system"
+    keep_freed_memory()
+    return options
+
+
 def build(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The engine, not yet loaded, and the options it was given (the pipeline and the tiny
-    decoder are built first where they are not there yet)."""
+    decoder are built first where they are not there yet). glibc's malloc is set up by
+    `malloc_as_server` first."""
+    given = json.loads(args.options)
+    engine_options = malloc_as_server(given)
     from random_pipelines import build_pipeline, build_taesd
 
     from limner.engines.diffusers import DiffusersEngine
@@ -36,10 +53,10 @@ def build(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     folder = build_pipeline(args.model, args.root)
     taesd = build_taesd(args.root / "taesd")
     options = {**PRESETS[args.model].engine_options(), "cache_dir": str(args.root / "cache"),
-               **json.loads(args.options)}
+               **engine_options}
     engine = DiffusersEngine(str(folder), threads=args.threads, tiny_decoder=str(taesd),
                              device="cpu", **options)
-    return engine, options
+    return engine, {**options, "malloc": given.get("malloc", "tuned")}
 
 
 def request(take: int) -> list[Any]:

@@ -46,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,9 @@ def worker_plain(args: argparse.Namespace) -> None:
 
 
 def worker_limner(args: argparse.Namespace) -> None:
+    # As `limner serve` runs it: glibc's malloc set up first, the draws in a thread of their
+    # own (see `_take_turns`).
+    options = bench_engine.malloc_as_server(json.loads(args.options))
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -151,8 +155,7 @@ def worker_limner(args: argparse.Namespace) -> None:
     from limner.jobs import GenerationParams, StepUpdate
     from limner.presets import PRESETS
 
-    options = PRESETS[args.model].engine_options()
-    options.update(json.loads(args.options))
+    options = {**PRESETS[args.model].engine_options(), **options}
     engine = DiffusersEngine(args.folder, threads=args.threads, tiny_decoder=args.taesd,
                              device=args.device, **options)
     t0 = time.perf_counter()
@@ -188,11 +191,12 @@ def worker_limner(args: argparse.Namespace) -> None:
         return {"preview_s": statistics.median(preview_times[1:]), "flops": flops,
                 "parts_s": _part_seconds(engine, request) if eager else None}
 
-    _take_turns(lambda: engine.generate(request()),
+    _take_turns_in_thread(lambda: engine.generate(request()),
                 {"load_s": load_s, "dtype": str(engine.dtype).removeprefix("torch."),
                  "ov_precision": engine.ov_precision, "decoder": type(engine.pipe.vae).__name__,
                  "weights_from_cache": engine.weights_from_cache,
-                 "weights_saved": engine.weights_saved},
+                 "weights_saved": engine.weights_saved,
+                 "malloc": os.environ.get("LIMNER_MALLOC") or "tuned"},
                 extras, device=args.device)
 
 
@@ -238,6 +242,15 @@ def _take_turns(draw: Any, info: dict[str, Any], extras: Any = None, device: str
         elif command == "end":
             print("END " + json.dumps(_peak_memory(device)), flush=True)
             return
+
+
+def _take_turns_in_thread(*args: Any, **kwargs: Any) -> None:
+    """`_take_turns` in a thread of its own, as the server's scheduler draws: a thread other
+    than the main one allocates differently (see `limner.allocator`)."""
+    worker = threading.Thread(target=_take_turns, args=args, kwargs=kwargs,
+                              name="limner-engine")
+    worker.start()
+    worker.join()
 
 
 class Turns:

@@ -21,6 +21,7 @@ import limner.engines
 from limner.config import EngineConfig
 from limner.engines.base import Engine, EngineError
 from limner.engines.diffusers import DiffusersEngine, _has_sd_encode_prompt, _pool_for_preview
+from limner.engines.fusion import fused_count
 from limner.engines.prepack import PackedLinear, packed_count
 from limner.engines.registry import build_engine
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
@@ -137,6 +138,28 @@ def test_packed_convolutions_draw_the_same_picture(engine: DiffusersEngine,
     assert conv_in.packed is not None and conv_in.weight is None  # the plain copy is gone
     with pytest.raises(ValueError, match="prepack = true packs layer weights"):
         DiffusersEngine("/models/x", device="cpu", compile=True, prepack=True)
+
+
+def test_fused_blocks_draw_the_same_picture(tmp_path: Path) -> None:
+    """The default with prepack: the elementwise work around the packed layers runs inside
+    their calls (`fusion`), in the UNet's ResNet, attention and transformer blocks and the
+    VAE's ResNet blocks."""
+    sd2 = build_tiny_sd(tmp_path, linear_projection=True)
+    fused = DiffusersEngine(str(sd2), dtype="float32", threads=1, channels_last=True)
+    fused.load()
+    assert fused.fuse and fused_count(fused.pipe.unet) > 0 and fused_count(fused.pipe.vae) > 0
+    unfused = DiffusersEngine(str(sd2), dtype="float32", threads=1, channels_last=True,
+                              fuse=False)
+    unfused.load()
+    assert unfused.prepack and fused_count(unfused.pipe.unet) == 0
+    for seed in (5, 6):
+        ours = pixels(fused.generate([request(seed=seed)])[0][0])
+        theirs = pixels(unfused.generate([request(seed=seed)])[0][0])
+        assert ours.shape == theirs.shape == (64, 64, 3)
+        assert np.abs(ours - theirs).max() <= 2
+    assert not DiffusersEngine("/models/x", device="cpu", prepack=False).fuse
+    with pytest.raises(ValueError, match="fuse = true runs elementwise work"):
+        DiffusersEngine("/models/x", device="cpu", prepack=False, fuse=True)
 
 
 def test_cancel_skips_the_rest(engine: DiffusersEngine) -> None:

@@ -94,6 +94,9 @@ def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
           config_file: Path | None, model: str | None, public_base_url: str | None,
           data_dir: Path | None, threads: int | None, log_level: str) -> None:
     """Run the HTTP service."""
+    from limner.allocator import keep_freed_memory
+
+    keep_freed_memory()  # first: before any thread allocates (see allocator)
     import uvicorn
 
     from limner.config import EngineConfig, load_settings

@@ -8,7 +8,8 @@ Fast paths (engine options): text-encoder outputs are cached per prompt; `backen
 "openvino"` runs the UNet, tiny decoder and text encoder in OpenVINO on the CPU (see
 `openvino_backend`, imported only then); `compile = true` (or a `torch.compile` mode name)
 wraps the UNet and the VAE's decoder in `torch.compile`; eager torch on a CPU packs its
-convolution and linear weights once for oneDNN (`prepack`); on a CPU in bf16 the UNet and
+convolution and linear weights once for oneDNN (`prepack`) and runs the elementwise work
+around them inside those calls (`fuse`, see `fusion`); on a CPU in bf16 the UNet and
 decoders run in NHWC order (`channels_last`; `layout` keeps the attention blocks' outputs
 so), and the large components are saved once in bf16 under `cache_dir` and read from there
 afterwards (see `weight_cache`), which halves the memory a load peaks at.
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from limner.engines import layout, weight_cache
+from limner.engines import fusion, layout, weight_cache
 from limner.engines import prepack as weight_packing
 from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
@@ -73,7 +74,8 @@ class DiffusersEngine:
                  scheduler: Mapping[str, Any] | None = None, backend: str = "torch",
                  cache_dir: str | None = None, compile: bool | str = False,
                  channels_last: bool | None = None, cache_weights: bool = True,
-                 warmup: bool | None = None, prepack: bool | None = None) -> None:
+                 warmup: bool | None = None, prepack: bool | None = None,
+                 fuse: bool | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"not {backend!r}")
@@ -122,6 +124,12 @@ class DiffusersEngine:
         # its own weights).
         self.prepack = prepack if prepack is not None \
             else eager_cpu and weight_packing.supported(self.dtype)
+        if fuse is not None and not isinstance(fuse, bool):
+            raise ValueError(f"fuse must be true or false, not {fuse!r}")
+        if fuse and not self.prepack:
+            raise ValueError("fuse = true runs elementwise work inside the packed layers' "
+                             "oneDNN calls: it needs prepack")
+        self.fuse = fuse if fuse is not None else self.prepack
         if warmup is not None and not isinstance(warmup, bool):
             raise ValueError(f"warmup must be true or false, not {warmup!r}")
         # Default: where the first call of a shape compiles (OpenVINO: seconds; torch.compile
@@ -207,6 +215,9 @@ class DiffusersEngine:
         if self.prepack:  # after saving: packed weights are not in the state dict
             for part in self._packable_parts(pipe):
                 weight_packing.prepack(part)
+        if self.fuse:
+            for part in self._convolutional_parts(pipe):
+                fusion.fuse(part)
         if self._native is None:
             sample = getattr(getattr(pipe, "unet", None), "config", None)
             factor = getattr(pipe, "vae_scale_factor", 8)

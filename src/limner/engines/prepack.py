@@ -53,17 +53,32 @@ class _PackedLayer(nn.Module):
         self.packed: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, self._packed_for(x))
+
+    def plus(self, x: torch.Tensor, other: torch.Tensor, activation: str = "none"
+             ) -> torch.Tensor:
+        """The layer's output plus `other` (its shape, or broadcast to it per channel), then
+        `activation`, all in one oneDNN call: one pass over the output instead of two or
+        three. For a layer without an activation of its own (see `fusion`)."""
+        assert self.activation == "none", "the sum would come after the activation"
+        return self._binary(x, self._packed_for(x), other.to(x.dtype), "add", activation)
+
+    def _packed_for(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is None:
             assert self.weight is not None
             self.packed = self._pack(self.weight, x)
             release_file_pages(self.weight)
             self.weight = None
-        return self._run(x, self.packed)
+        return self.packed
 
     def _pack(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _run(self, x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _binary(self, x: torch.Tensor, packed: torch.Tensor, other: torch.Tensor,
+                operation: str, activation: str) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -90,6 +105,14 @@ class PackedConv2d(_PackedLayer):
             self.activation, [], "")
         return out
 
+    def _binary(self, x: torch.Tensor, packed: torch.Tensor, other: torch.Tensor,
+                operation: str, activation: str) -> torch.Tensor:
+        out: torch.Tensor = torch.ops.mkldnn._convolution_pointwise.binary(
+            x, other, packed, self.bias, self.padding, self.stride, self.dilation,
+            self.groups, operation, None, None if activation == "none" else activation, [],
+            None)
+        return out
+
 
 class PackedLinear(_PackedLayer):
     """A `Linear` with its weight packed once for every number of rows."""
@@ -99,13 +122,40 @@ class PackedLinear(_PackedLayer):
         self.in_features = linear.in_features
         self.out_features = linear.out_features
 
+    @classmethod
+    def of(cls, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"
+           ) -> PackedLinear:
+        """A packed linear layer of this weight (out_features, in_features) and bias, such
+        as a slice of another layer's; `activation` may also be "gelu" (exact, erf)."""
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
+                           device="meta")
+        linear.weight = nn.Parameter(weight.detach(), requires_grad=False)
+        if bias is not None:
+            linear.bias = nn.Parameter(bias.detach(), requires_grad=False)
+        return cls(linear, activation)
+
+    def times(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """The layer's output times `other` (its shape), in one oneDNN call."""
+        assert self.activation == "none", "the product would come after the activation"
+        return self._binary(x, self._packed_for(x), other.to(x.dtype), "mul", "none")
+
     def _pack(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         packed: torch.Tensor = torch.ops.mkldnn._reorder_linear_weight(weight, None)
         return packed
 
     def _run(self, x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        # GELU takes its algorithm ("none": exact, as torch's default); ReLU takes none.
+        algorithm = "none" if self.activation == "gelu" else ""
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, packed, self.bias,
-                                                               self.activation, [], "")
+                                                               self.activation, [], algorithm)
+        return out
+
+    def _binary(self, x: torch.Tensor, packed: torch.Tensor, other: torch.Tensor,
+                operation: str, activation: str) -> torch.Tensor:
+        if activation != "none":
+            raise ValueError("oneDNN's linear takes no activation after a binary operation")
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise.binary(
+            x, other, packed, self.bias, operation)
         return out
 
 
