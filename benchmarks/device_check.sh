@@ -23,8 +23,8 @@
 #   "cpu" was cut at 570 s before its last backends finished, the machine's start not
 #   counted).
 #   all (default): the gpu steps, then the cpu-bf16 ones; cpu: only the CPU in bf16: memory
-#   by stage, every backend (torch, openvino if carried) with SD-Turbo against plain
-#   diffusers, an operator profile, packed layers against none.
+#   by stage, glibc's malloc and unfused blocks against limner's defaults, every backend
+#   (torch, openvino if carried) with SD-Turbo against plain diffusers, an operator profile.
 # One log and a JSON per step go to $OUT (default /tmp/limner-device). Steps run most
 # important first; each gets at most what is left of the budget.
 set -u
@@ -93,11 +93,12 @@ if ! $bf16_cpu; then
 elif [[ $which == cpu ]]; then
     # Memory first, on a fresh weight cache, with the pipelines built in a process of their
     # own (building SD-Turbo's takes 5.8 GiB): the converting load, then a load from the
-    # cache with more draws (its steady speed). Then each limner backend in turns with plain
-    # diffusers (drawn once per backend: 16-23 s an image there; SDXS's target is absolute, so
-    # no plain run for it), where one image goes by operator, and packed layers against
-    # none, in turns. torch-compile was slower than eager there (2026-11-26) and compiles
-    # for minutes: left out.
+    # cache with more draws (its steady speed). Then, in turns, glibc's own malloc without
+    # fused blocks, limner's malloc without them, and the default (both); then each limner
+    # backend in turns with plain diffusers (drawn once per backend: 16-23 s an image there;
+    # SDXS's target is absolute, so no plain run for it), and where one image goes by
+    # operator. torch-compile was slower than eager there (2026-11-26) and compiles for
+    # minutes: left out.
     run_step cpu-build 90 python3 -c "import sys; sys.path.insert(0, 'benchmarks')
 from pathlib import Path; from random_pipelines import build_pipeline, build_taesd
 root = Path('/tmp/limner-bench'); build_taesd(root / 'taesd')
@@ -107,13 +108,14 @@ for m in ('sd-turbo', 'sdxs-512'): build_pipeline(m, root)"
         --root /tmp/limner-bench --draws 3
     run_step cpu-memory-cached 60 python3 benchmarks/memory_stages.py \
         --root /tmp/limner-bench --draws 8
-    step cpu-sd-turbo 220 --device cpu --threads 2 --models sd-turbo \
+    run_step cpu-variants 170 "${variants[@]}" --device cpu --threads 2 \
+        --models sd-turbo,sdxs-512 --reps 3 \
+        --variants '{"fuse": false, "malloc": "system"}' '{"fuse": false}' '{}'
+    step cpu-sd-turbo 200 --device cpu --threads 2 --models sd-turbo \
         --backends "$backends" --reps 3 --plain-reps 1 --parts engines
     run_step cpu-profile 60 python3 benchmarks/op_profile.py --root /tmp/limner-bench
     step cpu-sdxs 100 --device cpu --threads 2 --models sdxs-512 \
         --backends "$backends" --reps 3 --plain-reps 0 --parts engines
-    run_step cpu-prepack 150 "${variants[@]}" --device cpu --threads 2 \
-        --models sd-turbo,sdxs-512 --reps 3 --variants '{"prepack": false}' '{}'
 else
     step cpu-bf16-compile 240 --device cpu --threads 2 --models sd-turbo,sdxs-512 \
         --backends torch-compile --reps 2 --parts engines
