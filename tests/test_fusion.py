@@ -58,16 +58,17 @@ def test_a_fused_unet_computes_the_same(channels_last: bool) -> None:
     geglus = [m for m in fused.modules() if type(m).__name__ == "_FusedGEGLU"]
     assert len(geglus) == 4 and isinstance(geglus[0].gate, PackedLinear)
     assert geglus[0].gate.activation == "gelu"
-    # Two samples at two timesteps: each sample's time embedding is its own.
     generator = torch.Generator().manual_seed(1)
     sample = torch.randn(2, 4, 16, 16, generator=generator)
     context = torch.randn(2, 7, 32, generator=generator)
-    timesteps = torch.tensor([999, 250])
-    with torch.inference_mode():
-        theirs = eager(sample, timesteps, context).sample
-        for _ in range(2):  # packing happens on the first call
-            ours = fused(sample, timesteps, context).sample
-            assert_close(ours, theirs)
+    # One timestep for the batch (its embedding goes into conv1's bias), then one per sample
+    # (added after conv1, as diffusers does).
+    for timesteps in (torch.tensor([999, 999]), torch.tensor([999, 250])):
+        with torch.inference_mode():
+            theirs = eager(sample, timesteps, context).sample
+            for _ in range(2):  # packing happens on the first call
+                ours = fused(sample, timesteps, context).sample
+                assert_close(ours, theirs)
     if channels_last:  # the attention blocks' outputs come out NHWC without a copy
         assert ours.is_contiguous(memory_format=torch.channels_last)
 
@@ -75,6 +76,33 @@ def test_a_fused_unet_computes_the_same(channels_last: bool) -> None:
 def _fused_modules(model: nn.Module) -> set[nn.Module]:
     return {m for m in model.modules()
             if "forward" in vars(m) or "_get_output_for_continuous_inputs" in vars(m)}
+
+
+def test_a_fused_sdxl_style_unet_computes_the_same() -> None:
+    """SDXL's UNet (SDXL-Turbo): two transformer blocks per attention block, an added
+    time-and-text embedding, attention heads of another size."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    eager = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=16, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80, cross_attention_dim=64,
+        norm_num_groups=32).eval()
+    fused, count = packed_and_fused(eager, channels_last=True)
+    blocks = sum(type(m).__name__ == "BasicTransformerBlock" for m in eager.modules())
+    assert blocks > 4 and fused_count(fused) == count
+    generator = torch.Generator().manual_seed(6)
+    sample = torch.randn(1, 4, 16, 16, generator=generator)
+    context = torch.randn(1, 7, 64, generator=generator)
+    added = {"text_embeds": torch.randn(1, 32, generator=generator),
+             "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]])}
+    with torch.inference_mode():
+        theirs = eager(sample, 999, context, added_cond_kwargs=added).sample
+        assert_close(fused(sample, 999, context, added_cond_kwargs=added).sample, theirs)
 
 
 def test_fused_count_counts_the_fused_blocks() -> None:

@@ -133,3 +133,33 @@ def test_mapped_weights_are_released_and_still_read_back(tmp_path: Path) -> None
     anonymous = original.clone()
     assert release_file_pages(anonymous) == 0
     assert torch.equal(anonymous, original)
+
+
+def test_a_packed_layer_adds_and_multiplies_inside_its_call() -> None:
+    """What `fusion` builds on: a sum (then a ReLU), a per-channel shift, a product, a GELU,
+    each inside the layer's own oneDNN call."""
+    torch.manual_seed(0)
+    x, other = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)
+    shift = torch.randn(8)
+    with torch.inference_mode():
+        for bias in (True, False):
+            conv = nn.Conv2d(8, 8, 3, padding=1, bias=bias)
+            packed = PackedConv2d(conv)
+            assert_close(packed.plus(x, other), conv(x) + other)
+            assert_close(packed.plus(x, other, "relu"), torch.relu(conv(x) + other))
+            assert_close(packed.plus_per_channel(x, shift), conv(x) + shift[:, None, None])
+        linear = nn.Linear(8, 6)
+        tokens, rows = torch.randn(2, 5, 8), torch.randn(2, 5, 6)
+        packed_linear = PackedLinear(linear)
+        assert_close(packed_linear.plus(tokens, rows), linear(tokens) + rows)
+        assert_close(packed_linear.times(tokens, rows), linear(tokens) * rows)
+        with pytest.raises(ValueError, match="no activation after a binary operation"):
+            packed_linear.plus(tokens, rows, "relu")
+        half = PackedLinear.of(linear.weight[:3], linear.bias[:3], activation="gelu")
+        assert half.out_features == 3
+        assert_close(half(tokens), torch.nn.functional.gelu(linear(tokens)[..., :3]))
+
+
+def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    assert ours.shape == theirs.shape
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-5)

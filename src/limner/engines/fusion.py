@@ -6,9 +6,11 @@ the activations, divides by scale factors of 1.0, and turns each attention block
 NCHW order (which `layout` then turns back). Each pass reads and writes a whole activation:
 memory traffic that AMX does not speed up, while it speeds the matrix products up several
 times. The forwards here run the same blocks with those passes inside the packed layers'
-oneDNN calls, as post-ops: a ResNet block's time embedding and residual sum in its
-convolutions, an attention's residual sum in its output projection, GEGLU's GELU and product in
-its projection, a tiny autoencoder block's sum and ReLU in its last convolution.
+oneDNN calls: a ResNet block's time embedding in its first convolution's bias and its
+residual sum in its second convolution, an attention's residual sum in its output projection,
+GEGLU's GELU and product in its projection, a tiny autoencoder block's sum and ReLU in its
+last convolution (post-ops, all but the bias). Each post-op's second operand has the output's
+shape, since oneDNN does not promise broadcasting for every kernel.
 
 A block is fused only in the configuration these models use, checked when fusing; any other
 keeps diffusers' forward, and so does a fused block while training or when called with
@@ -64,8 +66,9 @@ def _resnet_fusable(block: Any) -> bool:
 
 def _resnet_forward(block: Any, input_tensor: torch.Tensor, temb: torch.Tensor | None,
                     *args: Any, **kwargs: Any) -> torch.Tensor:
-    """`ResnetBlock2D.forward`: the time embedding is added inside `conv1`, the residual
-    inside `conv2`; a scale factor of 1 divides nothing."""
+    """`ResnetBlock2D.forward`: the time embedding is added to `conv1`'s bias (where the
+    batch shares one timestep), the residual inside `conv2`; a scale factor of 1 divides
+    nothing."""
     if block.training:
         return type(block).forward(  # type: ignore[no-any-return]
             block, input_tensor, temb, *args, **kwargs)
@@ -79,8 +82,11 @@ def _resnet_forward(block: Any, input_tensor: torch.Tensor, temb: torch.Tensor |
     if block.time_emb_proj is not None and temb is not None:
         if not block.skip_time_act:
             temb = block.nonlinearity(temb)
-        temb = block.time_emb_proj(temb)[:, :, None, None]
-        hidden = block.conv1.plus(hidden, temb)
+        temb = block.time_emb_proj(temb)
+        if bool((temb == temb[:1]).all()):  # one timestep for the whole batch, as usual
+            hidden = block.conv1.plus_per_channel(hidden, temb[0])
+        else:
+            hidden = block.conv1(hidden) + temb[:, :, None, None]
     else:
         hidden = block.conv1(hidden)
     hidden = block.dropout(F.silu(block.norm2(hidden), inplace=True))

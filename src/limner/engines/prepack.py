@@ -57,9 +57,9 @@ class _PackedLayer(nn.Module):
 
     def plus(self, x: torch.Tensor, other: torch.Tensor, activation: str = "none"
              ) -> torch.Tensor:
-        """The layer's output plus `other` (its shape, or broadcast to it per channel), then
-        `activation`, all in one oneDNN call: one pass over the output instead of two or
-        three. For a layer without an activation of its own (see `fusion`)."""
+        """The layer's output plus `other` (of its shape), then `activation`, all in one
+        oneDNN call: one pass over the output instead of two or three. For a layer without
+        an activation of its own (see `fusion`)."""
         assert self.activation == "none", "the sum would come after the activation"
         return self._binary(x, self._packed_for(x), other.to(x.dtype), "add", activation)
 
@@ -103,6 +103,17 @@ class PackedConv2d(_PackedLayer):
         out: torch.Tensor = torch.ops.mkldnn._convolution_pointwise(
             x, packed, self.bias, self.padding, self.stride, self.dilation, self.groups,
             self.activation, [], "")
+        return out
+
+    def plus_per_channel(self, x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """The layer's output plus `shift`, one value per output channel, added to the bias:
+        no pass of its own. (A broadcast binary operation would do the same, but oneDNN does
+        not promise it for every kernel; a bias it always takes.)"""
+        assert self.activation == "none", "the shift would come after the activation"
+        bias = shift if self.bias is None else self.bias + shift
+        out: torch.Tensor = torch.ops.mkldnn._convolution_pointwise(
+            x, self._packed_for(x), bias.to(x.dtype), self.padding, self.stride,
+            self.dilation, self.groups, "none", [], "")
         return out
 
     def _binary(self, x: torch.Tensor, packed: torch.Tensor, other: torch.Tensor,
