@@ -22,7 +22,7 @@ from limner.config import EngineConfig
 from limner.engines.base import Engine, EngineError
 from limner.engines.diffusers import DiffusersEngine, _has_sd_encode_prompt, _pool_for_preview
 from limner.engines.fusion import fused_count
-from limner.engines.prepack import PackedLinear, packed_count
+from limner.engines.prepack import PackedConv2d, PackedLinear, packed_count
 from limner.engines.registry import build_engine
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
 
@@ -160,6 +160,30 @@ def test_fused_blocks_draw_the_same_picture(tmp_path: Path) -> None:
     assert not DiffusersEngine("/models/x", device="cpu", prepack=False).fuse
     with pytest.raises(ValueError, match="fuse = true runs elementwise work"):
         DiffusersEngine("/models/x", device="cpu", prepack=False, fuse=True)
+
+
+def test_a_fused_call_turned_down_falls_back_to_diffusers_blocks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where this machine's oneDNN refuses a post-op, the load's warm-up finds out, and the
+    engine draws with diffusers' blocks instead of failing every request."""
+    sd2 = build_tiny_sd(tmp_path, linear_projection=True)
+
+    def refuse(*args: Any) -> None:
+        raise RuntimeError("could not create a primitive descriptor")
+
+    monkeypatch.setattr(PackedConv2d, "_binary", refuse)
+    engine = DiffusersEngine(str(sd2), dtype="float32", threads=1, channels_last=True)
+    with caplog.at_level("WARNING"):
+        engine.load()
+    assert "a fused block failed here" in caplog.text
+    assert not engine.fuse and fused_count(engine.pipe.unet) == 0
+    ours = pixels(engine.generate([request(seed=5)])[0][0])
+    monkeypatch.undo()
+    plain = DiffusersEngine(str(sd2), dtype="float32", threads=1, channels_last=True,
+                            fuse=False)
+    plain.load()
+    assert np.abs(ours - pixels(plain.generate([request(seed=5)])[0][0])).max() <= 2
 
 
 def test_cancel_skips_the_rest(engine: DiffusersEngine) -> None:

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from limner.engines import layout
-from limner.engines.fusion import fuse, fused_count
-from limner.engines.prepack import PackedLinear, prepack, supported
+from limner.engines.fusion import fuse, fused_count, unfuse
+from limner.engines.prepack import PackedConv2d, PackedLinear, prepack, supported
 
 pytestmark = pytest.mark.skipif(not supported(torch.float32), reason="no oneDNN in this torch")
 
@@ -229,3 +229,23 @@ def test_a_block_in_training_takes_diffusers_own_forward() -> None:
         fused.train()
         assert_close(fused(x, temb), block(x, temb))
         assert len(calls) == 2  # the fused block's, and the eager block's own call
+
+
+def test_unfused_blocks_compute_the_same_without_post_ops() -> None:
+    eager = tiny_unet()
+    fused, count = packed_and_fused(eager, channels_last=True)
+    generator = torch.Generator().manual_seed(7)
+    sample, context = torch.randn(1, 4, 16, 16, generator=generator), \
+        torch.randn(1, 7, 32, generator=generator)
+    with torch.inference_mode():
+        fused(sample, 999, context)  # packed, fused
+        assert unfuse(fused) == count + 4  # and the 4 split GEGLUs' products
+    assert fused_count(fused) == 0
+    calls: list[str] = []
+    with pytest.MonkeyPatch.context() as patch, torch.inference_mode():
+        for kind in (PackedLinear, PackedConv2d):
+            patch.setattr(kind, "_binary", lambda *args, kind=kind: calls.append(kind.__name__))
+        ours = fused(sample, 999, context).sample
+    assert not calls  # no post-op left
+    with torch.inference_mode():
+        assert_close(ours, eager(sample, 999, context).sample)

@@ -238,6 +238,21 @@ class DiffusersEngine:
         log.info("loaded %s (%s, %s, backend %s%s)", self.model, self.device, self.dtype,
                  self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
         if self.warmup:
+            self._warm_up_fused()
+
+    def _warm_up_fused(self) -> None:
+        """The warm-up draw, which also tries every fused call (`fusion`) at the native size:
+        where this machine's oneDNN turns one down, the blocks run diffusers' way instead."""
+        try:
+            self._warm_up()
+        except RuntimeError as exc:
+            if not self.fuse:
+                raise
+            log.warning("a fused block failed here (%s): running diffusers' blocks instead",
+                        exc)
+            for part in self._convolutional_parts(self.pipe):
+                fusion.unfuse(part)
+            self.fuse = False
             self._warm_up()
 
     def _cached_components(self, cache: Path | None) -> tuple[dict[str, Any], list[str]]:

@@ -193,9 +193,14 @@ class _FusedGEGLU(nn.Module):
     def __init__(self, value: PackedLinear, gate: PackedLinear) -> None:
         super().__init__()
         self.value, self.gate = value, gate
+        self.fused = True
+        """False: the product in a pass of its own (see `unfuse`)."""
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.value.times(hidden, self.gate(hidden))
+        if self.fused:
+            return self.value.times(hidden, self.gate(hidden))
+        product: torch.Tensor = self.value(hidden) * self.gate(hidden)
+        return product
 
 
 def _split_geglu(ff: Any) -> None:
@@ -229,6 +234,23 @@ def _tiny_block_forward(block: Any, x: torch.Tensor) -> torch.Tensor:
     for layer in list(block.conv)[:-1]:
         hidden = layer(hidden)
     return block.conv[-1].plus(hidden, block.skip(x), "relu")  # type: ignore[no-any-return]
+
+
+def unfuse(model: nn.Module) -> int:
+    """Give every fused block under `model` diffusers' forward back (a split GEGLU keeps its
+    two packed halves, its product in a pass of its own); returns how many. For a machine
+    whose oneDNN turns a fused call down."""
+    unfused = 0
+    for module in model.modules():
+        own = vars(module)
+        for name in ("forward", "_get_output_for_continuous_inputs"):
+            if name in own:
+                del own[name]
+                unfused += 1
+        if isinstance(module, _FusedGEGLU) and module.fused:
+            module.fused = False
+            unfused += 1
+    return unfused
 
 
 def fused_count(model: nn.Module) -> int:
