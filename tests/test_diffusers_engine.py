@@ -176,7 +176,7 @@ def test_a_fused_call_turned_down_falls_back_to_diffusers_blocks(
     engine = DiffusersEngine(str(sd2), dtype="float32", threads=1, channels_last=True)
     with caplog.at_level("WARNING"):
         engine.load()
-    assert "a fused block failed here" in caplog.text
+    assert "the warm-up draw failed with fused blocks" in caplog.text
     assert not engine.fuse and fused_count(engine.pipe.unet) == 0
     ours = pixels(engine.generate([request(seed=5)])[0][0])
     monkeypatch.undo()

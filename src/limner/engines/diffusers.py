@@ -248,8 +248,8 @@ class DiffusersEngine:
         except RuntimeError as exc:
             if not self.fuse:
                 raise
-            log.warning("a fused block failed here (%s): running diffusers' blocks instead",
-                        exc)
+            log.warning("the warm-up draw failed with fused blocks (%s): trying diffusers' "
+                        "blocks instead", exc)
             for part in self._convolutional_parts(self.pipe):
                 fusion.unfuse(part)
             self.fuse = False
