@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from limner.engines import layout
-from limner.engines.fusion import fuse, fused_count, unfuse
+from limner.engines.fusion import FoldedUpsampleConv, fuse, fused_count, unfuse
 from limner.engines.prepack import PackedConv2d, PackedLinear, prepack, supported
 
 pytestmark = pytest.mark.skipif(not supported(torch.float32), reason="no oneDNN in this torch")
@@ -200,7 +200,8 @@ def test_a_fused_tiny_autoencoder_decodes_the_same(channels_last: bool) -> None:
                             num_decoder_blocks=(1, 2)).eval()
     fused, count = packed_and_fused(eager, channels_last)
     blocks = [m for m in fused.modules() if type(m).__name__ == "AutoencoderTinyBlock"]
-    assert count == len(blocks) > 0
+    folded = [m for m in fused.modules() if isinstance(m, FoldedUpsampleConv)]
+    assert count == len(blocks) + len(folded) and blocks and len(folded) == 1
     latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         ours, theirs = fused.decode(latent).sample, eager.decode(latent).sample
@@ -239,8 +240,9 @@ def test_unfused_blocks_compute_the_same_without_post_ops() -> None:
         torch.randn(1, 7, 32, generator=generator)
     with torch.inference_mode():
         fused(sample, 999, context)  # packed, fused
-        assert unfuse(fused) == count + 4  # and the 4 split GEGLUs' products
-    assert fused_count(fused) == 0
+        # All but the folded upsampling (no post-op), and the 4 split GEGLUs' products.
+        assert unfuse(fused) == count - 1 + 4
+    assert fused_count(fused) == 1
     calls: list[str] = []
     with pytest.MonkeyPatch.context() as patch, torch.inference_mode():
         for kind in (PackedLinear, PackedConv2d):
@@ -249,3 +251,34 @@ def test_unfused_blocks_compute_the_same_without_post_ops() -> None:
     assert not calls  # no post-op left
     with torch.inference_mode():
         assert_close(ours, eager(sample, 999, context).sample)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_folded_upsampling_convolution_computes_the_same(channels_last: bool) -> None:
+    """Nearest 2x upsampling and a 3x3 convolution, as one 2x2 convolution per output
+    parity: in a Sequential (a tiny decoder's layers) and in diffusers' Upsample2D."""
+    from diffusers.models.upsampling import Upsample2D
+
+    torch.manual_seed(0)
+    sequence = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.Upsample(scale_factor=2),
+                             nn.Conv2d(8, 6, 3, padding=1), nn.ReLU()).eval()
+    upsample = Upsample2D(8, use_conv=True).eval()
+    x = torch.randn(2, 8, 5, 7, generator=torch.Generator().manual_seed(8))
+    for model, inputs in ((sequence, x[:, :4].contiguous()), (upsample, x)):
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        fused, count = packed_and_fused(model, channels_last)
+        folded = [m for m in fused.modules() if isinstance(m, FoldedUpsampleConv)]
+        assert count == fused_count(fused) == len(folded) == 1
+        assert folded[0].conv.activation == ("relu" if model is sequence else "none")
+        with torch.inference_mode():
+            ours, theirs = fused(inputs), model(inputs)
+        assert ours.shape == theirs.shape == (2, 6 if model is sequence else 8, 10, 14)
+        if channels_last:  # the interleaved output keeps the input's memory order
+            assert ours.is_contiguous(memory_format=torch.channels_last)
+        assert_close(ours, theirs)
+    # An output size other than twice the input's takes diffusers' way, unfolded.
+    fused, _ = packed_and_fused(upsample)
+    with torch.inference_mode():
+        assert_close(fused(x, output_size=(9, 13)), upsample(x, output_size=(9, 13)))
+        assert_close(fused(x, output_size=(10, 14)), upsample(x, output_size=(10, 14)))

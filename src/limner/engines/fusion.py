@@ -12,6 +12,10 @@ GEGLU's GELU and product in its projection, a tiny autoencoder block's sum and R
 last convolution (post-ops, all but the bias). Each post-op's second operand has the output's
 shape, since oneDNN does not promise broadcasting for every kernel.
 
+Each nearest 2x upsampling followed by a 3x3 convolution (the UNet's `Upsample2D`, a tiny
+decoder's layers) also runs as one 2x2 convolution of the small input per output parity
+(`FoldedUpsampleConv`): 2.25x fewer FLOPs there, no upsampled copy.
+
 A block is fused only in the configuration these models use, checked when fusing; any other
 keeps diffusers' forward, and so does a fused block while training or when called with
 arguments the fused forward does not handle (attention masks, cross-attention kwargs).
@@ -19,6 +23,7 @@ arguments the fused forward does not handle (attention masks, cross-attention kw
 
 from __future__ import annotations
 
+import itertools
 from types import MethodType
 from typing import Any
 
@@ -26,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from limner.engines.prepack import PackedConv2d, PackedLinear
+from limner.engines.prepack import PackedConv2d, PackedLinear, release_file_pages
 
 
 def fuse(model: nn.Module) -> int:
@@ -46,6 +51,13 @@ def fuse(model: nn.Module) -> int:
             block.forward = MethodType(_transformer_block_forward, block)
         elif kind == "AutoencoderTinyBlock" and _tiny_block_fusable(block):
             block.forward = MethodType(_tiny_block_forward, block)
+        elif kind == "Upsample2D" and _upsample_fusable(block):
+            block.folded = FoldedUpsampleConv(block.conv)
+            release_file_pages(block.conv.weight)  # kept only for other output sizes
+            block.forward = MethodType(_upsample_forward, block)
+        elif type(block) is nn.Sequential:
+            fused += _fold_upsamples(block)
+            continue
         else:
             continue
         fused += 1
@@ -236,12 +248,112 @@ def _tiny_block_forward(block: Any, x: torch.Tensor) -> torch.Tensor:
     return block.conv[-1].plus(hidden, block.skip(x), "relu")  # type: ignore[no-any-return]
 
 
+# Nearest upsampling and a convolution ------------------------------------------------------
+_PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
+"""An output pixel's (row, column) parity after a 2x upsampling."""
+
+
+def _fold(weight: torch.Tensor, phase: int, axis: int) -> torch.Tensor:
+    """A 3x3 kernel's taps along `axis` as the 2 taps they meet on the small input, for
+    outputs of this parity: even ones see the rows above (tap 0) and their own (taps 1 and
+    2), odd ones their own (taps 0 and 1) and the rows below (tap 2)."""
+    before, middle, after = weight.unbind(axis)
+    pair = (before, middle + after) if phase == 0 else (before + middle, after)
+    return torch.stack(pair, axis)
+
+
+class FoldedUpsampleConv(nn.Module):
+    """Nearest 2x upsampling, then a 3x3 convolution with padding 1, run as one 2x2
+    convolution of the small input. After the upsampling each output pixel's 3x3 window
+    covers only 2x2 distinct input pixels, so the kernel folds into four 2x2 kernels, one per
+    output parity; their outputs interleave into the large image. 2.25x fewer FLOPs (SD's
+    UNet: 38 of 804 GFLOP per 512x512 image; a tiny decoder: 14 of 141), and no upsampled
+    copy for the convolution to read, at 1.8x the convolution's weight."""
+
+    def __init__(self, conv: PackedConv2d) -> None:
+        super().__init__()
+        assert conv.weight is not None, "fold before the first call packs the weight"
+        weight = conv.weight.float()  # the folded sums in fp32, rounded once
+        # In the original's memory order: oneDNN lays its output out as its weight is.
+        nhwc = conv.weight.is_contiguous(memory_format=torch.channels_last) \
+            and not conv.weight.is_contiguous()
+        kernels = torch.cat([_fold(_fold(weight, row, 2), column, 3)
+                             for row, column in _PHASES]).to(conv.weight.dtype).contiguous(
+            memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        bias = None if conv.bias is None else conv.bias.repeat(len(_PHASES))
+        self.conv = PackedConv2d.of(kernels, bias, padding=1, activation=conv.activation)
+        self.out_channels = conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Output (i, j) of the 2x2 convolution over the input padded by 1 sees input rows
+        # i-1, i and columns j-1, j: what even outputs need at i, and odd ones at i - 1.
+        phases: torch.Tensor = self.conv(x)
+        batch, _, height, width = phases.shape
+        channels, height, width = self.out_channels, height - 1, width - 1
+        layout = torch.channels_last if phases.is_contiguous(
+            memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty((batch, channels, 2 * height, 2 * width), dtype=phases.dtype,
+                          device=phases.device, memory_format=layout)
+        for index, (row, column) in enumerate(_PHASES):
+            out[:, :, row::2, column::2] = phases[:, index * channels:(index + 1) * channels,
+                                                  row:row + height, column:column + width]
+        return out
+
+
+def _foldable(conv: Any) -> bool:
+    return (isinstance(conv, PackedConv2d) and conv.weight is not None
+            and tuple(conv.weight.shape[2:]) == (3, 3) and conv.padding == [1, 1]
+            and list(conv.stride) == [1, 1] and list(conv.dilation) == [1, 1]
+            and conv.groups == 1)
+
+
+def _upsample_fusable(block: Any) -> bool:
+    return (block.use_conv and not block.use_conv_transpose and block.norm is None
+            and block.interpolate and block.name == "conv" and _foldable(block.conv))
+
+
+def _upsample_forward(block: Any, hidden_states: torch.Tensor,
+                      output_size: Any = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """`Upsample2D.forward` with its convolution folded (`FoldedUpsampleConv`); an output
+    size other than twice the input's takes diffusers' way, with the unfolded convolution."""
+    doubled = tuple(2 * side for side in hidden_states.shape[-2:])
+    if block.training or (output_size is not None and tuple(output_size) != doubled):
+        return type(block).forward(  # type: ignore[no-any-return]
+            block, hidden_states, output_size, *args, **kwargs)
+    return block.folded(hidden_states)  # type: ignore[no-any-return]
+
+
+def _doubles_nearest(module: Any) -> bool:
+    scale = module.scale_factor if type(module) is nn.Upsample else None
+    scales = scale if isinstance(scale, tuple) else (scale, scale)
+    return (type(module) is nn.Upsample and module.mode == "nearest" and module.size is None
+            and all(factor == 2 for factor in scales) and not module.recompute_scale_factor)
+
+
+def _fold_upsamples(sequence: nn.Sequential) -> int:
+    """In a Sequential (a tiny decoder's layers), each nearest 2x upsampling followed by a
+    foldable convolution becomes one `FoldedUpsampleConv` (and an `nn.Identity`); returns how
+    many."""
+    names = list(sequence._modules)
+    folded = 0
+    for first, second in itertools.pairwise(names):
+        upsample, conv = sequence._modules[first], sequence._modules[second]
+        if _doubles_nearest(upsample) and _foldable(conv):
+            setattr(sequence, first, FoldedUpsampleConv(conv))  # type: ignore[arg-type]
+            setattr(sequence, second, nn.Identity())
+            folded += 1
+    return folded
+
+
 def unfuse(model: nn.Module) -> int:
-    """Give every fused block under `model` diffusers' forward back (a split GEGLU keeps its
-    two packed halves, its product in a pass of its own); returns how many. For a machine
-    whose oneDNN turns a fused call down."""
+    """Give every block with post-ops under `model` diffusers' forward back (a split GEGLU
+    keeps its two packed halves, its product in a pass of its own); returns how many. For a
+    machine whose oneDNN turns a fused call down. Folded upsamplings stay: they are plain
+    convolutions."""
     unfused = 0
     for module in model.modules():
+        if type(module).__name__ == "Upsample2D":
+            continue
         own = vars(module)
         for name in ("forward", "_get_output_for_continuous_inputs"):
             if name in own:
@@ -254,6 +366,8 @@ def unfuse(model: nn.Module) -> int:
 
 
 def fused_count(model: nn.Module) -> int:
-    """How many blocks under `model` run a fused forward."""
-    return sum("forward" in vars(m) or "_get_output_for_continuous_inputs" in vars(m)
+    """How many blocks under `model` run a fused forward (folded upsamplings included)."""
+    # An Upsample2D's forward counts through its FoldedUpsampleConv.
+    return sum(type(m) is FoldedUpsampleConv or "_get_output_for_continuous_inputs" in vars(m)
+               or ("forward" in vars(m) and type(m).__name__ != "Upsample2D")
                for m in model.modules())

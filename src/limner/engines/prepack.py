@@ -96,6 +96,18 @@ class PackedConv2d(_PackedLayer):
         self.in_channels = conv.in_channels
         self.out_channels = conv.out_channels
 
+    @classmethod
+    def of(cls, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+           activation: str = "none") -> PackedConv2d:
+        """A packed convolution (stride 1) of this weight (out, in, kh, kw) and bias, such
+        as one derived from another layer's."""
+        conv = nn.Conv2d(weight.shape[1], weight.shape[0], (weight.shape[2], weight.shape[3]),
+                         padding=padding, bias=bias is not None, device="meta")
+        conv.weight = nn.Parameter(weight.detach(), requires_grad=False)
+        if bias is not None:
+            conv.bias = nn.Parameter(bias.detach(), requires_grad=False)
+        return cls(conv, activation)
+
     def _pack(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         packed: torch.Tensor = torch.ops.mkldnn._reorder_convolution_weight(
             weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
