@@ -21,15 +21,12 @@ files' fingerprint, and saving a folder atomically.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import hashlib
 import importlib
 import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Collection
 from functools import partial
@@ -37,6 +34,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+
+from limner.allocator import return_freed_memory
 
 log = logging.getLogger("limner.engines.weight_cache")
 
@@ -185,19 +184,9 @@ def convert(source: str, cache_dir: Path, dtype: torch.dtype, names: list[str],
             continue
         finally:
             state = None
-            _return_freed_memory()
+            return_freed_memory()
         written.append(name)
     return written
-
-
-def _return_freed_memory() -> None:
-    """Hand the converted tensors' freed memory back to the system. glibc keeps freed blocks
-    below its (adaptive, up to 32 MiB) mmap threshold in the heap, where they would stay
-    resident: SD-Turbo's UNet left 0.8 GiB behind. A no-op without glibc."""
-    if sys.platform != "linux":
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _converted_state(cls: Any, library: str, folder: Path, dtype: torch.dtype, nhwc: bool
