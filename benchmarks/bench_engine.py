@@ -55,7 +55,7 @@ def build(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     options = {**PRESETS[args.model].engine_options(), "cache_dir": str(args.root / "cache"),
                **engine_options}
     engine = DiffusersEngine(str(folder), threads=args.threads, tiny_decoder=str(taesd),
-                             device="cpu", **options)
+                             device=getattr(args, "device", "cpu"), **options)
     return engine, {**options, "malloc": given.get("malloc", "tuned")}
 
 

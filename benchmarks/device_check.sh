@@ -23,7 +23,8 @@
 #   "cpu" was cut at 570 s before its last backends finished, the machine's start not
 #   counted).
 #   all (default): the gpu steps, then the cpu-bf16 ones; cpu: only the CPU in bf16: memory
-#   by stage, glibc's malloc and unfused blocks against limner's defaults, every backend
+#   by stage, agreement with diffusers' own modules in fp32, glibc's malloc and unfused
+#   blocks against limner's defaults, every backend
 #   (torch, openvino if carried) with SD-Turbo against plain diffusers, an operator profile.
 # One log and a JSON per step go to $OUT (default /tmp/limner-device). Steps run most
 # important first; each gets at most what is left of the budget.
@@ -80,6 +81,8 @@ grep -q -w -E "amx_bf16|avx512_bf16" /proc/cpuinfo && bf16_cpu=true
 if [[ $which != cpu ]]; then
     step gpu-eager 170 --device cuda --models sd-turbo,sdxs-512 --backends torch --reps 10 \
         --parts engines
+    run_step gpu-agreement 60 python3 benchmarks/agreement.py --root /tmp/limner-bench \
+        --device cuda --model sd-turbo --draws 1 --variants '{}'
     if $bf16_cpu; then
         step cpu-bf16 200 --device cpu --threads 2 --models sd-turbo,sdxs-512 \
             --backends torch --reps 2 --parts engines
@@ -93,7 +96,8 @@ if ! $bf16_cpu; then
 elif [[ $which == cpu ]]; then
     # Memory first, on a fresh weight cache, with the pipelines built in a process of their
     # own (building SD-Turbo's takes 5.8 GiB): the converting load, then a load from the
-    # cache with more draws (its steady speed). Then, in turns, glibc's own malloc without
+    # cache with more draws (its steady speed). Then whether the default engine (bf16, packed
+    # and fused) computes what diffusers' own modules compute (agreement.py). Then, in turns, glibc's own malloc without
     # fused blocks, limner's malloc without them, and the default (both); then each limner
     # backend in turns with plain diffusers (drawn once per backend: 16-23 s an image there;
     # SDXS's target is absolute, so no plain run for it), and where one image goes by
@@ -108,6 +112,8 @@ for m in ('sd-turbo', 'sdxs-512'): build_pipeline(m, root)"
         --root /tmp/limner-bench --draws 3
     run_step cpu-memory-cached 60 python3 benchmarks/memory_stages.py \
         --root /tmp/limner-bench --draws 8
+    run_step cpu-agreement 90 python3 benchmarks/agreement.py --root /tmp/limner-bench \
+        --model sd-turbo --draws 1 --variants '{}'
     run_step cpu-variants 170 "${variants[@]}" --device cpu --threads 2 \
         --models sd-turbo,sdxs-512 --reps 3 \
         --variants '{"fuse": false, "malloc": "system"}' '{"fuse": false}' '{}'
