@@ -19,9 +19,11 @@ from tiny_pipeline import build_tiny_decoder, build_tiny_sd
 
 import limner.engines
 from limner.config import EngineConfig
+from limner.engines import kernel_check
 from limner.engines.base import Engine, EngineError
 from limner.engines.diffusers import DiffusersEngine, _has_sd_encode_prompt, _pool_for_preview
 from limner.engines.fusion import fused_count
+from limner.engines.kernel_check import KernelCheck
 from limner.engines.prepack import PackedConv2d, PackedLinear, packed_count
 from limner.engines.registry import build_engine
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
@@ -165,14 +167,16 @@ def test_fused_blocks_draw_the_same_picture(tmp_path: Path) -> None:
 def test_a_fused_call_turned_down_falls_back_to_diffusers_blocks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Where this machine's oneDNN refuses a post-op, the load's warm-up finds out, and the
-    engine draws with diffusers' blocks instead of failing every request."""
+    """Where this machine's oneDNN refuses a post-op at a model's own shapes (the small
+    layers of `kernel_check` having passed), the load's warm-up finds out, and the engine
+    draws with diffusers' blocks instead of failing every request."""
     sd2 = build_tiny_sd(tmp_path, linear_projection=True)
 
     def refuse(*args: Any) -> None:
         raise RuntimeError("could not create a primitive descriptor")
 
     monkeypatch.setattr(PackedConv2d, "_binary", refuse)
+    monkeypatch.setattr(kernel_check, "verdict", lambda *args: KernelCheck())
     engine = DiffusersEngine(str(sd2), dtype="float32", threads=1, channels_last=True)
     with caplog.at_level("WARNING"):
         engine.load()
@@ -186,6 +190,46 @@ def test_a_fused_call_turned_down_falls_back_to_diffusers_blocks(
     monkeypatch.undo()
     plain = DiffusersEngine(str(sd2), dtype="float32", threads=1, channels_last=True,
                             fuse=False)
+    plain.load()
+    assert np.abs(ours - pixels(plain.generate([request(seed=5)])[0][0])).max() <= 2
+
+
+@pytest.mark.parametrize("wrong", ["_binary", "_run"])
+def test_calls_that_compute_something_else_are_not_used(
+        wrong: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A oneDNN call that raises nothing but computes something else would draw wrong
+    pictures silently. The load checks each kind of call on small layers first
+    (`kernel_check`): a wrong fused call leaves the blocks unfused, a wrong packed layer
+    leaves the layers unpacked, and the pictures are diffusers' own."""
+    sd2 = build_tiny_sd(tmp_path, linear_projection=True)
+    real = getattr(PackedConv2d, wrong)
+
+    def doubled(self: PackedConv2d, *args: Any) -> torch.Tensor:
+        return 2 * real(self, *args)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(PackedConv2d, wrong, doubled)
+    kernel_check.verdict.cache_clear()
+    engine = DiffusersEngine(str(sd2), dtype="float32", threads=1, channels_last=True)
+    try:
+        with caplog.at_level("WARNING"):
+            engine.load()
+    finally:
+        kernel_check.verdict.cache_clear()  # no later test may see this verdict
+    assert not engine.fuse and fused_count(engine.pipe.unet) == 0
+    if wrong == "_binary":
+        assert "oneDNN's fused calls disagree with torch on this CPU in torch.float32 " \
+               "(convolution plus a tensor: relative error" in caplog.text
+        assert engine.prepack and packed_count(engine.pipe.unet) > 0
+    else:
+        assert "oneDNN's packed layers disagree with torch on this CPU in torch.float32 " \
+               "(convolution: relative error" in caplog.text
+        assert not engine.prepack and packed_count(engine.pipe.unet) == 0
+    assert "warm-up draw failed" not in caplog.text
+    ours = pixels(engine.generate([request(seed=5)])[0][0])
+    monkeypatch.undo()
+    plain = DiffusersEngine(str(sd2), dtype="float32", threads=1, channels_last=True,
+                            prepack=False)
     plain.load()
     assert np.abs(ours - pixels(plain.generate([request(seed=5)])[0][0])).max() <= 2
 

@@ -9,9 +9,10 @@ Fast paths (engine options): text-encoder outputs are cached per prompt; `backen
 `openvino_backend`, imported only then); `compile = true` (or a `torch.compile` mode name)
 wraps the UNet and the VAE's decoder in `torch.compile`; eager torch on a CPU packs its
 convolution and linear weights once for oneDNN (`prepack`) and runs the elementwise work
-around them inside those calls (`fuse`, see `fusion`); on a CPU in bf16 the UNet and
-decoders run in NHWC order (`channels_last`; `layout` keeps the attention blocks' outputs
-so), and the large components are saved once in bf16 under `cache_dir` and read from there
+around them inside those calls (`fuse`, see `fusion`), each where a check on small layers
+finds this CPU's oneDNN computing what torch computes (`kernel_check`); on a CPU in bf16 the
+UNet and decoders run in NHWC order (`channels_last`; `layout` keeps the attention blocks'
+outputs so), and the large components are saved once in bf16 under `cache_dir` and read from there
 afterwards (see `weight_cache`), which halves the memory a load peaks at.
 """
 
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from limner.engines import fusion, layout, weight_cache
+from limner.engines import fusion, kernel_check, layout, weight_cache
 from limner.engines import prepack as weight_packing
 from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
@@ -212,6 +213,8 @@ class DiffusersEngine:
         if self.weights_saved:
             log.info("saved %s in %s under %s for later loads",
                      ", ".join(self.weights_saved), self.dtype, cache)
+        if self.prepack:
+            self._check_kernels()
         if self.prepack:  # after saving: packed weights are not in the state dict
             for part in self._packable_parts(pipe):
                 weight_packing.prepack(part)
@@ -239,6 +242,21 @@ class DiffusersEngine:
                  self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
         if self.warmup:
             self._warm_up_fused()
+
+    def _check_kernels(self) -> None:
+        """Packed layers and fused blocks only where this CPU's oneDNN computes what torch
+        computes, in this dtype and layout (`kernel_check`: small layers, once a process)."""
+        check = kernel_check.verdict(self.dtype, self.channels_last)
+        if check.packing:
+            log.warning("oneDNN's packed layers disagree with torch on this CPU in %s (%s): "
+                        "drawing with torch's own layers", self.dtype,
+                        check.describe(check.packing))
+            self.prepack = self.fuse = False
+        elif check.fusion and self.fuse:
+            log.warning("oneDNN's fused calls disagree with torch on this CPU in %s (%s): "
+                        "drawing with diffusers' blocks", self.dtype,
+                        check.describe(check.fusion))
+            self.fuse = False
 
     def _warm_up_fused(self) -> None:
         """The warm-up draw, which also tries every fused call (`fusion`) at the native size:
