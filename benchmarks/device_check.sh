@@ -94,15 +94,21 @@ fi
 if ! $bf16_cpu; then
     echo "== cpu steps: skipped, this CPU has no bf16 fast path"
 elif [[ $which == cpu ]]; then
-    # Memory first, on a fresh weight cache, with the pipelines built in a process of their
-    # own (building SD-Turbo's takes 5.8 GiB): the converting load, then a load from the
-    # cache with more draws (its steady speed). Then whether the default engine (bf16, packed
-    # and fused) computes what diffusers' own modules compute (agreement.py). Then, in turns, glibc's own malloc without
-    # fused blocks, limner's malloc without them, and the default (both); then each limner
-    # backend in turns with plain diffusers (drawn once per backend: 16-23 s an image there;
-    # SDXS's target is absolute, so no plain run for it), and where one image goes by
-    # operator. torch-compile was slower than eager there (2026-11-26) and compiles for
-    # minutes: left out.
+    # First each kind of packed and fused bf16 call against torch (kernel_check). Then memory,
+    # on a fresh weight cache, with the pipelines built in a process of their own (building
+    # SD-Turbo's takes 5.8 GiB): the converting load, then a load from the cache with more
+    # draws (its steady speed). Then whether the default engine (bf16, packed and fused)
+    # computes what diffusers' own modules compute (agreement.py). Then, in turns, glibc's
+    # own malloc without fused blocks, limner's malloc without them, and the default (both);
+    # then each limner backend in turns with plain diffusers (drawn once per backend: 16-23 s
+    # an image there; SDXS's target is absolute, so no plain run for it), and where one image
+    # goes by operator. torch-compile was slower than eager there (2026-11-26) and compiles
+    # for minutes: left out.
+    run_step cpu-kernels 30 python3 -c "import json, sys, torch
+from limner.engines import kernel_check
+torch.set_num_threads(2)
+check = {str(layout): kernel_check.run(torch.bfloat16, layout).errors for layout in (False, True)}
+print(check); open(sys.argv[-1], 'w').write(json.dumps(check))"
     run_step cpu-build 90 python3 -c "import sys; sys.path.insert(0, 'benchmarks')
 from pathlib import Path; from random_pipelines import build_pipeline, build_taesd
 root = Path('/tmp/limner-bench'); build_taesd(root / 'taesd')
