@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from limner.errors import LimnerError
 from limner.protocol.errors import error_payload
+from limner.protocol.json_body import json_body
 
 log = logging.getLogger("limner.server")
 HEARTBEAT = b": keep-alive\n\n"
@@ -25,7 +26,8 @@ def frame(event_type: str, data: str) -> bytes:
 
 
 def frame_model(event: BaseModel) -> bytes:
-    return frame(getattr(event, "type"), event.model_dump_json())  # noqa: B009
+    event_type = getattr(event, "type")  # noqa: B009
+    return b"".join((f"event: {event_type}\ndata: ".encode(), json_body(event), b"\n\n"))
 
 
 def frame_error(exc: BaseException) -> bytes:
