@@ -22,10 +22,11 @@
 #   SECONDS: the total budget (default 530; on H200 machines in 2026-11 "all" took 530 s and
 #   "cpu" was cut at 570 s before its last backends finished, the machine's start not
 #   counted).
-#   all (default): the gpu steps, then the cpu-bf16 ones; cpu: only the CPU in bf16: memory
-#   by stage, agreement with diffusers' own modules in fp32, glibc's malloc and unfused
-#   blocks against limner's defaults, every backend
-#   (torch, openvino if carried) with SD-Turbo against plain diffusers, an operator profile.
+#   all (default): the gpu steps, then the cpu-bf16 ones; cpu: only the CPU in bf16: the
+#   packed and fused calls against torch, memory by stage, every backend (torch, openvino if
+#   carried) with SD-Turbo against plain diffusers, agreement with diffusers' own modules in
+#   fp32, SDXS-512, glibc's malloc and unfused blocks against limner's defaults, an operator
+#   profile.
 # One log and a JSON per step go to $OUT (default /tmp/limner-device). Steps run most
 # important first; each gets at most what is left of the budget.
 set -u
@@ -94,16 +95,17 @@ fi
 if ! $bf16_cpu; then
     echo "== cpu steps: skipped, this CPU has no bf16 fast path"
 elif [[ $which == cpu ]]; then
-    # First each kind of packed and fused bf16 call against torch (kernel_check). Then memory,
-    # on a fresh weight cache, with the pipelines built in a process of their own (building
-    # SD-Turbo's takes 5.8 GiB): the converting load, then a load from the cache with more
-    # draws (its steady speed). Then whether the default engine (bf16, packed and fused)
-    # computes what diffusers' own modules compute (agreement.py). Then, in turns, glibc's
-    # own malloc without fused blocks, limner's malloc without them, and the default (both);
-    # then each limner backend in turns with plain diffusers (drawn once per backend: 16-23 s
-    # an image there; SDXS's target is absolute, so no plain run for it), and where one image
-    # goes by operator. torch-compile was slower than eager there (2026-11-26) and compiles
-    # for minutes: left out.
+    # Most important first, since the budget cuts the last steps. Each kind of packed and
+    # fused bf16 call against torch (kernel_check). Memory, on a fresh weight cache, with the
+    # pipelines built in a process of their own (building SD-Turbo's takes 5.8 GiB): the
+    # converting load, then a load from the cache with more draws (its steady speed). Each
+    # limner backend in turns with plain diffusers in one run (the targets: SD-Turbo <= 1.0
+    # s and >= 10x; plain drawn once per backend, 16-23 s an image there). Whether the
+    # default engine (bf16, packed and fused) computes what diffusers' own modules compute
+    # (agreement.py). SDXS-512 (its target is absolute: no plain run). Then, in turns,
+    # glibc's own malloc without fused blocks, limner's malloc without them, and the
+    # default; and where one image goes by operator. torch-compile was slower than eager
+    # there (2026-11-26) and compiles for minutes: left out.
     run_step cpu-kernels 30 python3 -c "import json, sys, torch
 from limner.engines import kernel_check
 torch.set_num_threads(2)
@@ -118,16 +120,16 @@ for m in ('sd-turbo', 'sdxs-512'): build_pipeline(m, root)"
         --root /tmp/limner-bench --draws 3
     run_step cpu-memory-cached 60 python3 benchmarks/memory_stages.py \
         --root /tmp/limner-bench --draws 8
+    step cpu-sd-turbo 200 --device cpu --threads 2 --models sd-turbo \
+        --backends "$backends" --reps 3 --plain-reps 1 --parts engines
     run_step cpu-agreement 90 python3 benchmarks/agreement.py --root /tmp/limner-bench \
         --model sd-turbo --draws 1 --variants '{}'
+    step cpu-sdxs 100 --device cpu --threads 2 --models sdxs-512 \
+        --backends "$backends" --reps 3 --plain-reps 0 --parts engines
     run_step cpu-variants 170 "${variants[@]}" --device cpu --threads 2 \
         --models sd-turbo,sdxs-512 --reps 3 \
         --variants '{"fuse": false, "malloc": "system"}' '{"fuse": false}' '{}'
-    step cpu-sd-turbo 200 --device cpu --threads 2 --models sd-turbo \
-        --backends "$backends" --reps 3 --plain-reps 1 --parts engines
     run_step cpu-profile 60 python3 benchmarks/op_profile.py --root /tmp/limner-bench
-    step cpu-sdxs 100 --device cpu --threads 2 --models sdxs-512 \
-        --backends "$backends" --reps 3 --plain-reps 0 --parts engines
 else
     step cpu-bf16-compile 240 --device cpu --threads 2 --models sd-turbo,sdxs-512 \
         --backends torch-compile --reps 2 --parts engines
