@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
@@ -70,3 +71,19 @@ def test_stream_events_stay_under_the_go_clients_line_limit() -> None:
     assert _stream_b64(b"abc") == "YWJj"
     with pytest.raises(GenerationFailed, match="too large for one stream event"):
         _stream_b64(b"\0" * (MAX_EVENT_B64 // 4 * 3 + 3))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_png_is_lossless_and_as_small_as_zlibs_default(mode: str) -> None:
+    """PNG runs zlib's run-length strategy (faster); it must lose nothing, and on generated
+    art (the embedded model's contact sheet) cost few more bytes than the default strategy
+    (this crop: 2.0% more in RGB, 1.4% in RGBA)."""
+    sheet = Path(__file__).resolve().parents[1] / "docs" / "contact-sheet.png"
+    with Image.open(sheet) as opened:
+        source = opened.convert(mode).crop((0, 0, 512, 512))
+    data = imaging.encode(source, "png")
+    decoded = Image.open(io.BytesIO(data))
+    assert decoded.mode == mode and decoded.tobytes() == source.tobytes()
+    default = io.BytesIO()
+    source.save(default, format="PNG", compress_level=4)
+    assert len(data) <= 1.04 * len(default.getvalue())
