@@ -87,3 +87,14 @@ def test_png_is_lossless_and_as_small_as_zlibs_default(mode: str) -> None:
     default = io.BytesIO()
     source.save(default, format="PNG", compress_level=4)
     assert len(data) <= 1.04 * len(default.getvalue())
+
+
+def test_lossless_webp_is_lossless_and_smaller_than_png() -> None:
+    """webp at output_compression 100 takes libwebp's fastest lossless effort; it must still
+    lose nothing and beat PNG on size (the reason to ask for webp)."""
+    sheet = Path(__file__).resolve().parents[1] / "docs" / "contact-sheet.png"
+    with Image.open(sheet) as opened:
+        source = opened.convert("RGBA").crop((0, 0, 512, 512))
+    data = imaging.encode(source, "webp", 100)
+    assert Image.open(io.BytesIO(data)).convert("RGBA").tobytes() == source.tobytes()
+    assert len(data) < len(imaging.encode(source, "png"))
