@@ -6,38 +6,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
 
 import limner.embedded
-from limner.embedded.upscale import _sharpen_alpha, to_straight_rgba, upscale
+from limner.embedded.upscale import (
+    _sharpen_alpha,
+    on_canvas,
+    resample,
+    to_straight_rgba,
+    upscale,
+)
 
 ASSETS = Path(limner.embedded.__file__).parent / "assets"
 SIZES = [(1024, 1024), (512, 512), (256, 256), (96, 96), (64, 64), (1536, 1024), (1024, 1792)]
 
 
 def upscale_per_pixel(image: Image.Image, width: int, height: int) -> Image.Image:
-    """The upscaling computed per pixel in float32, as it was before the lookup tables."""
+    """The upscaling with its alpha and colour arithmetic per pixel in float32, as it was
+    before the lookup tables."""
     side = min(width, height)
     if image.size == (width, height):
         return image
     scale = side / image.width
-    big = image.convert("RGBa").resize((side, side), Image.Resampling.LANCZOS)
-    if scale > 1.5:
-        radius = min(0.6 * scale, 6.0)
-        big = big.filter(ImageFilter.UnsharpMask(radius=radius, percent=60, threshold=2))
-    arr = np.asarray(big, dtype=np.float32) / 255.0
+    arr = np.asarray(resample(image, side), dtype=np.float32) / 255.0
     alpha = arr[..., 3]
     new_alpha = _sharpen_alpha(alpha, scale)
     ratio = np.where(alpha > 1e-3, new_alpha / np.maximum(alpha, 1e-3), 0.0)[..., None]
     arr = np.concatenate(
         [np.clip(arr[..., :3] * ratio, 0, new_alpha[..., None]), new_alpha[..., None]], axis=-1
     )
-    square = to_straight_rgba(arr)
-    if (side, side) == (width, height):
-        return square
-    canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0))
-    canvas.paste(square, ((width - side) // 2, (height - side) // 2))
-    return canvas
+    return on_canvas(to_straight_rgba(arr), width, height)
 
 
 def shipped_pictures(per_sheet: int = 4) -> list[Image.Image]:

@@ -54,24 +54,34 @@ def _levels(scale: float) -> tuple[np.ndarray, np.ndarray]:
     return colours, np.round(np.clip(alpha, 0, 1) * 255).astype(np.uint8)
 
 
-def upscale(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Straight RGBA at native size -> straight RGBA of exactly `width` x `height`."""
-    side = min(width, height)
-    if image.size == (width, height):
-        return image
+def resample(image: Image.Image, side: int) -> Image.Image:
+    """Straight RGBA -> premultiplied ("RGBa") `side` x `side`, LANCZOS, then an unsharp mask
+    where it grows by more than 1.5x."""
     scale = side / image.width
     big = image.convert("RGBa").resize((side, side), Image.Resampling.LANCZOS)
     if scale > 1.5:
         radius = min(0.6 * scale, 6.0)
         big = big.filter(ImageFilter.UnsharpMask(radius=radius, percent=60, threshold=2))
-    colours, alphas = _levels(scale)
-    premultiplied = np.asarray(big)
+    return big
+
+
+def on_canvas(square: Image.Image, width: int, height: int) -> Image.Image:
+    """`square` centred on a transparent `width` x `height` canvas (itself when it fits)."""
+    if square.size == (width, height):
+        return square
+    canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    canvas.paste(square, ((width - square.width) // 2, (height - square.height) // 2))
+    return canvas
+
+
+def upscale(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Straight RGBA at native size -> straight RGBA of exactly `width` x `height`."""
+    side = min(width, height)
+    if image.size == (width, height):
+        return image
+    colours, alphas = _levels(side / image.width)
+    premultiplied = np.asarray(resample(image, side))
     row = premultiplied[..., 3].astype(np.uint16) << 8
     bands = [Image.fromarray(colours[row | premultiplied[..., band]], "L") for band in range(3)]
     bands.append(Image.fromarray(alphas[premultiplied[..., 3]], "L"))
-    square = Image.merge("RGBA", bands)
-    if (side, side) == (width, height):
-        return square
-    canvas = Image.new("RGBA", (width, height), (0, 0, 0, 0))
-    canvas.paste(square, ((width - side) // 2, (height - side) // 2))
-    return canvas
+    return on_canvas(Image.merge("RGBA", bands), width, height)
