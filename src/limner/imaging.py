@@ -89,7 +89,7 @@ def encode(image: Image.Image, output_format: str, compression: int = 100) -> by
     """
     buffer = io.BytesIO()
     if output_format == "png":
-        # zlib's run-length strategy: on photographs and emoji art 1.45-1.91x faster than
+        # zlib's run-length strategy: on photographs and emoji art 1.38-1.64x faster than
         # its default one at level 4, at 0.87-1.02x the bytes (`benchmarks/encode_speed.py`):
         # LZ77's longer matches find little in filtered image rows.
         image.save(buffer, format="PNG", compress_level=4, compress_type=zlib.Z_RLE)

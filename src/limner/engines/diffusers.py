@@ -12,8 +12,8 @@ convolution and linear weights once for oneDNN (`prepack`) and runs the elementw
 around them inside those calls (`fuse`, see `fusion`), each where a check on small layers
 finds this CPU's oneDNN computing what torch computes (`kernel_check`); on a CPU in bf16 the
 UNet and decoders run in NHWC order (`channels_last`; `layout` keeps the attention blocks'
-outputs so), and the large components are saved once in bf16 under `cache_dir` and read from there
-afterwards (see `weight_cache`), which halves the memory a load peaks at.
+outputs so), and the large components are saved once in bf16 under `cache_dir` and read
+from there afterwards (see `weight_cache`), which halves the memory a load peaks at.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ class DiffusersEngine:
             log.info("saved %s in %s under %s for later loads",
                      ", ".join(self.weights_saved), self.dtype, cache)
         if self.prepack:
-            self._check_kernels()
+            self._check_kernels()  # may turn prepack (and fuse) off
         if self.prepack:  # after saving: packed weights are not in the state dict
             for part in self._packable_parts(pipe):
                 weight_packing.prepack(part)
