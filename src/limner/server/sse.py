@@ -21,13 +21,12 @@ log = logging.getLogger("limner.server")
 HEARTBEAT = b": keep-alive\n\n"
 
 
-def frame(event_type: str, data: str) -> bytes:
-    return f"event: {event_type}\ndata: {data}\n\n".encode()
+def frame(event_type: str, data: bytes) -> bytes:
+    return b"".join((f"event: {event_type}\ndata: ".encode(), data, b"\n\n"))
 
 
 def frame_model(event: BaseModel) -> bytes:
-    event_type = getattr(event, "type")  # noqa: B009
-    return b"".join((f"event: {event_type}\ndata: ".encode(), json_body(event), b"\n\n"))
+    return frame(getattr(event, "type"), json_body(event))  # noqa: B009
 
 
 def frame_error(exc: BaseException) -> bytes:
@@ -36,7 +35,8 @@ def frame_error(exc: BaseException) -> bytes:
     else:
         payload = error_payload("The server had an error while processing your request.",
                                 "server_error", None, "internal_error")
-    return frame("error", json.dumps({"type": "error", **payload}, separators=(",", ":")))
+    return frame("error", json.dumps({"type": "error", **payload},
+                                     separators=(",", ":")).encode())
 
 
 async def sse_body(events: AsyncIterator[BaseModel | None]) -> AsyncIterator[bytes]:
