@@ -56,7 +56,12 @@ def test_memory_freed_in_a_thread_is_reused_without_page_faults() -> None:
     faults: list[int] = result["faults"]  # type: ignore[assignment]
     # The first round faults its memory in (what the heap did not hold already) ...
     assert faults[0] >= PAGES * 0.5, faults
-    assert max(faults[-4:]) < 200, faults  # ... later rounds reuse it (a few settle it)
+    # ... later rounds reuse it: most fault nothing. Now and then one still grows the heap
+    # by one tensor (16,384 pages; glibc's memalign holes), so the rounds after the second
+    # together stay below half of what each round faults with glibc's defaults.
+    later = faults[2:]
+    assert sorted(later)[len(later) // 2] < 200, faults
+    assert sum(later) < PAGES // 2, faults
 
 
 def test_system_malloc_faults_every_round_in_again() -> None:
