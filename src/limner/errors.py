@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 
@@ -94,11 +95,14 @@ class QueueFull(LimnerError):
     status = 429
     type = "requests"
 
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        # Both headers: `retry-after` in whole seconds (rounded up, as HTTP requires), and
+        # `retry-after-ms`, which the official SDKs prefer, for waits under a second.
         super().__init__(
             message,
             code="rate_limit_exceeded",
-            headers={"retry-after": str(retry_after_s)},
+            headers={"retry-after": str(math.ceil(retry_after_s)),
+                     "retry-after-ms": str(math.ceil(retry_after_s * 1000))},
         )
         self.retry_after_s = retry_after_s
 

@@ -2,7 +2,7 @@
 
 A policy is a list of categories, each with regular expressions and the strictest level
 it applies at. `auto` applies every category; `low` only those marked `low`. An operator
-can switch moderation off or supply their own categories in the config file.
+can switch moderation off in the config file.
 """
 
 from __future__ import annotations
@@ -17,20 +17,22 @@ Level = Literal["auto", "low"]
 
 @dataclass(frozen=True)
 class Category:
+    """A category applies when every one of its `patterns` is found, in any order.
+
+    Patterns are searched one by one rather than joined as `a.*b`: that form backtracks
+    quadratically on a long prompt of repeated words (3.4 s for `"kid " * 8000`).
+    """
+
     name: str
     patterns: tuple[str, ...]
     applies_at_low: bool = False
 
 
+_MINORS = r"\b(child|children|kid|kids|minor|minors|underage|preteen|toddler)\b"
+_SEXUAL = r"\b(nude|naked|sexual|sex|porn|erotic)\b"
+
 DEFAULT_CATEGORIES: tuple[Category, ...] = (
-    Category(
-        "sexual/minors",
-        (r"\b(child|children|kid|kids|minor|minors|underage|preteen|toddler)\b.*\b(nude|naked|"
-         r"sexual|sex|porn|erotic)\b",
-         r"\b(nude|naked|sexual|sex|porn|erotic)\b.*\b(child|children|kid|kids|minor|minors|"
-         r"underage|preteen|toddler)\b"),
-        applies_at_low=True,
-    ),
+    Category("sexual/minors", (_MINORS, _SEXUAL), applies_at_low=True),
     Category("sexual", (r"\b(porn|pornographic|explicit sex|sexually explicit|hardcore sex)\b",)),
     Category(
         "violence/graphic",
@@ -51,7 +53,7 @@ class PromptPolicy:
                  enabled: bool = True) -> None:
         self.enabled = enabled
         self._compiled = [
-            (c, [re.compile(p, re.IGNORECASE | re.DOTALL) for p in c.patterns])
+            (c, [re.compile(p, re.IGNORECASE) for p in c.patterns])
             for c in categories
         ]
 
@@ -62,6 +64,6 @@ class PromptPolicy:
         for category, patterns in self._compiled:
             if level == "low" and not category.applies_at_low:
                 continue
-            if any(p.search(prompt) for p in patterns):
+            if all(p.search(prompt) for p in patterns):
                 found.append(category.name)
         return found

@@ -16,6 +16,7 @@ from limner.errors import InvalidRequest, invalid_value, unsupported_parameter
 from limner.jobs import GenerationParams, Quality
 from limner.protocol.images import CreateImageRequest
 from limner.rules import GPT_ONLY_FIELDS, check_size, default_model_name, parse_size
+from limner.usage import text_tokens
 
 USER_MAX = 512
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -38,6 +39,9 @@ class GenerationPlan:
     partial_images: int
     moderation: Literal["auto", "low"]
     user: str | None
+    prompt_tokens: int
+    """The usage estimate's input tokens, counted here: with the other per-prompt work, off
+    the event loop for a long prompt."""
 
     @property
     def model(self) -> str:
@@ -51,8 +55,14 @@ class GenerationPlan:
 def plan_request(request: CreateImageRequest, catalogue: Catalogue,
                  auto_size: str = "1024x1024") -> GenerationPlan:
     given = request.given()
-    # 1. The model: explicit, or the spec's default rule.
-    name = request.model or default_model_name(
+    # 1. The model: explicit, or the spec's default rule. Only `null` or an absent field means
+    # "omitted" here and below: an empty string is a value, and refused like any invalid one.
+    if request.model == "":
+        raise InvalidRequest(
+            "Invalid 'model': string too short. Expected a model name, such as 'gpt-image-1'.",
+            param="model", code="string_below_min_length",
+        )
+    name = request.model if request.model is not None else default_model_name(
         given, request.quality, request.stream, catalogue.gpt_default
     )
     entry = catalogue.resolve(name)
@@ -99,7 +109,7 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
         raise unsupported_parameter("style", name)
 
     # 4. Size and quality.
-    size = request.size or rules.default_size
+    size = rules.default_size if request.size is None else request.size
     check_size(rules, size)
     if size == "auto":
         size = auto_size
@@ -107,7 +117,7 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
     assert parsed is not None
     width, height = parsed
 
-    quality = request.quality or "auto"
+    quality = "auto" if request.quality is None else request.quality
     if quality not in rules.qualities:
         raise invalid_value("quality", quality, list(rules.qualities))
     if quality == "auto":
@@ -123,7 +133,7 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
         style = rules.styles[0]
 
     # 5. Output format, compression, background.
-    output_format = request.output_format or "png"
+    output_format = "png" if request.output_format is None else request.output_format
     if output_format not in FORMATS:
         raise invalid_value("output_format", output_format, list(FORMATS))
     compression = 100 if request.output_compression is None else request.output_compression
@@ -139,7 +149,7 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
             f"<= 100, but got {compression} instead.",
             param="output_compression", code="integer_above_max_value",
         )
-    background = request.background or "auto"
+    background = "auto" if request.background is None else request.background
     if background not in ("transparent", "opaque", "auto"):
         raise invalid_value("background", background, ["transparent", "opaque", "auto"])
     if background == "transparent":
@@ -158,7 +168,8 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
     )
 
     # 6. Delivery, streaming, moderation, user, seed.
-    response_format = request.response_format or rules.default_response_format
+    response_format = (rules.default_response_format if request.response_format is None
+                       else request.response_format)
     if response_format not in ("url", "b64_json"):
         raise invalid_value("response_format", response_format, ["url", "b64_json"])
     partial_images = 0 if request.partial_images is None else request.partial_images
@@ -173,7 +184,7 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
             "Streaming returns images as base64; 'response_format' must be 'b64_json' "
             "when 'stream' is true.", param="response_format", code="invalid_value",
         )
-    moderation = request.moderation or "auto"
+    moderation = "auto" if request.moderation is None else request.moderation
     if moderation not in ("auto", "low"):
         raise invalid_value("moderation", moderation, ["low", "auto"])
     if request.user is not None and len(request.user) > USER_MAX:
@@ -213,4 +224,5 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
         partial_images=partial_images,
         moderation=moderation,  # type: ignore[arg-type]
         user=request.user,
+        prompt_tokens=text_tokens(request.prompt),
     )

@@ -118,15 +118,14 @@ class ImageService:
         return scheduler.submit(params, plan.partial_images if plan.stream else 0)
 
     # 3. Non-streaming -----------------------------------------------------------------------
-    async def generate(self, plan: GenerationPlan, request_id: str) -> ImagesResponse:
-        self.check_moderation(plan, request_id)
+    async def generate(self, plan: GenerationPlan) -> ImagesResponse:
+        """Draws an admitted plan: `check_moderation` has passed."""
         job = self.submit(plan)
         try:
             images = await job.result
         finally:
             job.cancel()
-        encoded = await self._off_loop(self._encode_all, plan, images)
-        data = [await self._deliver(plan, blob) for blob in encoded]
+        data = await self._deliver(plan, images)
         self.metrics.images.inc(len(data), model=plan.model)
         response = ImagesResponse(created=int(self.clock()), data=data)
         if plan.is_gpt:
@@ -167,9 +166,9 @@ class ImageService:
             per_image = stream_usage(self._usage(plan, 1))
             self.metrics.images.inc(len(images), model=plan.model)
             for picture in images:
-                blob = await self._off_loop(self._encode, plan, picture)
+                text = await self._off_loop(self._encode_b64, plan, picture)
                 yield ImageGenCompletedEvent(
-                    b64_json=_stream_b64(blob), created_at=int(self.clock()),
+                    b64_json=text, created_at=int(self.clock()),
                     size=plan.size, quality=plan.quality, background=plan.background,
                     output_format=plan.output_format, usage=per_image,
                 )
@@ -180,11 +179,11 @@ class ImageService:
     async def _partial_events(self, plan: GenerationPlan, partial: PartialImage,
                               counters: dict[int, int]) -> AsyncIterator[StreamEvent]:
         for position, picture in enumerate(partial.images):
-            blob = await self._off_loop(self._encode, plan, picture)
+            text = await self._off_loop(self._encode_b64, plan, picture)
             index = counters.get(position, 0)
             counters[position] = index + 1
             yield ImageGenPartialImageEvent(
-                b64_json=_stream_b64(blob), created_at=int(self.clock()),
+                b64_json=text, created_at=int(self.clock()),
                 size=plan.size, quality=plan.quality, background=plan.background,
                 output_format=plan.output_format, partial_image_index=index,
             )
@@ -197,18 +196,28 @@ class ImageService:
         self.metrics.encode_seconds.observe(time.perf_counter() - started, model=plan.model)
         return blob
 
+    def _encode_b64(self, plan: GenerationPlan, picture: Image.Image) -> str:
+        """One stream event's image: base64 too grows with the picture, so not on the loop."""
+        return _stream_b64(self._encode(plan, picture))
+
     def _encode_all(self, plan: GenerationPlan, pictures: list[Image.Image]) -> list[bytes]:
         return [self._encode(plan, picture) for picture in pictures]
 
-    async def _deliver(self, plan: GenerationPlan, blob: bytes) -> ImageData:
+    def _encode_all_b64(self, plan: GenerationPlan, pictures: list[Image.Image]) -> list[str]:
+        return [base64.b64encode(blob).decode() for blob in self._encode_all(plan, pictures)]
+
+    async def _deliver(self, plan: GenerationPlan, pictures: list[Image.Image]) -> list[ImageData]:
+        """Encoded as base64, or stored all together: a request that fails keeps no file."""
         revised = plan.params.prompt if plan.entry.rules.family == "dall-e-3" else None
         if plan.response_format == "b64_json":
-            return ImageData(b64_json=base64.b64encode(blob).decode(), revised_prompt=revised)
-        stored = await asyncio.to_thread(self.delivery.store.put, blob, plan.output_format)
-        return ImageData(url=self.delivery.url_for(stored.name, stored.expires),
-                         revised_prompt=revised)
+            texts = await self._off_loop(self._encode_all_b64, plan, pictures)
+            return [ImageData(b64_json=text, revised_prompt=revised) for text in texts]
+        blobs = await self._off_loop(self._encode_all, plan, pictures)
+        stored = await asyncio.to_thread(self.delivery.store.put_all, blobs, plan.output_format)
+        return [ImageData(url=self.delivery.url_for(s.name, s.expires), revised_prompt=revised)
+                for s in stored]
 
     def _usage(self, plan: GenerationPlan, n: int) -> ImageGenUsage:
         p = plan.params
         partials = plan.partial_images if plan.stream else 0
-        return generation_usage(p.prompt, p.width, p.height, plan.quality, n, partials)
+        return generation_usage(plan.prompt_tokens, p.width, p.height, plan.quality, n, partials)

@@ -33,9 +33,9 @@ def image_tokens(width: int, height: int, quality: str) -> int:
     return math.ceil(height / patch) * (math.ceil(width / patch) + 1)
 
 
-def generation_usage(prompt: str, width: int, height: int, quality: str, n: int,
+def generation_usage(text: int, width: int, height: int, quality: str, n: int,
                      partial_images: int = 0) -> ImageGenUsage:
-    text = text_tokens(prompt)
+    """`text` is the prompt's `text_tokens`, counted once when the request is planned."""
     output = n * (image_tokens(width, height, quality) + partial_images * PARTIAL_IMAGE_TOKENS)
     return ImageGenUsage(
         input_tokens=text,

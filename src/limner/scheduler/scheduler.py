@@ -31,6 +31,11 @@ from limner.metrics import Metrics
 
 log = logging.getLogger("limner.scheduler")
 Clock = Callable[[], float]
+RETRY_AFTER_MIN_S = 0.05
+RETRY_AFTER_MAX_S = 120.0
+"""The official SDKs honour a `Retry-After` of up to 120 s and give up beyond it."""
+RETRY_MARGIN = 0.25
+"""Of a batch's time: a retry arrives a little after the room it was promised opens."""
 BatchKey = tuple[int, int, str, int | None]
 _ids = itertools.count(1)
 
@@ -130,6 +135,9 @@ class Scheduler:
         self._closing = False
         self._seconds_per_image = 1.0
         self._last_arrival = float("-inf")
+        self._running_since = 0.0
+        self._promised: deque[float] = deque()
+        """When each recent 429 told its client to come back, in order."""
 
     # Admission -------------------------------------------------------------------------
     @property
@@ -142,7 +150,7 @@ class Scheduler:
         if len(self._pending) >= self.max_queue:
             raise QueueFull(
                 "Too many requests are queued for this model. Please retry after a short wait.",
-                retry_after_s=self.retry_after_s(),
+                retry_after_s=self._promise_retry(),
             )
         deadline = None
         if self.request_timeout_s is not None:
@@ -156,10 +164,35 @@ class Scheduler:
         self._arrived.set()
         return job
 
-    def retry_after_s(self) -> int:
-        images = sum(job.params.n for job in self._pending)
-        estimate = images * self._seconds_per_image / max(1, self.max_batch_images)
-        return int(min(120, max(1, round(estimate))))
+    def retry_after_s(self) -> float:
+        """When a request refused now would find room in the queue, if every client refused
+        before it comes back at the time it was told.
+
+        A full queue frees room only when the engine takes its next batch: first when the
+        running batch ends, then once a batch's time later each. So the k-th refused client
+        is told the moment the batch that frees the k-th place starts, plus a margin.
+        """
+        now = self.clock()
+        while self._promised and self._promised[0] <= now:
+            self._promised.popleft()
+        pending = list(self._pending)
+        mean_n = sum(job.params.n for job in pending) / len(pending) if pending else 1.0
+        jobs_per_batch = max(1, int(self.max_batch_images // max(1.0, mean_n)))
+        batch_s = jobs_per_batch * mean_n * self._seconds_per_image
+        if self._running:
+            images = sum(job.params.n for job in self._running)
+            first = max(0.0, images * self._seconds_per_image - (now - self._running_since))
+        else:
+            first = 0.0
+        place = len(self._promised) + 1
+        batches_after_first = -(-place // jobs_per_batch) - 1
+        estimate = first + batches_after_first * batch_s + RETRY_MARGIN * batch_s
+        return min(RETRY_AFTER_MAX_S, max(RETRY_AFTER_MIN_S, estimate))
+
+    def _promise_retry(self) -> float:
+        delay = self.retry_after_s()
+        self._promised.append(self.clock() + delay)
+        return delay
 
     def _discard(self, job: Job) -> None:
         with contextlib.suppress(ValueError):
@@ -227,6 +260,7 @@ class Scheduler:
     async def _run_batch(self, batch: list[Job]) -> None:
         loop = asyncio.get_running_loop()
         self._running = batch
+        self._running_since = self.clock()
         started = time.monotonic()
         model = self.engine.info.name
         if self.metrics is not None:

@@ -34,7 +34,8 @@ async def read_body(request: Request, limit: int) -> bytes:
             "'application/json'.", code="unsupported_content_type",
         )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if (declared is not None and declared.isascii() and declared.isdigit()
+            and (len(declared) > 15 or int(declared) > limit)):
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0

@@ -58,6 +58,19 @@ class LocalImageStore:
             ) from exc
         return StoredFile(name=name, expires=int(now) + self.ttl_s)
 
+    def put_all(self, blobs: list[bytes], output_format: str) -> list[StoredFile]:
+        """All of `blobs` stored, or none: files already written are removed on a failure."""
+        stored: list[StoredFile] = []
+        try:
+            for data in blobs:
+                stored.append(self.put(data, output_format))
+        except BaseException:
+            for done in stored:
+                with contextlib.suppress(OSError):
+                    (self.root / done.name).unlink()
+            raise
+        return stored
+
     def path_for(self, name: str) -> Path:
         """The file for `name`; `NotFound` for bad names, symlinks, expired or missing files."""
         if not _NAME.match(name):

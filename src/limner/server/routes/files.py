@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
@@ -11,13 +13,19 @@ from limner.store.local import MEDIA_TYPES
 
 router = APIRouter()
 
+_EXPIRES = re.compile(r"[0-9]{1,12}")
+"""ASCII digits only (`str.isdigit` takes `²`, which `int` refuses), and short enough that
+`int` never meets Python's digit limit."""
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
+"""What `Signer.sign` writes: a SHA-256 HMAC as lowercase hex."""
+
 
 @router.get("/v1/files/images/{name}")
 async def get_image(request: Request, name: str) -> FileResponse:
     delivery = app_state(request.app).delivery
     expires_text = request.query_params.get("expires", "")
     signature = request.query_params.get("signature", "")
-    if not expires_text.isdigit() or not signature:
+    if not _EXPIRES.fullmatch(expires_text) or not _SIGNATURE.fullmatch(signature):
         raise Forbidden("This image URL is not signed.", code="invalid_signature")
     expires = int(expires_text)
     if not delivery.signer.verify(f"{delivery.route}/{name}", expires, signature):
