@@ -45,7 +45,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event as EventType
@@ -135,11 +135,17 @@ class SoakReport:
     urls_handed_out: int = 0
     cancelled_url_requests: int = 0
     image_files_left: int | None = None
+    server_exited: tuple[float, int | None] | None = None
+    """(seconds since start, exit status if known) if the server went away during the run:
+    the clients stop then."""
     examples: dict[str, list[str]] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     def problems(self) -> list[str]:
         found = []
+        if self.server_exited is not None:
+            found.append(f"the server exited at {self.server_exited[0]:.1f}s "
+                         f"(status {self.server_exited[1]})")
         for name in ("lost", "duplicated", "mismatched", "non_envelope_errors",
                      "server_errors", "throttled_without_retry_after", "streams_incomplete",
                      "stream_error_events", "health_failures"):
@@ -250,6 +256,17 @@ def image_files(directory: Path) -> int | None:
         return None
 
 
+def pid_gone(pid: int) -> bool:
+    """True once PID has exited (no /proc entry, or a zombie nobody has reaped yet)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("State:"):
+                return line.split()[1] in ("Z", "X")
+    except OSError:
+        return True
+    return False
+
+
 def health_probe(url: str, every_s: float, stop: EventType, conn: Connection) -> None:
     """Runs in its own process: GET /healthz every `every_s` s until `stop`; sends back
     [(seconds since start, ms, ok)]."""
@@ -344,6 +361,8 @@ class Soak:
             except httpx.HTTPError as exc:
                 self.lost[type(exc).__name__] += 1
                 self.example("lost", f"{request_id} {kind}: {type(exc).__name__} {exc}")
+                if isinstance(exc, httpx.ConnectError):
+                    await asyncio.sleep(0.1)  # no server: do not spin
                 continue
             if retry_after is not None:
                 await asyncio.sleep(retry_after)
@@ -562,8 +581,12 @@ async def run_soak(url: str, *, clients: int = 50, seconds: float = 600.0, seed:
                    edits: bool = False, quality: str = "low", model: str | None = None,
                    resources_every_s: float = 10.0, health_every_s: float = 0.25,
                    backoff_cap_s: float = 1.0, cancel_delay_s: tuple[float, float] = (0.02, 0.5),
-                   request_timeout_s: float = 600.0) -> SoakReport:
-    """The soak run; returns once every client's last request has been answered."""
+                   request_timeout_s: float = 600.0,
+                   exit_status: Callable[[], int | None] | None = None) -> SoakReport:
+    """The soak run; returns once every client's last request has been answered.
+
+    `exit_status` (a spawned server's `Popen.poll`) tells when the server has gone; with
+    only `pid`, /proc does. Then the clients stop and the report says so."""
     require_loopback(url)
     if not 1 <= clients <= MAX_CLIENTS or not 0 < seconds <= MAX_SECONDS:
         raise ValueError(f"clients must be 1..{MAX_CLIENTS} and seconds 0..{MAX_SECONDS}")
@@ -574,6 +597,22 @@ async def run_soak(url: str, *, clients: int = 50, seconds: float = 600.0, seed:
                         model=local_model or "gpt-image-1 (no local name found)", kinds=kinds)
     started = time.perf_counter()
     finished = asyncio.Event()
+
+    def gone() -> tuple[bool, int | None]:
+        if exit_status is not None:
+            status = exit_status()
+            return status is not None, status
+        return (pid is not None and pid_gone(pid)), None
+
+    async def server_watch(soak: Soak) -> None:
+        while not finished.is_set():
+            exited, status = gone()
+            if exited:
+                report.server_exited = (round(time.perf_counter() - started, 1), status)
+                soak.stop_at = 0.0
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), 0.5)
 
     async def resources() -> None:
         while True:
@@ -602,10 +641,11 @@ async def run_soak(url: str, *, clients: int = 50, seconds: float = 600.0, seed:
             soak = Soak(base, report, http, local_model=local_model, quality=quality,
                         seed=seed, stop_at=started + seconds, backoff_cap_s=backoff_cap_s,
                         cancel_delay_s=cancel_delay_s, kinds=kinds)
-            watcher = asyncio.create_task(resources())
+            watchers = [asyncio.create_task(resources()),
+                        asyncio.create_task(server_watch(soak))]
             await asyncio.gather(*(soak.client(i) for i in range(clients)))
             finished.set()
-            await watcher
+            await asyncio.gather(*watchers)
     finally:
         stop.set()
         health: list[tuple[float, float, bool]] = []
@@ -672,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.url is not None:
         require_loopback(args.url)
+    if not 1 <= args.clients <= MAX_CLIENTS or not 0 < args.seconds <= MAX_SECONDS:
+        ap.error(f"--clients must be 1..{MAX_CLIENTS} and --seconds 0..{MAX_SECONDS:.0f}")
     process: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryDirectory(prefix="limner-soak-") as tmp:
         try:
@@ -687,7 +729,8 @@ def main(argv: list[str] | None = None) -> int:
                 edits=args.edits, quality=args.quality, model=args.model,
                 backoff_cap_s=args.backoff_cap,
                 cancel_delay_s=(args.cancel_min, args.cancel_max),
-                request_timeout_s=args.request_timeout))
+                request_timeout_s=args.request_timeout,
+                exit_status=None if process is None else process.poll))
         finally:
             if process is not None:
                 process.terminate()

@@ -23,6 +23,7 @@ from limner.config import Settings
 from limner.engines.base import Engine
 from limner.engines.fake import FakeEngine
 from limner.server.app import create_app
+from limner.server.runner import LimnerServer, uvicorn_config
 
 
 @dataclass
@@ -92,9 +93,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
         settings = Settings(**values)
         clock = FakeClock()
         app = create_app(settings, engines=engines, clock=clock)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                lifespan="on")
-        server = uvicorn.Server(config)
+        server = LimnerServer(uvicorn_config(app, settings), app)
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         base = f"http://127.0.0.1:{port}"

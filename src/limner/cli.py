@@ -8,12 +8,10 @@ and `--format` work anywhere on the line.
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -88,28 +86,52 @@ def main(ctx: click.Context, base_url: str | None, api_key: str | None,
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Where image files and the URL signing key live.")
 @click.option("--threads", default=None, type=int, help="CPU threads for the model.")
+@click.option("--max-connections", default=None, type=click.IntRange(min=1),
+              help="Open connections at most; more are answered 503 (default 1000).")
+@click.option("--header-timeout", "header_timeout_s", default=None,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds for a request's head to arrive (default 10).")
+@click.option("--body-timeout", "body_timeout_s", default=None,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds for a request's body to arrive after its head (default 60).")
+@click.option("--keep-alive-timeout", "keep_alive_timeout_s", default=None,
+              type=click.FloatRange(min=1), help="Seconds an idle connection is kept open "
+              "between requests (default 5).")
 @click.option("--log-level", default="info",
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
           config_file: Path | None, model: str | None, public_base_url: str | None,
-          data_dir: Path | None, threads: int | None, log_level: str) -> None:
+          data_dir: Path | None, threads: int | None, max_connections: int | None,
+          header_timeout_s: float | None, body_timeout_s: float | None,
+          keep_alive_timeout_s: float | None, log_level: str) -> None:
     """Run the HTTP service."""
     from limner.allocator import keep_freed_memory
 
     keep_freed_memory()  # first: before any thread allocates (see allocator)
-    import uvicorn
-
     from limner.config import EngineConfig, load_settings
     from limner.presets import resolve_model
     from limner.server.app import create_app
+    from limner.server.runner import LimnerServer, bind, uvicorn_config
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {"host": host, "port": port, "api_keys": api_keys,
                                  "public_base_url": public_base_url, "data_dir": data_dir,
-                                 "threads": threads}
+                                 "threads": threads, "max_connections": max_connections,
+                                 "header_timeout_s": header_timeout_s,
+                                 "body_timeout_s": body_timeout_s,
+                                 "keep_alive_timeout_s": keep_alive_timeout_s}
     try:
         settings = load_settings(config_file, **overrides)
+    except (ValueError, KeyError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        listener = bind(settings.host, settings.port)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from exc
+    try:
         if model is not None:
             name, source, options = resolve_model(model, settings.data_dir)
             settings = dataclasses.replace(
@@ -125,39 +147,8 @@ def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
     click.echo(f"limner {__version__} on http://{settings.host}:{settings.port} "
                f"(reachable from {exposure}; {auth}); OpenAI base URL: "
                f"{settings.base_url}/v1", err=True)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            timeout_graceful_shutdown=int(settings.shutdown_grace_s))
-    _GracefulServer(config).run()
+    LimnerServer(uvicorn_config(app, settings), app).run(sockets=[listener])
     click.echo("limner stopped", err=True)
-
-
-class _GracefulServer:
-    """uvicorn's server, but SIGTERM/SIGINT end it with exit status 0 after a graceful
-    shutdown (in-flight requests finish within the grace period) instead of re-raising the
-    signal."""
-
-    def __init__(self, config: Any) -> None:
-        import uvicorn
-
-        self.server = uvicorn.Server(config)
-        self.server.capture_signals = self._capture_signals  # type: ignore[method-assign]
-
-    @contextlib.contextmanager
-    def _capture_signals(self) -> Iterator[None]:
-        def handle(signum: int, frame: Any) -> None:
-            if self.server.should_exit and signum == signal.SIGINT:
-                self.server.force_exit = True
-            self.server.should_exit = True
-
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def run(self) -> None:
-        self.server.run()
 
 
 # images generate ----------------------------------------------------------------------------

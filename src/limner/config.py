@@ -42,6 +42,10 @@ class Settings:
     batch_wait_ms: float = 10.0
     request_timeout_s: float = 540.0
     shutdown_grace_s: float = 30.0
+    max_connections: int = 1000
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    keep_alive_timeout_s: float = 5.0
     threads: int | None = None
     auto_size: str = "1024x1024"
     gpt_default: str = "gpt-image-1"

@@ -70,8 +70,7 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
         finally:
             for task in state.tasks:
                 task.cancel()
-            await asyncio.gather(*(s.stop(settings.shutdown_grace_s)
-                                   for s in state.schedulers.values()))
+            await drain(app)
             for engine in built.values():
                 with contextlib.suppress(Exception):
                     engine.close()
@@ -96,6 +95,15 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, api_keys=settings.api_keys)
     return app
+
+
+async def drain(app: FastAPI) -> None:
+    """New work refused (503 `shutting_down`), queued and running work given the grace period,
+    then answered 503 too. Safe to call twice: the server calls it when shutdown begins, the
+    lifespan again at its end."""
+    state: AppState = app.state.limner
+    grace = state.settings.shutdown_grace_s
+    await asyncio.gather(*(s.stop(grace) for s in state.schedulers.values()))
 
 
 async def _load_engines(state: AppState) -> None:

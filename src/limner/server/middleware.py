@@ -1,7 +1,9 @@
-"""Pure-ASGI middleware: request ids on every response, API keys, an access log line."""
+"""Pure-ASGI middleware: request ids on every response, API keys, an access log line, and a
+last resort for what escapes the app."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -12,7 +14,9 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from limner.errors import Unavailable
 from limner.protocol.errors import error_payload
+from limner.server.sse import frame_error
 
 log = logging.getLogger("limner.access")
 
@@ -83,9 +87,56 @@ class RequestContextMiddleware:
                "configuration (--api-key or LIMNER_API_KEYS)."
 
 
-async def _send_json(send: Send, status: int, payload: object) -> None:
+async def _send_json(send: Send, status: int, payload: object,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
+
+
+class LastResort:
+    """The outermost layer: whatever escapes the app still ends as an OpenAI error.
+
+    Two things get past the framework's own handlers. A task that uvicorn cancels when the
+    shutdown grace period is over (it would answer a bare `text/plain` 500), and an
+    exception that Starlette's server-error layer has answered and then re-raises (uvicorn
+    would log its traceback a second time). The first becomes 503 `shutting_down`, or an
+    `error` event on a stream that has begun; the second is only swallowed.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started: dict[str, bytes | None] = {}
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started["content-type"] = dict(message.get("headers", [])).get(b"content-type")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            request_id = str(scope.get("state", {}).get("request_id", ""))
+            log.warning("%s cancelled at shutdown; answered 503 shutting_down", request_id)
+            error = Unavailable("The server shut down before this request finished.",
+                                code="shutting_down")
+            if not started:
+                await _send_json(send, 503, error_payload(error.message, error.type, None,
+                                                          error.code),
+                                 [(b"x-request-id", request_id.encode("latin-1")),
+                                  (b"x-should-retry", b"true")])
+            elif (started["content-type"] or b"").startswith(b"text/event-stream"):
+                await send({"type": "http.response.body", "body": frame_error(error)})
+                await send({"type": "http.response.body", "body": b""})
+        except Exception:
+            if not started:
+                await _send_json(send, 500, error_payload(
+                    "The server had an error while processing your request.", "server_error",
+                    None, "internal_error"))

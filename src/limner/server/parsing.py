@@ -103,8 +103,10 @@ def parse_json(body: bytes) -> dict[str, Any]:
         except UnicodeEncodeError as exc:
             raise InvalidRequest("A key of the JSON body contains an unpaired surrogate escape.",
                                  code="invalid_json") from exc
+        if not isinstance(value, str):
+            continue  # no field takes a container, so one is refused for its type anyway
         try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
+            value.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidRequest(f"Invalid '{key}': it contains an unpaired surrogate escape.",
                                  param=key, code="invalid_value") from exc
@@ -112,6 +114,12 @@ def parse_json(body: bytes) -> dict[str, Any]:
 
 
 def parse_request(document: dict[str, Any]) -> CreateImageRequest:
+    # Unknown keys first, by hand: pydantic would build one error per key (80,000 keys in a
+    # 1 MB body took 0.3 s, holding the interpreter), where the answer names only the first.
+    for key in document:
+        if key not in CreateImageRequest.model_fields:
+            raise InvalidRequest(f"Unknown parameter: '{key}'.", param=key,
+                                 code="unknown_parameter")
     try:
         return CreateImageRequest.model_validate(document)
     except ValidationError as exc:
