@@ -109,3 +109,48 @@ def test_metrics_in_prometheus_format(serve: Serve) -> None:
     assert 'limner_batch_images_count{model="fake"} 1' in text
     assert 'limner_step_seconds_count{model="fake"} 4' in text
     assert "# TYPE limner_queue_seconds histogram" in text
+
+
+def test_a_burst_through_the_sdk_loses_nothing_it_was_told_to_retry(serve: Serve) -> None:
+    """48 calls at once into a queue of 4: the 429s' `Retry-After` spreads the retries so
+    that the official client's two default retries are enough for every call."""
+    server = serve(engines={"fake": FakeEngine(step_s=0.03, max_batch_images=2)}, max_queue=4)
+    client = openai.OpenAI(base_url=server.v1, api_key="k")  # max_retries: the default, 2
+    client.images.generate(prompt="warm-up", model="gpt-image-1", quality="low")
+    refusals: list[httpx.Response] = []
+
+    def call(i: int) -> int:
+        raw = client.images.with_raw_response.generate(prompt=f"otter {i}",
+                                                      model="gpt-image-1", quality="low")
+        return raw.retries_taken
+
+    def record(response: httpx.Response) -> None:
+        if response.status_code == 429:
+            refusals.append(response)
+
+    client = client.with_options(http_client=httpx.Client(event_hooks={"response": [record]}))
+    with concurrent.futures.ThreadPoolExecutor(48) as pool:
+        retries = list(pool.map(call, range(48)))  # raises RateLimitError if one is lost
+    assert len(retries) == 48
+    assert refusals, "the burst never filled the queue: the test proves nothing"
+    waits = [float(r.headers["retry-after-ms"]) / 1000 for r in refusals]
+    assert all(0 < w <= 120 for w in waits)
+    assert all(int(r.headers["retry-after"]) >= w for r, w in zip(refusals, waits, strict=True))
+    assert max(waits) > 2 * min(waits), "every refused client was told the same moment"
+
+
+def test_a_url_request_whose_client_left_keeps_no_file(serve: Serve) -> None:
+    server = serve()
+    store = server.app.state.limner.delivery.store
+    real_put = store.put
+
+    def slow_put(data: bytes, output_format: str):  # type: ignore[no-untyped-def]
+        time.sleep(0.6)
+        return real_put(data, output_format)
+
+    store.put = slow_put
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.v1 + "/images/generations", timeout=0.4,
+                   json={"prompt": "x", "model": "dall-e-2", "size": "256x256", "n": 2})
+    time.sleep(2.0)  # the writes finish in their thread after the client has gone
+    assert not store.root.exists() or list(store.root.iterdir()) == []

@@ -268,3 +268,22 @@ def test_bad_sizes_for_every_model(server: RunningServer, model: str) -> None:
         assert response.status_code == 400, (model, size, response.text[:200])
         assert envelope(response)["param"] == "size", (model, size)
     healthy(server)
+
+
+# Empty strings are values, not omissions -------------------------------------------------------
+@pytest.mark.parametrize(("field", "code"), [
+    ("size", "invalid_value"), ("quality", "invalid_value"), ("output_format", "invalid_value"),
+    ("background", "invalid_value"), ("moderation", "invalid_value"),
+    ("response_format", "invalid_value"), ("model", "string_below_min_length"),
+    ("style", "invalid_value"),
+])
+def test_an_empty_string_is_refused_where_it_is_no_valid_value(
+        server: RunningServer, field: str, code: str) -> None:
+    model = {"style": "dall-e-3", "model": None}.get(field, "gpt-image-1")
+    body: dict[str, object] = {"prompt": "x", field: ""}
+    if model is not None:
+        body.setdefault("model", model)
+    response = httpx.post(server.v1 + "/images/generations", json=body, timeout=30)
+    assert response.status_code == 400, response.text[:300]
+    error = envelope(response)
+    assert (error["param"], error["code"]) == (field, code)

@@ -143,3 +143,71 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) 
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_disk_full_in_the_middle_of_a_request_keeps_none_of_its_files(
+        serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = serve()
+    store = server.app.state.limner.delivery.store
+    import limner.store.local as local
+
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def fills_up(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(local.os, "fsync", fills_up)
+    response = httpx.post(server.v1 + "/images/generations", json={**URL_BODY, "n": 4},
+                          timeout=30)
+    assert_507(response)
+    assert calls["n"] == 3, "two images were written before the disk filled up"
+    assert list(store.root.iterdir()) == []
+
+
+def test_past_the_grace_period_every_waiting_request_gets_503_shutting_down(
+        tmp_path: Path) -> None:
+    config = tmp_path / "limner.toml"
+    config.write_text('default_engine = "fake"\nshutdown_grace_s = 1\n\n'
+                      '[engines.fake]\nkind = "fake"\nstep_s = 1.0\nmax_batch_images = 1\n')
+    port = free_port()
+    env = {**os.environ, "LIMNER_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "limner", "serve", "--port", str(port), "--config", str(config)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    body = {"prompt": "x", "model": "gpt-image-1", "quality": "high"}  # 8 steps of 1 s
+
+    def stream() -> str:
+        with httpx.stream("POST", base + "/v1/images/generations", timeout=60,
+                          json={**body, "stream": True}) as response:
+            assert response.status_code == 200
+            return response.read().decode()
+
+    try:
+        wait_until_healthy(base, process, polls=1200)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            plain = [pool.submit(httpx.post, base + "/v1/images/generations", json=body,
+                                 timeout=60) for _ in range(3)]
+            streamed = pool.submit(stream)
+            time.sleep(0.8)
+            process.send_signal(signal.SIGTERM)
+            for future in plain:
+                response = future.result(timeout=30)
+                assert response.status_code == 503, response.text
+                assert response.headers["content-type"] == "application/json"
+                error = response.json()["error"]
+                assert (error["type"], error["code"]) == ("server_error", "shutting_down")
+            events = streamed.result(timeout=30)
+            assert events.startswith("event: error\ndata: "), events[:200]
+            assert '"code":"shutting_down"' in events
+        assert process.wait(timeout=30) == 0
+        _, stderr = process.communicate(timeout=5)
+        assert "Traceback" not in stderr.decode()
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -5,6 +5,7 @@ port already in use. The server is a real `limner serve` process with the fake e
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import socket
@@ -177,15 +178,11 @@ def test_idle_slowloris_and_slow_body_sockets_are_closed_on_time(
     def dribble() -> None:
         while not stop.wait(0.3):
             for sock in slowloris:
-                try:
+                with contextlib.suppress(OSError):
                     sock.sendall(b"X-Slow: 1\r\n")
-                except OSError:
-                    pass
             for sock in slow_body:
-                try:
+                with contextlib.suppress(OSError):
                     sock.sendall(b" ")
-                except OSError:
-                    pass
 
     feeder = threading.Thread(target=dribble, daemon=True)
     feeder.start()

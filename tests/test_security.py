@@ -198,3 +198,26 @@ def test_user_is_recorded_in_the_audit_log(serve: Serve,
         line = next(m for m in audit if m.startswith(request_id))
         assert f"user={user!r}" in line
         assert "\n" not in line  # repr: a user cannot forge a second log line
+
+
+# The file route's query is validated like a body ------------------------------------------------
+@pytest.mark.parametrize("query", [
+    "expires=1999999999&signature=%C3%A9",  # non-ASCII signature
+    "expires=%C2%B2&signature=" + "a" * 64,  # '²'.isdigit() is true, int() refuses it
+    "expires=" + "9" * 5000 + "&signature=" + "a" * 64,  # over Python's digit limit
+    "expires=%EF%BC%91&signature=" + "a" * 64,  # a fullwidth digit one
+    "expires=1999999999&signature=" + "A" * 64,  # not what the signer writes
+    "expires=&signature=", "", "expires=1999999999",
+])
+def test_a_malformed_file_query_is_a_403_envelope(serve: Serve, query: str,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    server = serve()
+    name = new_url(server).split("/")[-1].split("?")[0]
+    with httpx.Client(base_url=server.base_url) as client:
+        for _ in range(2):  # the same connection twice: it stays open after the 403
+            response = client.get(f"/v1/files/images/{name}?{query}")
+            assert response.status_code == 403, response.text
+            error = response.json()["error"]
+            assert (error["type"], error["code"]) == ("invalid_request_error",
+                                                      "invalid_signature")
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"

@@ -28,7 +28,7 @@ from limner.protocol.events import ImageGenCompletedEvent, ImageGenPartialImageE
 from limner.protocol.images import Image as ImageData
 from limner.protocol.images import ImageGenUsage, ImagesResponse
 from limner.scheduler import Job, PartialImage, Scheduler
-from limner.store.local import LocalImageStore
+from limner.store.local import LocalImageStore, StoredFile
 from limner.store.signing import Signer
 from limner.usage import generation_usage, stream_usage
 
@@ -49,6 +49,13 @@ def _stream_b64(blob: bytes) -> str:
             code="image_too_large_for_stream",
         )
     return text
+
+
+def _remove_stored(store: LocalImageStore) -> Callable[[asyncio.Future[list[StoredFile]]], None]:
+    def remove(storing: asyncio.Future[list[StoredFile]]) -> None:
+        if not storing.cancelled() and storing.exception() is None:
+            store.remove([s.name for s in storing.result()])
+    return remove
 
 
 @dataclass(frozen=True)
@@ -149,10 +156,13 @@ class ImageService:
             while not job.result.done():
                 getter: asyncio.Future[Any] = asyncio.ensure_future(job.partials.get())
                 waiting: set[asyncio.Future[Any]] = {getter, job.result}
-                done, _ = await asyncio.wait(waiting, timeout=heartbeat_s,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                try:
+                    done, _ = await asyncio.wait(waiting, timeout=heartbeat_s,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                finally:  # also when the consumer goes away meanwhile: no task left pending
+                    if not getter.done():
+                        getter.cancel()
                 if getter not in done:
-                    getter.cancel()
                     if not done:
                         yield None
                     continue
@@ -213,7 +223,15 @@ class ImageService:
             texts = await self._off_loop(self._encode_all_b64, plan, pictures)
             return [ImageData(b64_json=text, revised_prompt=revised) for text in texts]
         blobs = await self._off_loop(self._encode_all, plan, pictures)
-        stored = await asyncio.to_thread(self.delivery.store.put_all, blobs, plan.output_format)
+        store = self.delivery.store
+        storing = asyncio.ensure_future(asyncio.to_thread(store.put_all, blobs,
+                                                          plan.output_format))
+        try:
+            stored = await asyncio.shield(storing)
+        except asyncio.CancelledError:
+            # The client went away while the files were written: nobody will get their URLs.
+            storing.add_done_callback(_remove_stored(store))
+            raise
         return [ImageData(url=self.delivery.url_for(s.name, s.expires), revised_prompt=revised)
                 for s in stored]
 

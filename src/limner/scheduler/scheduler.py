@@ -134,6 +134,8 @@ class Scheduler:
         self._running: list[Job] = []
         self._closing = False
         self._seconds_per_image = 1.0
+        """A guess until the first batch is measured, then a moving average."""
+        self._measured = False
         self._last_arrival = float("-inf")
         self._running_since = 0.0
         self._promised: deque[float] = deque()
@@ -297,7 +299,10 @@ class Scheduler:
         count = sum(job.params.n for job in batch)
         if self.metrics is not None:
             self.metrics.batch_seconds.observe(elapsed, model=model)
-        self._seconds_per_image = 0.7 * self._seconds_per_image + 0.3 * elapsed / max(1, count)
+        per_image = elapsed / max(1, count)
+        self._seconds_per_image = (0.7 * self._seconds_per_image + 0.3 * per_image
+                                   if self._measured else per_image)
+        self._measured = True
         for job, job_images in zip(batch, images, strict=True):
             if job._timed_out.is_set():
                 job._fail(_timed_out())

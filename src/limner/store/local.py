@@ -65,11 +65,15 @@ class LocalImageStore:
             for data in blobs:
                 stored.append(self.put(data, output_format))
         except BaseException:
-            for done in stored:
-                with contextlib.suppress(OSError):
-                    (self.root / done.name).unlink()
+            self.remove([done.name for done in stored])
             raise
         return stored
+
+    def remove(self, names: list[str]) -> None:
+        """Deletes files this store wrote, for a request that will never hand out their URLs."""
+        for name in names:
+            with contextlib.suppress(OSError):
+                (self.root / name).unlink()
 
     def path_for(self, name: str) -> Path:
         """The file for `name`; `NotFound` for bad names, symlinks, expired or missing files."""
