@@ -136,7 +136,8 @@ class LastResort:
                 await send({"type": "http.response.body", "body": frame_error(error)})
                 await send({"type": "http.response.body", "body": b""})
         except Exception:
-            if not started:
+            if not started:  # answered and logged by the framework otherwise
+                log.exception("unexpected error outside the app's handlers")
                 await _send_json(send, 500, error_payload(
                     "The server had an error while processing your request.", "server_error",
                     None, "internal_error"))
