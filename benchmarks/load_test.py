@@ -242,8 +242,8 @@ def launch_server(config: str, workdir: Path, args: tuple[str, ...] = (),
     raise SystemExit(f"the spawned server did not become healthy in {timeout_s:.0f} s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_target_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options every load check shares: a running server, or one to spawn."""
     target = ap.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000")
     target.add_argument("--spawn", action="store_true", help="start a server for the run")
@@ -252,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-s", type=float, default=0.05, help="fake engine seconds per step")
     ap.add_argument("--max-queue", type=int, default=64)
     ap.add_argument("--pid", type=int, default=None, help="server pid, for RSS (with --url)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_target_arguments(ap)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--size", default="1024x1024")

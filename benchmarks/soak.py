@@ -59,6 +59,7 @@ from load_test import (
     MAX_CLIENTS,
     MAX_SECONDS,
     _percentile,
+    add_target_arguments,
     memory_mib,
     require_loopback,
     spawn_server,
@@ -686,14 +687,7 @@ def _round(value: float | None) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    target = ap.add_mutually_exclusive_group(required=True)
-    target.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000")
-    target.add_argument("--spawn", action="store_true", help="start a server for the run")
-    ap.add_argument("--engine", choices=["fake", "embedded"], default="fake",
-                    help="with --spawn: the engine (default fake)")
-    ap.add_argument("--step-s", type=float, default=0.05, help="fake engine seconds per step")
-    ap.add_argument("--max-queue", type=int, default=64)
-    ap.add_argument("--pid", type=int, default=None, help="server pid (with --url)")
+    add_target_arguments(ap)
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="the server's data dir, to count its image files (with --url)")
     ap.add_argument("--clients", type=int, default=50)

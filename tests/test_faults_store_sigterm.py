@@ -111,12 +111,10 @@ def test_storage_failure_fails_only_its_own_request(serve: Serve,
 
 
 # SIGTERM during a generation -------------------------------------------------------------------
-def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) -> None:
+def limner_process(tmp_path: Path, toml: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real `limner serve` process with this config file, once it answers `/healthz`."""
     config = tmp_path / "limner.toml"
-    # A grace far beyond the waits below: exiting within them shows the server stopped once
-    # the request was answered, not when the grace ran out.
-    config.write_text('default_engine = "fake"\nshutdown_grace_s = 300\n\n'
-                      '[engines.fake]\nkind = "fake"\nstep_s = 0.2\n')
+    config.write_text(toml)
     port = free_port()
     env = {**os.environ, "LIMNER_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
@@ -126,6 +124,18 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) 
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(base, process, polls=1200)
+    except BaseException:
+        process.kill()
+        raise
+    return process, base
+
+
+def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) -> None:
+    # A grace far beyond the waits below: exiting within them shows the server stopped once
+    # the request was answered, not when the grace ran out.
+    process, base = limner_process(tmp_path, 'default_engine = "fake"\nshutdown_grace_s = 300\n\n'
+                                   '[engines.fake]\nkind = "fake"\nstep_s = 0.2\n')
+    try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             # quality=high: 8 steps x 0.2 s = 1.6 s of generation.
             pending = pool.submit(httpx.post, base + "/v1/images/generations", timeout=30,
@@ -170,16 +180,9 @@ def test_disk_full_in_the_middle_of_a_request_keeps_none_of_its_files(
 
 def test_past_the_grace_period_every_waiting_request_gets_503_shutting_down(
         tmp_path: Path) -> None:
-    config = tmp_path / "limner.toml"
-    config.write_text('default_engine = "fake"\nshutdown_grace_s = 1\n\n'
-                      '[engines.fake]\nkind = "fake"\nstep_s = 1.0\nmax_batch_images = 1\n')
-    port = free_port()
-    env = {**os.environ, "LIMNER_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "limner", "serve", "--port", str(port), "--config", str(config)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base = limner_process(
+        tmp_path, 'default_engine = "fake"\nshutdown_grace_s = 1\n\n'
+        '[engines.fake]\nkind = "fake"\nstep_s = 1.0\nmax_batch_images = 1\n')
     body = {"prompt": "x", "model": "gpt-image-1", "quality": "high"}  # 8 steps of 1 s
 
     def stream() -> str:
@@ -189,7 +192,6 @@ def test_past_the_grace_period_every_waiting_request_gets_503_shutting_down(
             return response.read().decode()
 
     try:
-        wait_until_healthy(base, process, polls=1200)
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             plain = [pool.submit(httpx.post, base + "/v1/images/generations", json=body,
                                  timeout=60) for _ in range(3)]
