@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pictures(paths: list[Path]) -> list[tuple[str, Image.Image]]:
-    from limner.embedded.upscale import upscale
+    from limner.engines.embedded.upscale import upscale
 
     def square(image: Image.Image) -> Image.Image:
         w, h = image.size
@@ -37,7 +37,7 @@ def pictures(paths: list[Path]) -> list[tuple[str, Image.Image]]:
 
     with Image.open(ROOT / "docs" / "contact-sheet.png") as sheet:
         out = [("contact sheet, 512x512", square(sheet))]
-    with Image.open(ROOT / "src/limner/embedded/assets/refs_twemoji.png") as refs:
+    with Image.open(ROOT / "src/limner/engines/embedded/assets/refs_twemoji.png") as refs:
         emoji = refs.crop((192, 0, 256, 64)).convert("RGBA")
     out.append(("an emoji upscaled, 1024x1024 RGBA", upscale(emoji, 1024, 1024)))
     for path in paths:

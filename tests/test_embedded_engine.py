@@ -103,7 +103,7 @@ def test_does_not_touch_global_threads_at_import() -> None:
     before = torch.get_num_threads()
     import importlib
 
-    import limner.engines.embedded as mod
+    import limner.engines.embedded.engine as mod
 
     importlib.reload(mod)
     assert torch.get_num_threads() == before
@@ -112,8 +112,8 @@ def test_does_not_touch_global_threads_at_import() -> None:
 def test_guidance_only_above_its_time(engine: EmbeddedEngine) -> None:
     """Guided steps run the net on a doubled batch; steps at t <= guidance_above do not, and
     with no guided step at all the picture is exactly the unguided one."""
-    from limner.embedded.net import EmojiUNet
-    from limner.embedded.sampler import sample, timesteps
+    from limner.engines.embedded.net import EmojiUNet
+    from limner.engines.embedded.sampler import sample, timesteps
 
     net = engine._net
     assert isinstance(net, EmojiUNet)

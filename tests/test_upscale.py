@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import limner.embedded
-from limner.embedded.upscale import (
+import limner.engines.embedded
+from limner.engines.embedded.upscale import (
     _sharpen_alpha,
     on_canvas,
     resample,
@@ -17,7 +17,7 @@ from limner.embedded.upscale import (
     upscale,
 )
 
-ASSETS = Path(limner.embedded.__file__).parent / "assets"
+ASSETS = Path(limner.engines.embedded.__file__).parent / "assets"
 SIZES = [(1024, 1024), (512, 512), (256, 256), (96, 96), (64, 64), (1536, 1024), (1024, 1792)]
 
 

@@ -39,8 +39,8 @@ sys.path.insert(0, str(HERE))
 
 from train import heldout_concepts  # noqa: E402
 
-from limner.embedded.net import STYLES  # noqa: E402
 from limner.engines.embedded import EmbeddedEngine  # noqa: E402
+from limner.engines.embedded.net import STYLES  # noqa: E402
 from limner.jobs import GenerationParams  # noqa: E402
 
 DATA = HERE / "data"

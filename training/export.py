@@ -1,6 +1,6 @@
 """Export a training run into the package's assets folder.
 
-Usage:  python training/export.py --run m64p4 [--out src/limner/embedded/assets]
+Usage:  python training/export.py --run m64p4 [--out src/limner/engines/embedded/assets]
 
 Writes the EMA weights as fp16 safetensors (with the net config and training stats in the
 metadata), the reference sprite sheets (base emoji, one sheet per style), the MiniLM
@@ -22,8 +22,8 @@ from safetensors.torch import save_file
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from limner.embedded.assets import CELL, SHEET_COLUMNS  # noqa: E402
-from limner.embedded.net import STYLES  # noqa: E402
+from limner.engines.embedded.assets import CELL, SHEET_COLUMNS  # noqa: E402
+from limner.engines.embedded.net import STYLES  # noqa: E402
 
 DATA = HERE / "data"
 
@@ -38,7 +38,7 @@ def export_weights(run: Path, out: Path) -> None:
 
 
 def export_refs(out: Path) -> None:
-    from limner.embedded.text import TextEncoder
+    from limner.engines.embedded.text import TextEncoder
 
     with np.load(DATA / "emoji64.npz") as z:
         d = {k: z[k] for k in z.files}  # npz members decompress on every access
@@ -75,7 +75,7 @@ def export_refs(out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default="m64p4")
-    ap.add_argument("--out", default=str(HERE.parent / "src/limner/embedded/assets"))
+    ap.add_argument("--out", default=str(HERE.parent / "src/limner/engines/embedded/assets"))
     ap.add_argument("--skip-refs", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)

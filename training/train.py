@@ -8,7 +8,7 @@ Needs training/data/emoji64.npz from fetch_data.py. Writes a checkpoint (model, 
 optimizer, step, RNG) every --ckpt-min minutes and at the end, atomically.
 
 With no checkpoint, `--init DIR` starts from exported weights (e.g. the shipped
-src/limner/embedded/assets) instead of from scratch: the optimizer state is not exported, so
+src/limner/engines/embedded/assets) instead of from scratch: the optimizer state is not exported, so
 the run warms up its learning rate again. bf16 autocast is used only where the CPU has a bf16
 fast path (AMX or AVX512-BF16); elsewhere torch emulates bf16 far slower than fp32.
 """
@@ -31,8 +31,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from limner.embedded.net import STYLE_ANY, EmojiUNet, NetConfig  # noqa: E402
 from limner.engines.cpu import cpu_has_bf16  # noqa: E402
+from limner.engines.embedded.net import STYLE_ANY, EmojiUNet, NetConfig  # noqa: E402
 
 DATA = HERE / "data"
 RUNS = HERE / "runs"
@@ -85,7 +85,7 @@ def caption_embeddings(texts: list[str]) -> torch.Tensor:
         saved = torch.load(cache)
         if saved["texts"] == texts:
             return saved["emb"]  # type: ignore[no-any-return]
-    from limner.embedded.text import TextEncoder
+    from limner.engines.embedded.text import TextEncoder
 
     emb = TextEncoder().encode(texts)
     torch.save({"texts": texts, "emb": emb}, cache)
@@ -154,7 +154,7 @@ def main() -> None:
     if args.init and not ckpt_path.exists():
         from safetensors import safe_open
 
-        from limner.embedded.assets import load_unet
+        from limner.engines.embedded.assets import load_unet
 
         net = load_unet(Path(args.init)).train().requires_grad_(True)
         cfg = net.cfg

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from limner.embedded.net import STYLE_ANY, EmojiUNet
+from limner.engines.embedded.net import STYLE_ANY, EmojiUNet
 
 StepHook = Callable[[int, int, torch.Tensor], None]
 """Called after step i (1-based) of `total` with the current x0 estimate."""

@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from limner.embedded.net import STYLES, EmojiUNet, NetConfig
+from limner.engines.embedded.net import STYLES, EmojiUNet, NetConfig
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SHEET_COLUMNS = 48

@@ -78,8 +78,8 @@ class EmbeddedEngine:
 
     def load(self) -> None:
         """Load the UNet, reference pack and MiniLM from local files only."""
-        from limner.embedded.assets import ASSETS, ReferencePack, load_unet
-        from limner.embedded.text import TextEncoder
+        from limner.engines.embedded.assets import ASSETS, ReferencePack, load_unet
+        from limner.engines.embedded.text import TextEncoder
 
         torch.set_num_threads(self.threads)
         folder = self.weights or ASSETS
@@ -102,7 +102,7 @@ class EmbeddedEngine:
 
     def _embed(self, prompt: str) -> torch.Tensor:
         """Unit MiniLM vector for a prompt, with a small LRU cache (retries, n>1, streaming)."""
-        from limner.embedded.text import TextEncoder
+        from limner.engines.embedded.text import TextEncoder
 
         vec = self._cache.get(prompt)
         if vec is None:
@@ -120,9 +120,9 @@ class EmbeddedEngine:
         batch: Sequence[GenerationParams],
         on_step: StepCallback | None = None,
     ) -> list[list[Image.Image]]:
-        from limner.embedded.assets import ReferencePack
-        from limner.embedded.net import STYLE_ANY, STYLES, EmojiUNet
-        from limner.embedded.sampler import sample
+        from limner.engines.embedded.assets import ReferencePack
+        from limner.engines.embedded.net import STYLE_ANY, STYLES, EmojiUNet
+        from limner.engines.embedded.sampler import sample
 
         net, refs = self._net, self._refs
         if not isinstance(net, EmojiUNet) or not isinstance(refs, ReferencePack):
@@ -180,7 +180,7 @@ class EmbeddedEngine:
 
 def _decode(x0: torch.Tensor, sizes: list[tuple[int, int]] | None) -> list[Image.Image]:
     """Premultiplied [-1, 1] -> straight RGBA, at native size or upscaled to `sizes`."""
-    from limner.embedded.upscale import to_straight_rgba, upscale
+    from limner.engines.embedded.upscale import to_straight_rgba, upscale
 
     arr = ((x0.float().clamp(-1, 1) + 1.0) / 2.0).permute(0, 2, 3, 1).numpy()
     arr = np.concatenate([np.minimum(arr[..., :3], arr[..., 3:]), arr[..., 3:]], axis=-1)
