@@ -95,7 +95,7 @@ def draw(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, list[An
 def baseline_of(device: str, options: dict[str, Any]) -> dict[str, Any]:
     """A variant's baseline: torch's eager modules, fast paths off, in the precision the
     variant computes in (`auto` resolved as the engine resolves it; OpenVINO's too)."""
-    from limner.engines.diffusers import _ov_precision, pick_dtype
+    from limner.engines.diffusers.engine import _ov_precision, pick_dtype
 
     requested = options.get("dtype", "auto")
     if options.get("backend", "torch") == "openvino":

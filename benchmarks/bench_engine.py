@@ -48,7 +48,7 @@ def build(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from random_pipelines import build_pipeline, build_taesd
 
     from limner.engines.diffusers import DiffusersEngine
-    from limner.presets import PRESETS
+    from limner.engines.diffusers.presets import PRESETS
 
     folder = build_pipeline(args.model, args.root)
     taesd = build_taesd(args.root / "taesd")

@@ -107,7 +107,7 @@ elif [[ $which == cpu ]]; then
     # default; and where one image goes by operator. torch-compile was slower than eager
     # there (2026-11-26) and compiles for minutes: left out.
     run_step cpu-kernels 30 python3 -c "import json, sys, torch
-from limner.engines import kernel_check
+from limner.engines.diffusers.accel import kernel_check
 torch.set_num_threads(2)
 check = {str(layout): kernel_check.run(torch.bfloat16, layout).errors for layout in (False, True)}
 print(check); open(sys.argv[-1], 'w').write(json.dumps(check))"

@@ -152,8 +152,8 @@ def worker_limner(args: argparse.Namespace) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from limner.engines.diffusers import DiffusersEngine
+    from limner.engines.diffusers.presets import PRESETS
     from limner.jobs import GenerationParams, StepUpdate
-    from limner.presets import PRESETS
 
     options = {**PRESETS[args.model].engine_options(), **options}
     engine = DiffusersEngine(args.folder, threads=args.threads, tiny_decoder=args.taesd,
@@ -298,7 +298,8 @@ class Turns:
 def _attention_flops() -> dict[Any, Any]:
     """FlopCounterMode has no formula for the CPU flash-attention kernel (2 matmuls; the
     CUDA attention kernels have theirs), nor for the oneDNN ops that packed layers call
-    (`limner.engines.prepack`): without these, a packed model would count no convolution."""
+    (`limner.engines.diffusers.accel.prepack`): without these, a packed model would count
+    no convolution."""
     import math
 
     import torch
@@ -375,7 +376,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def http_levels(args: argparse.Namespace, folder: Path, taesd: Path) -> list[dict[str, Any]]:
     from load_test import memory_mib, run_load
 
-    from limner.presets import PRESETS
+    from limner.engines.diffusers.presets import PRESETS
 
     options = PRESETS["sd-turbo"].engine_options()
     steps = ", ".join(f"{k} = {v}" for k, v in options.pop("steps").items())

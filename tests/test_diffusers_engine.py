@@ -17,14 +17,18 @@ from conftest import RunningServer
 from PIL import Image
 from tiny_pipeline import build_tiny_decoder, build_tiny_sd
 
-import limner.engines
+import limner.engines.diffusers.accel
 from limner.config import EngineConfig
-from limner.engines import kernel_check
 from limner.engines.base import Engine, EngineError
-from limner.engines.diffusers import DiffusersEngine, _has_sd_encode_prompt, _pool_for_preview
-from limner.engines.fusion import fused_count
-from limner.engines.kernel_check import KernelCheck
-from limner.engines.prepack import PackedConv2d, PackedLinear, packed_count
+from limner.engines.diffusers.accel import kernel_check
+from limner.engines.diffusers.accel.fusion import fused_count
+from limner.engines.diffusers.accel.kernel_check import KernelCheck
+from limner.engines.diffusers.accel.prepack import PackedConv2d, PackedLinear, packed_count
+from limner.engines.diffusers.engine import (
+    DiffusersEngine,
+    _has_sd_encode_prompt,
+    _pool_for_preview,
+)
 from limner.engines.registry import build_engine
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
 
@@ -382,8 +386,8 @@ def test_cache_dir_defaults_to_the_data_dir(tmp_path: Path) -> None:
 def test_openvino_missing_is_a_clear_error(tiny_sd: Path, monkeypatch: pytest.MonkeyPatch,
                                            tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` -> ImportError
-    monkeypatch.delitem(sys.modules, "limner.engines.openvino_backend", raising=False)
-    monkeypatch.delattr(limner.engines, "openvino_backend", raising=False)  # if imported
+    monkeypatch.delitem(sys.modules, "limner.engines.diffusers.accel.openvino", raising=False)
+    monkeypatch.delattr(limner.engines.diffusers.accel, "openvino", raising=False)
     engine = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, backend="openvino",
                              cache_dir=str(tmp_path))
     with pytest.raises(EngineError, match=r"pip install 'limner\[openvino\]'"):

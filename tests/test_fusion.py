@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from limner.engines import layout
-from limner.engines.fusion import FoldedUpsampleConv, fuse, fused_count, unfuse
-from limner.engines.prepack import PackedConv2d, PackedLinear, prepack, supported
+from limner.engines.diffusers.accel import layout
+from limner.engines.diffusers.accel.fusion import FoldedUpsampleConv, fuse, fused_count, unfuse
+from limner.engines.diffusers.accel.prepack import PackedConv2d, PackedLinear, prepack, supported
 
 pytestmark = pytest.mark.skipif(not supported(torch.float32), reason="no oneDNN in this torch")
 

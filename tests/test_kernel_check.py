@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from limner.engines import kernel_check
-from limner.engines.kernel_check import FUSION, PACKING, run
-from limner.engines.prepack import PackedConv2d, PackedLinear, supported
+from limner.engines.diffusers.accel import kernel_check
+from limner.engines.diffusers.accel.kernel_check import FUSION, PACKING, run
+from limner.engines.diffusers.accel.prepack import PackedConv2d, PackedLinear, supported
 
 torch.set_num_threads(1)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from limner.engines.layout import keep_channels_last
+from limner.engines.diffusers.accel.layout import keep_channels_last
 
 
 class Transformer2DModel(nn.Module):  # the name the hook looks for; NCHW out, as diffusers'

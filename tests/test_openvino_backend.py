@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 from tiny_pipeline import build_tiny_decoder, build_tiny_sd
 
-from limner.engines.diffusers import PREVIEW_MAX_SIDE, DiffusersEngine
+from limner.engines.diffusers.engine import PREVIEW_MAX_SIDE, DiffusersEngine
 from limner.jobs import GenerationParams
 
 pytest.importorskip("openvino")
 
-from limner.engines import openvino_backend  # after importorskip: it imports openvino
+from limner.engines.diffusers.accel import openvino as openvino_backend  # after importorskip
 
 torch.set_num_threads(1)
 MAX_MEAN_DIFF = 1.0

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from limner.engines.prepack import (
+from limner.engines.diffusers.accel.prepack import (
     PackedConv2d,
     PackedLinear,
     packed_count,

@@ -12,8 +12,8 @@ from tiny_pipeline import build_tiny_decoder, build_tiny_sd
 
 from limner.cli import main
 from limner.engines.diffusers import DiffusersEngine
+from limner.engines.diffusers.presets import PRESETS, resolve_model
 from limner.jobs import GenerationParams, StepUpdate
-from limner.presets import PRESETS, resolve_model
 
 torch.set_num_threads(1)
 

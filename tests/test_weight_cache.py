@@ -13,8 +13,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tiny_pipeline import build_tiny_sd
 
-from limner.engines import weight_cache
 from limner.engines.diffusers import DiffusersEngine
+from limner.engines.diffusers.accel import weight_cache
 from limner.jobs import GenerationParams
 
 torch.set_num_threads(1)

@@ -109,7 +109,7 @@ def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
 
     keep_freed_memory()  # first: before any thread allocates (see allocator)
     from limner.config import EngineConfig, load_settings
-    from limner.presets import resolve_model
+    from limner.engines.diffusers.presets import resolve_model
     from limner.server.app import create_app
     from limner.server.runner import LimnerServer, bind, uvicorn_config
 
@@ -232,7 +232,7 @@ def models_list(ctx: click.Context, base_url: str | None, api_key: str | None,
 @models_command.command("presets")
 def models_presets() -> None:
     """The well-known models `serve --model NAME` and `models pull NAME` know."""
-    from limner.presets import PRESETS
+    from limner.engines.diffusers.presets import PRESETS
 
     for preset in PRESETS.values():
         steps = "/".join(str(preset.steps[q]) for q in ("low", "medium", "high"))
@@ -249,7 +249,7 @@ def models_presets() -> None:
 def models_pull(name: str, data_dir: Path | None, source: Path | None) -> None:
     """Fetch a preset's weights once, so `serve --model NAME` needs no network."""
     from limner.config import load_settings
-    from limner.presets import PRESETS, pull
+    from limner.engines.diffusers.presets import PRESETS, pull
 
     preset = PRESETS.get(name)
     if preset is None:

@@ -27,7 +27,7 @@ def build_engine(config: EngineConfig, threads: int | None = None,
             kwargs.setdefault("threads", threads)
         return EmbeddedEngine(**kwargs)
     if config.kind == "diffusers":
-        from limner.engines.diffusers import DiffusersEngine
+        from limner.engines.diffusers.engine import DiffusersEngine
 
         if not config.path:
             raise ValueError(f"engine {config.name!r}: a diffusers engine needs a `path`")

@@ -27,7 +27,7 @@ import openvino as ov
 import torch
 
 from limner.engines.base import EngineError
-from limner.engines.weight_cache import component_folder, save_folder, weight_files
+from limner.engines.diffusers.accel.weight_cache import component_folder, save_folder, weight_files
 
 log = logging.getLogger("limner.engines.openvino")
 

@@ -6,7 +6,7 @@ pipeline, so a cancelled batch never reaches the (expensive) VAE decode.
 
 Fast paths (engine options): text-encoder outputs are cached per prompt; `backend =
 "openvino"` runs the UNet, tiny decoder and text encoder in OpenVINO on the CPU (see
-`openvino_backend`, imported only then); `compile = true` (or a `torch.compile` mode name)
+`accel.openvino`, imported only then); `compile = true` (or a `torch.compile` mode name)
 wraps the UNet and the VAE's decoder in `torch.compile`; eager torch on a CPU packs its
 convolution and linear weights once for oneDNN (`prepack`) and runs the elementwise work
 around them inside those calls (`fuse`, see `fusion`), each where a check on small layers
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from limner.engines import fusion, kernel_check, layout, weight_cache
-from limner.engines import prepack as weight_packing
 from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
+from limner.engines.diffusers.accel import fusion, kernel_check, layout, weight_cache
+from limner.engines.diffusers.accel import prepack as weight_packing
 from limner.jobs import GenerationParams, StepCallback, StepUpdate
 
 log = logging.getLogger("limner.engines.diffusers")
@@ -339,7 +339,7 @@ class DiffusersEngine:
         `_execution_device` come from the torch parts left, or fall back to the CPU.
         """
         try:
-            from limner.engines import openvino_backend as ovb
+            from limner.engines.diffusers.accel import openvino as ovb
         except ImportError as exc:
             raise EngineError("backend = 'openvino' needs OpenVINO, which is not installed: "
                               "pip install 'limner[openvino]'") from exc

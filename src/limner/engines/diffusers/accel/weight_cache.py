@@ -37,7 +37,7 @@ import torch
 
 from limner.allocator import return_freed_memory
 
-log = logging.getLogger("limner.engines.weight_cache")
+log = logging.getLogger("limner.engines.diffusers.accel.weight_cache")
 
 CACHED_COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
 """The large parts of a pipeline; the VAE and the tokenizers are small enough to convert."""

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from limner.engines.prepack import PackedConv2d, PackedLinear, release_file_pages
+from limner.engines.diffusers.accel.prepack import PackedConv2d, PackedLinear, release_file_pages
 
 
 def fuse(model: nn.Module) -> int:

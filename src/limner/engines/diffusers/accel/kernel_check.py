@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from limner.engines.fusion import FoldedUpsampleConv
-from limner.engines.prepack import PackedConv2d, PackedLinear
+from limner.engines.diffusers.accel.fusion import FoldedUpsampleConv
+from limner.engines.diffusers.accel.prepack import PackedConv2d, PackedLinear
 
 TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 2e-2}
 """The largest relative error (||out - ref|| / ||ref||) a call may have, by dtype. Rounding a
