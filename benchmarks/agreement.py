@@ -95,13 +95,12 @@ def draw(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, list[An
 def baseline_of(device: str, options: dict[str, Any]) -> dict[str, Any]:
     """A variant's baseline: torch's eager modules, fast paths off, in the precision the
     variant computes in (`auto` resolved as the engine resolves it; OpenVINO's too)."""
-    from limner.engines.diffusers.engine import _ov_precision, pick_dtype
+    from limner.engines.diffusers.engine import detect_platform
+    from limner.engines.diffusers.options import DiffusersOptions, resolve
 
-    requested = options.get("dtype", "auto")
-    if options.get("backend", "torch") == "openvino":
-        dtype = "bfloat16" if _ov_precision(requested) == "bf16" else "float32"
-    else:
-        dtype = str(pick_dtype(device, requested)).removeprefix("torch.")
+    asked = {k: options[k] for k in ("dtype", "backend") if k in options}
+    plan = resolve(DiffusersOptions.parse({**asked, "device": device}), detect_platform())
+    dtype = "bfloat16" if plan.openvino_precision == "bf16" else plan.dtype
     kept = {k: v for k, v in options.items() if k not in ("backend", "compile")}
     return {**kept, **PLAIN, "dtype": dtype}
 

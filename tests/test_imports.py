@@ -11,6 +11,8 @@ def test_light_layers_do_not_import_heavy_modules() -> None:
         "import sys\n"
         "import limner.protocol.images, limner.protocol.events, limner.protocol.models\n"
         "import limner.rules, limner.planning, limner.catalogue, limner.usage\n"
+        "import limner.engines.diffusers, limner.engines.diffusers.options\n"
+        "import limner.engines.diffusers.presets\n"
         "import limner.scheduler, limner.engines.base, limner.engines.fake\n"
         "heavy = [m for m in ('torch', 'diffusers', 'fastapi', 'starlette', 'transformers')\n"
         "         if m in sys.modules]\n"

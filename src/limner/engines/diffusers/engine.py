@@ -4,7 +4,8 @@ The only module that imports diffusers. Steps are reported through
 `callback_on_step_end`; a `GenerationCancelled` raised there propagates out of the
 pipeline, so a cancelled batch never reaches the (expensive) VAE decode.
 
-Fast paths (engine options): text-encoder outputs are cached per prompt; `backend =
+Its options are parsed and every default settled by `options` (torch-free), before
+anything loads. Fast paths (engine options): text-encoder outputs are cached per prompt; `backend =
 "openvino"` runs the UNet, tiny decoder and text encoder in OpenVINO on the CPU (see
 `accel.openvino`, imported only then); `compile = true` (or a `torch.compile` mode name)
 wraps the UNet and the VAE's decoder in `torch.compile`; eager torch on a CPU packs its
@@ -35,19 +36,15 @@ from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
 from limner.engines.diffusers.accel import fusion, kernel_check, layout, weight_cache
 from limner.engines.diffusers.accel import prepack as weight_packing
+from limner.engines.diffusers.options import DiffusersOptions, Platform, resolve
 from limner.jobs import GenerationParams, StepCallback, StepUpdate
 
 log = logging.getLogger("limner.engines.diffusers")
 
-DEFAULT_STEPS = {"low": 1, "medium": 2, "high": 4}
 PREVIEW_MAX_SIDE = 160
 """Partial images are decoded from latents pooled to at most this many pixels on the long
 side: a preview costs a few percent of its image (a full-size decode costs as much as a
 one-step model's whole denoising), and the server scales it to the requested size."""
-BACKENDS = ("torch", "openvino")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-"""`torch.compile` modes: "reduce-overhead" also replays CUDA graphs, which pays on a GPU
-where a one-step model's time goes to launching a thousand small kernels."""
 PROMPT_CACHE_SIZE = 256
 _SD_ENCODE_PROMPT = ["self", "prompt", "device", "num_images_per_prompt",
                      "do_classifier_free_guidance", "negative_prompt"]
@@ -56,106 +53,57 @@ _SD_LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173),
                   (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
 
 
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def detect_platform() -> Platform:
+    """This machine, as `options.resolve` needs to know it."""
+    return Platform(cuda=torch.cuda.is_available(), cpu_bf16=cpu_has_bf16(),
+                    onednn=weight_packing.supported(torch.float32),
+                    onednn_bf16=weight_packing.supported(torch.bfloat16))
+
+
 def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
-    if requested != "auto":
-        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                "bf16": torch.bfloat16, "float16": torch.float16,
-                "fp16": torch.float16}[requested]
-    if device.startswith("cuda"):
-        return torch.float16
-    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    """torch's dtype for the `dtype` option on `device` (`auto` as `resolve` decides it)."""
+    options = DiffusersOptions.parse({"dtype": requested, "device": device})
+    return TORCH_DTYPES[resolve(options, detect_platform()).dtype]
 
 
 class DiffusersEngine:
-    def __init__(self, model: str, *, name: str | None = None, threads: int | None = None,
-                 device: str | None = None, dtype: str = "auto",
-                 steps: Mapping[str, int] | None = None, guidance: float | None = None,
-                 native_size: int | None = None, max_batch_images: int | None = None,
-                 tiny_decoder: str | None = None, decoder: str = "full",
-                 scheduler: Mapping[str, Any] | None = None, backend: str = "torch",
-                 cache_dir: str | None = None, compile: bool | str = False,
-                 channels_last: bool | None = None, cache_weights: bool = True,
-                 warmup: bool | None = None, prepack: bool | None = None,
-                 fuse: bool | None = None) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
-                             f"not {backend!r}")
-        if not isinstance(compile, bool) and compile not in COMPILE_MODES:
-            raise ValueError("compile must be true, false or a torch.compile mode ("
-                             f"{', '.join(map(repr, COMPILE_MODES))}), not {compile!r}")
-        if compile and backend == "openvino":
-            raise ValueError("compile = true and backend = 'openvino' both compile the UNet: "
-                             "choose one")
+    """Options are the config table's keys (`options.DiffusersOptions`); `resolve` settles
+    them into `plan` at construction. `prepack` and `fuse` say what runs: a load turns them
+    off where this CPU's oneDNN disagrees with torch, and the plan keeps what was chosen."""
+
+    def __init__(self, model: str, **options: Any) -> None:
         self.model = model
-        self.threads = threads
-        self.backend = backend
-        self.cache_dir = cache_dir
-        self.compile = compile
-        self.ov_precision = "f32"
-        if backend == "openvino":
-            if device not in (None, "cpu"):
-                raise ValueError(f"backend = 'openvino' runs on the CPU; device {device!r} "
-                                 "needs backend = 'torch'")
-            self.device = "cpu"
-            self.ov_precision = _ov_precision(dtype)
-            self.dtype = torch.float32  # the parts left in torch are cheap; keep them exact
-        else:
-            self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self.dtype = pick_dtype(self.device, dtype)
-        if channels_last is not None and not isinstance(channels_last, bool):
-            raise ValueError(f"channels_last must be true or false, not {channels_last!r}")
-        if channels_last and backend != "torch":
-            raise ValueError("channels_last = true lays out torch's tensors: it needs "
-                             "backend = 'torch'")
-        # Default: on for torch in bf16 on a CPU (AMX, 2 threads: SD-Turbo 1.31x, SDXS 1.42x
-        # faster); off in fp32 (AVX2: SD-Turbo 0.92x, +2 GB RSS) and on CUDA (not measured).
-        self.channels_last = channels_last if channels_last is not None \
-            else backend == "torch" and self.device == "cpu" and self.dtype == torch.bfloat16
-        if not isinstance(cache_weights, bool):
-            raise ValueError(f"cache_weights must be true or false, not {cache_weights!r}")
-        self.cache_weights = cache_weights
-        if prepack is not None and not isinstance(prepack, bool):
-            raise ValueError(f"prepack must be true or false, not {prepack!r}")
-        eager_cpu = backend == "torch" and self.device == "cpu" and not compile
-        if prepack and not (eager_cpu and weight_packing.supported(self.dtype)):
-            raise ValueError("prepack = true packs layer weights for oneDNN: it needs "
-                             "backend = 'torch' on a CPU without compile, in float32 (or "
-                             "bfloat16 where the CPU has it)")
-        # Default: wherever it runs (fp32, AVX2: SD-Turbo 1.10x, SDXS 1.22x; compile packs
-        # its own weights).
-        self.prepack = prepack if prepack is not None \
-            else eager_cpu and weight_packing.supported(self.dtype)
-        if fuse is not None and not isinstance(fuse, bool):
-            raise ValueError(f"fuse must be true or false, not {fuse!r}")
-        if fuse and not self.prepack:
-            raise ValueError("fuse = true runs elementwise work inside the packed layers' "
-                             "oneDNN calls: it needs prepack")
-        self.fuse = fuse if fuse is not None else self.prepack
-        if warmup is not None and not isinstance(warmup, bool):
-            raise ValueError(f"warmup must be true or false, not {warmup!r}")
-        # Default: where the first call of a shape compiles (OpenVINO: seconds; torch.compile
-        # on a CPU: minutes) or packs every weight (prepack: about one more image, 2.1-2.4 s
-        # against 1.0-1.2 s for SD-Turbo with AMX), that cost falls on the load, not on the
-        # first request.
-        self.warmup = warmup if warmup is not None \
-            else backend == "openvino" or bool(compile) or self.prepack
+        self.options = DiffusersOptions.parse(options)
+        self.plan = resolve(self.options, detect_platform(),
+                            model_is_folder=Path(model).is_dir())
+        o, plan = self.options, self.plan
+        self.threads = o.threads
+        self.backend = o.backend
+        self.cache_dir = o.cache_dir
+        self.compile = o.compile
+        self.device = plan.device
+        self.dtype = TORCH_DTYPES[plan.dtype]
+        self.ov_precision = plan.openvino_precision or "f32"
+        self.channels_last = plan.channels_last
+        self.cache_weights = o.cache_weights
+        self.warmup = plan.warmup
+        self.prepack = plan.prepack
+        self.fuse = plan.fuse
+        self.steps = dict(plan.steps)
+        self.guidance = o.guidance
+        self.tiny_decoder = o.tiny_decoder
+        self.decoder = o.decoder
+        self.scheduler = dict(o.scheduler)
+        self._native = o.native_size
+        self._max_batch = plan.max_batch_images
+        self._name = o.name or Path(model.rstrip("/")).name
         self.weights_from_cache: list[str] = []
         """Components the last load found in the weight cache, and those it wrote there
         (from their weight files, or after loading where those did not allow it)."""
         self.weights_saved: list[str] = []
-        self.steps = {**DEFAULT_STEPS, **dict(steps or {})}
-        self.guidance = guidance
-        self._native = native_size
-        # On a CPU a batch of requests costs as much per image as one at a time (measured:
-        # SD-Turbo, 4 in a batch 0.92x the throughput of one by one) and every request of
-        # the batch waits for the last image; a GPU draws a batch nearly for the price of one.
-        self._max_batch = max_batch_images or (1 if self.device == "cpu" else 4)
-        self._name = name or Path(model.rstrip("/")).name
-        if decoder not in ("full", "tiny"):
-            raise ValueError(f"decoder must be 'full' or 'tiny', not {decoder!r}")
-        self.tiny_decoder = tiny_decoder
-        self.decoder = decoder
-        self.scheduler = dict(scheduler or {})
         self.pipe: Any = None
         self.tiny: Any = None
         self._preview_decoder: Any = None
@@ -242,6 +190,8 @@ class DiffusersEngine:
                  self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
         if self.warmup:
             self._warm_up_fused()
+        log.info("%s: chosen: %s; running: prepack %s, fuse %s", self._name,
+                 self.plan.describe(), _on(self.prepack), _on(self.fuse))
 
     def _check_kernels(self) -> None:
         """Packed layers and fused blocks only where this CPU's oneDNN computes what torch
@@ -322,10 +272,9 @@ class DiffusersEngine:
         log.info("warmed up at %dx%d in %.1f s", native, native, time.perf_counter() - started)
 
     def _weight_cache(self) -> Path | None:
-        """Where to keep converted weights: on a CPU, below fp32, for a local folder."""
-        if not (self.cache_weights and self.cache_dir and self.backend == "torch"
-                and self.device == "cpu" and self.dtype != torch.float32
-                and Path(self.model).is_dir()):
+        """Where to keep converted weights (`plan.cache_weights`: on a CPU, below fp32, for a
+        local folder)."""
+        if not self.plan.cache_weights or self.cache_dir is None:
             return None
         return Path(self.cache_dir) / "weights"
 
@@ -494,6 +443,10 @@ class DiffusersEngine:
         return [Image.fromarray((x * 255).astype(np.uint8)) for x in rgb]
 
 
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
 def _pool_for_preview(latents: torch.Tensor, scale_factor: int) -> torch.Tensor:
     """Average-pool (B, C, h, w) latents so they decode to at most PREVIEW_MAX_SIDE pixels."""
     height, width = latents.shape[-2:]
@@ -503,18 +456,6 @@ def _pool_for_preview(latents: torch.Tensor, scale_factor: int) -> torch.Tensor:
     size = (max(1, round(height * ratio)), max(1, round(width * ratio)))
     pooled = torch.nn.functional.adaptive_avg_pool2d(latents.float(), size)
     return pooled.to(latents.dtype)
-
-
-def _ov_precision(dtype: str) -> str:
-    """OpenVINO's inference precision for the `dtype` option (torch itself stays fp32)."""
-    if dtype == "auto":
-        return "bf16" if cpu_has_bf16() else "f32"
-    if dtype in ("float32", "fp32"):
-        return "f32"
-    if dtype in ("bfloat16", "bf16"):
-        return "bf16"
-    raise ValueError(f"backend = 'openvino' runs in f32 or bf16; dtype {dtype!r} is not one "
-                     "of auto, float32, bfloat16")
 
 
 def _has_sd_encode_prompt(pipe: Any) -> bool:

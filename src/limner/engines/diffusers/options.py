@@ -1,0 +1,245 @@
+"""A diffusers engine's options, parsed once, and every default settled in one place.
+
+`DiffusersOptions.parse` turns a config table into a frozen, typed object; an unknown key or
+an ill-typed value is a `ValueError` naming it. `resolve` then decides what the load will do
+(device, dtype, layout, packing, fusion, warm-up, weight cache, batch size) from the options
+and a description of the machine, refuses combinations that cannot work, and says why each
+choice came out as it did. Both are torch-free, so every combination is tested without a
+model. What the load then really runs can differ (a kernel check may turn packing off); the
+engine reports that separately.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+BACKENDS = ("torch", "openvino")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""`torch.compile` modes: "reduce-overhead" also replays CUDA graphs, which pays on a GPU
+where a one-step model's time goes to launching a thousand small kernels."""
+DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
+          "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+DEFAULT_STEPS = {"low": 1, "medium": 2, "high": 4}
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+@dataclass(frozen=True)
+class DiffusersOptions:
+    """What a config may say about a diffusers engine; `None` leaves it to `resolve`."""
+
+    name: str | None = None
+    threads: int | None = None
+    device: str | None = None
+    dtype: str = "auto"
+    steps: Mapping[str, int] = field(default_factory=dict)
+    guidance: float | None = None
+    native_size: int | None = None
+    max_batch_images: int | None = None
+    tiny_decoder: str | None = None
+    decoder: Literal["full", "tiny"] = "full"
+    scheduler: Mapping[str, Any] = field(default_factory=dict)
+    backend: Literal["torch", "openvino"] = "torch"
+    cache_dir: str | None = None
+    compile: bool | str = False
+    channels_last: bool | None = None
+    cache_weights: bool = True
+    warmup: bool | None = None
+    prepack: bool | None = None
+    fuse: bool | None = None
+
+    @classmethod
+    def parse(cls, table: Mapping[str, Any]) -> DiffusersOptions:
+        """From a config table (or keyword arguments), checking every key and type."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ValueError(f"unknown diffusers engine option(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        values = dict(table)
+        for key, kind in _TYPES.items():
+            if key in values and values[key] is not None:
+                _check_type(key, values[key], kind)
+        if values.get("steps") is None:
+            values.pop("steps", None)
+        if values.get("scheduler") is None:
+            values.pop("scheduler", None)
+        options = cls(**values)
+        options._check_values()
+        return options
+
+    def _check_values(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
+                             f"not {self.backend!r}")
+        if self.decoder not in ("full", "tiny"):
+            raise ValueError(f"decoder must be 'full' or 'tiny', not {self.decoder!r}")
+        if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
+            raise ValueError("compile must be true, false or a torch.compile mode ("
+                             f"{', '.join(map(repr, COMPILE_MODES))}), not {self.compile!r}")
+        for quality, steps in self.steps.items():
+            if quality not in DEFAULT_STEPS or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"steps must map low, medium and high to positive integers, "
+                                 f"not {dict(self.steps)!r}")
+        for key in ("threads", "native_size", "max_batch_images"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be a positive integer, not {value!r}")
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str, "threads": int, "device": str, "dtype": str, "steps": Mapping,
+    "guidance": (int, float), "native_size": int, "max_batch_images": int,
+    "tiny_decoder": str, "decoder": str, "scheduler": Mapping, "backend": str,
+    "cache_dir": str, "compile": (bool, str), "channels_last": bool, "cache_weights": bool,
+    "warmup": bool, "prepack": bool, "fuse": bool,
+}
+
+
+def _check_type(key: str, value: Any, kind: type | tuple[type, ...]) -> None:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # TOML's true is an int to Python: only a bool field takes it.
+    wrong = (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds)
+    if wrong:
+        expected = _EXPECTED.get(key) or " or ".join(_TYPE_NAMES.get(k, k.__name__)
+                                                      for k in kinds)
+        raise ValueError(f"{key} must be {expected}, not {value!r}")
+
+
+_EXPECTED = {"compile": "true, false or a torch.compile mode "
+                        f"({', '.join(map(repr, COMPILE_MODES))})"}
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               Mapping: "a table"}
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What `resolve` needs to know of the machine; `platform.detect` fills it in."""
+
+    cuda: bool
+    """A CUDA device is available."""
+    cpu_bf16: bool
+    """The CPU has a bf16 fast path (AMX or AVX512-BF16); elsewhere bf16 is emulated, slowly."""
+    onednn: bool
+    """torch has oneDNN, which packed layers call."""
+    onednn_bf16: bool
+    """oneDNN runs bf16 here."""
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """Every choice a load makes before it starts, each with its reason in `reasons`."""
+
+    device: str
+    dtype: Dtype
+    """torch's dtype; with OpenVINO the parts left in torch, kept in float32."""
+    openvino_precision: Literal["f32", "bf16"] | None
+    channels_last: bool
+    prepack: bool
+    fuse: bool
+    warmup: bool
+    cache_weights: bool
+    """Whether a folder model's large components are kept in `dtype` under the cache."""
+    max_batch_images: int
+    steps: Mapping[str, int]
+    reasons: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def resolve(options: DiffusersOptions, platform: Platform, *,
+            model_is_folder: bool = True) -> LoadPlan:
+    """The load's choices. Raises `ValueError` for options that exclude each other."""
+    reasons: list[str] = []
+    openvino = options.backend == "openvino"
+    if options.compile and openvino:
+        raise ValueError("compile = true and backend = 'openvino' both compile the UNet: "
+                         "choose one")
+    # 1. Device and dtype.
+    if openvino:
+        if options.device not in (None, "cpu"):
+            raise ValueError(f"backend = 'openvino' runs on the CPU; device {options.device!r} "
+                             "needs backend = 'torch'")
+        device = "cpu"
+        precision = _openvino_precision(options.dtype, platform)
+        dtype: Dtype = "float32"
+        reasons.append(f"OpenVINO in {precision}; the parts left in torch in float32")
+    else:
+        device = options.device or ("cuda" if platform.cuda else "cpu")
+        precision = None
+        dtype = _torch_dtype(options.dtype, device, platform)
+        reasons.append(f"{device} in {dtype}" + (" (auto)" if options.dtype == "auto" else ""))
+    cpu, torch_backend = device == "cpu", not openvino
+    # 2. Layout: oneDNN's bf16 convolutions and group norms are fastest on NHWC tensors.
+    if options.channels_last and not torch_backend:
+        raise ValueError("channels_last = true lays out torch's tensors: it needs "
+                         "backend = 'torch'")
+    channels_last = _default(options.channels_last,
+                             torch_backend and cpu and dtype == "bfloat16",
+                             "channels_last", "torch in bfloat16 on a CPU", reasons)
+    # 3. Packing and fusion: eager torch on a CPU, where oneDNN runs this dtype.
+    eager_cpu = torch_backend and cpu and not options.compile
+    packable = platform.onednn and (dtype == "float32"
+                                    or (dtype == "bfloat16" and platform.onednn_bf16))
+    if options.prepack and not (eager_cpu and packable):
+        raise ValueError("prepack = true packs layer weights for oneDNN: it needs "
+                         "backend = 'torch' on a CPU without compile, in float32 (or "
+                         "bfloat16 where the CPU has it)")
+    prepack = _default(options.prepack, eager_cpu and packable, "prepack",
+                       "eager torch on a CPU in a dtype oneDNN packs", reasons)
+    if options.fuse and not prepack:
+        raise ValueError("fuse = true runs elementwise work inside the packed layers' "
+                         "oneDNN calls: it needs prepack")
+    fuse = _default(options.fuse, prepack, "fuse", "with prepack", reasons)
+    # 4. Warm-up: where a shape's first call compiles or packs, that cost falls on the load.
+    warmup = _default(options.warmup, openvino or bool(options.compile) or prepack, "warmup",
+                      "OpenVINO, compile or prepack pay on a shape's first call", reasons)
+    # 5. Weight cache: on a CPU below float32, a folder's components kept in that dtype.
+    cache_weights = (options.cache_weights and options.cache_dir is not None and torch_backend
+                     and cpu and dtype != "float32" and model_is_folder)
+    if cache_weights:
+        reasons.append(f"weights kept in {dtype} under {options.cache_dir}/weights")
+    # 6. Batch size: on a CPU a batch costs as much per image as one at a time, and every
+    # request of it waits for the last image; a GPU draws a batch nearly for the price of one.
+    max_batch = options.max_batch_images or (1 if cpu else 4)
+    return LoadPlan(device=device, dtype=dtype, openvino_precision=precision,
+                    channels_last=channels_last, prepack=prepack, fuse=fuse, warmup=warmup,
+                    cache_weights=cache_weights, max_batch_images=max_batch,
+                    steps={**DEFAULT_STEPS, **dict(options.steps)}, reasons=tuple(reasons))
+
+
+def _default(asked: bool | None, default: bool, name: str, why: str,
+             reasons: list[str]) -> bool:
+    if asked is not None:
+        reasons.append(f"{name} {'on' if asked else 'off'} (asked)")
+        return asked
+    reasons.append(f"{name} {'on' if default else 'off'} ({'' if default else 'not '}{why})")
+    return default
+
+
+def _torch_dtype(requested: str, device: str, platform: Platform) -> Dtype:
+    name = DTYPES[requested]
+    if name != "auto":
+        return name  # type: ignore[return-value]
+    if device.startswith("cuda"):
+        return "float16"
+    return "bfloat16" if platform.cpu_bf16 else "float32"
+
+
+def _openvino_precision(requested: str, platform: Platform) -> Literal["f32", "bf16"]:
+    name = DTYPES[requested]
+    if name == "auto":
+        return "bf16" if platform.cpu_bf16 else "f32"
+    if name == "float32":
+        return "f32"
+    if name == "bfloat16":
+        return "bf16"
+    raise ValueError(f"backend = 'openvino' runs in f32 or bf16; dtype {requested!r} is not "
+                     "one of auto, float32, bfloat16")

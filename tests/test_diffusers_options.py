@@ -1,0 +1,104 @@
+"""The diffusers engine's options and their resolution, without torch: every default and
+every incompatibility is decided by `options.resolve` from the options and the machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from limner.engines.diffusers.options import DiffusersOptions, LoadPlan, Platform, resolve
+
+AVX2 = Platform(cuda=False, cpu_bf16=False, onednn=True, onednn_bf16=False)
+AMX = Platform(cuda=False, cpu_bf16=True, onednn=True, onednn_bf16=True)
+GPU = Platform(cuda=True, cpu_bf16=False, onednn=True, onednn_bf16=False)
+
+
+def plan(platform: Platform = AVX2, folder: bool = True, **options: Any) -> LoadPlan:
+    return resolve(DiffusersOptions.parse(options), platform, model_is_folder=folder)
+
+
+def test_an_avx2_cpu_draws_in_float32_with_packed_and_fused_layers() -> None:
+    p = plan(cache_dir="/c")
+    assert (p.device, p.dtype, p.openvino_precision) == ("cpu", "float32", None)
+    assert (p.channels_last, p.prepack, p.fuse, p.warmup) == (False, True, True, True)
+    assert not p.cache_weights and p.max_batch_images == 1  # no bf16 copies of fp32 weights
+    assert p.steps == {"low": 1, "medium": 2, "high": 4}
+    assert "prepack on (eager torch on a CPU in a dtype oneDNN packs)" in p.reasons
+
+
+def test_a_bf16_cpu_draws_in_bfloat16_nhwc_and_keeps_bf16_copies_of_a_folder() -> None:
+    p = plan(AMX, cache_dir="/c")
+    assert (p.dtype, p.channels_last, p.prepack, p.fuse, p.cache_weights) == (
+        "bfloat16", True, True, True, True)
+    assert not plan(AMX, folder=False, cache_dir="/c").cache_weights  # a hub id
+    assert not plan(AMX).cache_weights  # nowhere to keep them
+
+
+def test_bf16_without_onednn_bf16_draws_with_torchs_own_layers() -> None:
+    p = plan(Platform(cuda=False, cpu_bf16=True, onednn=True, onednn_bf16=False))
+    assert (p.dtype, p.prepack, p.fuse, p.warmup) == ("bfloat16", False, False, False)
+    assert "prepack off (not eager torch on a CPU in a dtype oneDNN packs)" in p.reasons
+
+
+def test_a_gpu_draws_in_float16_in_batches_of_four() -> None:
+    p = plan(GPU)
+    assert (p.device, p.dtype, p.max_batch_images) == ("cuda", "float16", 4)
+    assert (p.prepack, p.fuse, p.channels_last, p.warmup) == (False, False, False, False)
+    assert plan(GPU, compile="reduce-overhead").warmup  # the first call of a shape compiles
+    assert plan(GPU, device="cpu").device == "cpu"
+
+
+def test_openvino_runs_on_the_cpu_with_torch_left_in_float32() -> None:
+    p = plan(AMX, backend="openvino")
+    assert (p.device, p.dtype, p.openvino_precision) == ("cpu", "float32", "bf16")
+    assert (p.prepack, p.channels_last, p.warmup, p.cache_weights) == (False, False, True,
+                                                                       False)
+    assert plan(AVX2, backend="openvino").openvino_precision == "f32"
+    assert plan(AMX, backend="openvino", dtype="fp32").openvino_precision == "f32"
+
+
+def test_what_was_asked_wins_and_says_so() -> None:
+    p = plan(prepack=False, max_batch_images=3, steps={"low": 2})
+    assert (p.prepack, p.fuse, p.warmup, p.max_batch_images) == (False, False, False, 3)
+    assert p.steps == {"low": 2, "medium": 2, "high": 4}
+    assert "prepack off (asked)" in p.reasons
+    assert "fuse off (not with prepack)" in p.reasons
+    assert plan(dtype="bf16").dtype == "bfloat16"
+    assert plan(AMX, fuse=False).fuse is False and plan(AMX, fuse=False).prepack
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"bogus": 1, "speed": 2}, "unknown diffusers engine option.s. bogus, speed"),
+    ({"prepack": "yes"}, "prepack must be true or false, not 'yes'"),
+    ({"threads": "2"}, "threads must be an integer"),
+    ({"threads": True}, "threads must be an integer"),
+    ({"threads": 0}, "threads must be a positive integer"),
+    ({"guidance": True}, "guidance must be an integer or a number"),
+    ({"steps": {"low": 0}}, "steps must map low, medium and high"),
+    ({"steps": {"fast": 1}}, "steps must map low, medium and high"),
+    ({"steps": 4}, "steps must be a table"),
+    ({"dtype": "int8"}, "dtype must be one of"),
+    ({"decoder": "small"}, "decoder must be 'full' or 'tiny'"),
+    ({"compile": 1}, "true, false or a torch.compile mode"),
+])
+def test_ill_typed_or_unknown_options_name_the_key(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DiffusersOptions.parse(options)
+
+
+@pytest.mark.parametrize(("platform", "options", "match"), [
+    (AVX2, {"backend": "openvino", "compile": True}, "choose one"),
+    (AVX2, {"backend": "openvino", "device": "cuda"}, "runs on the CPU"),
+    (AVX2, {"backend": "openvino", "dtype": "float16"}, "f32 or bf16"),
+    (AVX2, {"channels_last": True, "backend": "openvino"}, "needs backend = 'torch'"),
+    (GPU, {"prepack": True}, "needs backend = 'torch' on a CPU without compile"),
+    (AVX2, {"prepack": True, "compile": True}, "without compile"),
+    (AVX2, {"prepack": True, "dtype": "float16"}, "in float32"),
+    (AVX2, {"fuse": True, "prepack": False}, "it needs prepack"),
+])
+def test_options_that_exclude_each_other_are_refused(platform: Platform,
+                                                     options: dict[str, Any],
+                                                     match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        plan(platform, **options)
