@@ -411,3 +411,19 @@ def test_cpu_engines_draw_one_request_at_a_time(engine: DiffusersEngine) -> None
     assert engine.device == "cpu" and engine.info.max_batch_images == 1
     wider = DiffusersEngine(engine.model, device="cpu", max_batch_images=4)
     assert wider.info.max_batch_images == 4
+
+
+def test_a_diffusers_model_without_diffusers_installed_is_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pip install limner` serves the embedded model; diffusers comes with an extra."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def without_diffusers(name: str, *args: Any) -> Any:
+        return None if name == "diffusers" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_diffusers)
+    with pytest.raises(ValueError, match=r"needs diffusers, which is not installed: "
+                                         r"pip install 'limner\[diffusers\]'"):
+        build_engine(EngineConfig("sd", "diffusers", "/models/sd"))

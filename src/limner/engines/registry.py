@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from limner.config import EngineConfig
@@ -27,6 +28,9 @@ def build_engine(config: EngineConfig, threads: int | None = None,
             kwargs.setdefault("threads", threads)
         return EmbeddedEngine(**kwargs)
     if config.kind == "diffusers":
+        if importlib.util.find_spec("diffusers") is None:
+            raise ValueError(f"engine {config.name!r}: a diffusers model needs diffusers, "
+                             "which is not installed: pip install 'limner[diffusers]'")
         from limner.engines.diffusers.engine import DiffusersEngine
 
         if not config.path:
