@@ -32,13 +32,13 @@ def test_wide_rgba_is_padded_not_stretched() -> None:
 
 
 def test_opaque_has_no_alpha_and_transparent_keeps_it() -> None:
-    assert imaging.apply_background(disc(), transparent=False).mode == "RGB"
-    kept = imaging.apply_background(disc(), transparent=True)
+    assert imaging.apply_background(disc(), "opaque").mode == "RGB"
+    kept = imaging.apply_background(disc(), "alpha")
     assert kept.mode == "RGBA" and kept.getchannel("A").getextrema() == (0, 255)
 
 
 def test_key_out_backdrop_of_an_rgb_picture() -> None:
-    keyed = imaging.apply_background(disc("RGB"), transparent=True)
+    keyed = imaging.apply_background(disc("RGB"), "key_out")
     assert keyed.mode == "RGBA"
     assert keyed.getpixel((2, 2))[3] == 0
     assert keyed.getpixel((32, 32)) == (200, 30, 30, 255)
@@ -47,8 +47,8 @@ def test_key_out_backdrop_of_an_rgb_picture() -> None:
 @pytest.mark.parametrize(("fmt", "pil", "mode"), [("png", "PNG", "RGBA"), ("webp", "WEBP", "RGBA"),
                                                   ("jpeg", "JPEG", "RGB")])
 def test_encode(fmt: str, pil: str, mode: str) -> None:
-    data = imaging.finish(disc(), 512, 512, transparent=fmt != "jpeg", output_format=fmt,
-                          compression=80)
+    data = imaging.finish(disc(), 512, 512, "opaque" if fmt == "jpeg" else "alpha",
+                          output_format=fmt, compression=80)
     image = Image.open(io.BytesIO(data))
     assert image.format == pil and image.size == (512, 512) and image.mode == mode
 

@@ -158,13 +158,13 @@ def test_request_id_on_every_response(serve: Serve) -> None:
         raise RuntimeError("an unexpected bug")
 
     service = keyed.app.state.limner.service
-    original = service.generate
-    service.generate = explode
+    original = service.start
+    service.start = explode
     try:
         cases.append((500, httpx.post(keyed.base_url + GEN, headers=auth, timeout=30,
                                       json={"prompt": "x", "model": "gpt-image-1"})))
     finally:
-        service.generate = original
+        service.start = original
     ids = set()
     for expected, response in cases:
         assert response.status_code == expected, (expected, response.text[:200])

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import io
 import zlib
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
 OPAQUE_BACKDROP = (255, 255, 255)
+Background = Literal["opaque", "alpha", "key_out"]
+"""How a picture gets its background: on white, with the alpha the engine drew, or with the
+plain backdrop an RGB engine was asked for keyed out."""
 
 
 def fit_to_size(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -45,14 +49,13 @@ def _resize(image: Image.Image, width: int, height: int) -> Image.Image:
     return premultiplied.resize((width, height), Image.Resampling.LANCZOS).convert("RGBA")
 
 
-def apply_background(image: Image.Image, transparent: bool) -> Image.Image:
-    """`opaque` -> RGB on a white backdrop; `transparent` -> RGBA with a real alpha channel.
-
-    An RGB picture asked for as transparent has its backdrop keyed out (`key_out_backdrop`).
+def apply_background(image: Image.Image, background: Background) -> Image.Image:
+    """`opaque` -> RGB on a white backdrop; `alpha` -> RGBA as the engine drew it; `key_out`
+    -> RGBA with the plain backdrop the engine was asked for keyed out (`key_out_backdrop`).
     """
-    if transparent:
-        if image.mode == "RGBA":
-            return image
+    if background == "alpha":
+        return image.convert("RGBA")
+    if background == "key_out":
         return key_out_backdrop(image.convert("RGB"))
     if image.mode == "RGBA":
         backdrop = Image.new("RGB", image.size, OPAQUE_BACKDROP)
@@ -107,8 +110,8 @@ def encode(image: Image.Image, output_format: str, compression: int = 100) -> by
     return buffer.getvalue()
 
 
-def finish(image: Image.Image, width: int, height: int, transparent: bool,
+def finish(image: Image.Image, width: int, height: int, background: Background,
            output_format: str, compression: int) -> bytes:
     """The whole imaging step: exact size, then background, then encoding."""
-    return encode(apply_background(fit_to_size(image, width, height), transparent),
+    return encode(apply_background(fit_to_size(image, width, height), background),
                   output_format, compression)

@@ -36,6 +36,8 @@ BACKDROP_HINT = ", isolated on a plain white background"
 """Added to the prompt when an RGB-only model must draw something we then key out."""
 
 StreamEvent = ImageGenPartialImageEvent | ImageGenCompletedEvent
+LONG_PROMPT = 4096
+"""Characters beyond which moderation runs in a worker thread rather than on the loop."""
 MAX_EVENT_B64 = 32 * 1024 * 1024 - 4096
 """The Go SDK and the official CLI refuse SSE lines over 32 MiB."""
 
@@ -96,8 +98,23 @@ class ImageService:
         """Let the encoder threads go once the work already handed to them is done."""
         self._encoders.shutdown(wait=False)
 
-    # 1. Checks that need no engine ------------------------------------------------------
-    def check_moderation(self, plan: GenerationPlan, request_id: str) -> None:
+    # 1. Admission: every refusal is raised here, before any response starts ---------------
+    async def start(self, plan: GenerationPlan, request_id: str) -> Generation:
+        """Moderation, then the engine's queue (429 when full). The generation is then read
+        either as one response or as stream events: both ways go through here."""
+        if len(plan.params.prompt) > LONG_PROMPT:
+            await self._off_loop(self._moderate, plan, request_id)
+        else:
+            self._moderate(plan, request_id)
+        scheduler = self.schedulers[plan.entry.engine]
+        background = _background(plan, scheduler.engine.info.draws_alpha)
+        params = plan.params
+        if background == "key_out":
+            params = dataclasses.replace(params, prompt=params.prompt + BACKDROP_HINT)
+        job = scheduler.submit(params, plan.partial_images if plan.stream else 0)
+        return Generation(self, plan, job, background)
+
+    def _moderate(self, plan: GenerationPlan, request_id: str) -> None:
         categories = self.policy.violations(plan.params.prompt, plan.moderation)
         if not categories:
             return
@@ -116,23 +133,14 @@ class ImageService:
             code="content_policy_violation",
         )
 
-    # 2. Admission ---------------------------------------------------------------------------
-    def submit(self, plan: GenerationPlan) -> Job:
-        scheduler = self.schedulers[plan.entry.engine]
-        params = plan.params
-        if params.transparent and not scheduler.engine.info.draws_alpha:
-            params = dataclasses.replace(params, prompt=params.prompt + BACKDROP_HINT)
-        return scheduler.submit(params, plan.partial_images if plan.stream else 0)
-
-    # 3. Non-streaming -----------------------------------------------------------------------
-    async def generate(self, plan: GenerationPlan) -> ImagesResponse:
-        """Draws an admitted plan: `check_moderation` has passed."""
-        job = self.submit(plan)
+    # 2. One response ------------------------------------------------------------------------
+    async def _response(self, generation: Generation) -> ImagesResponse:
+        plan, job = generation.plan, generation.job
         try:
             images = await job.result
         finally:
             job.cancel()
-        data = await self._deliver(plan, images)
+        data = await self._deliver(generation, images)
         self.metrics.images.inc(len(data), model=plan.model)
         response = ImagesResponse(created=int(self.clock()), data=data)
         if plan.is_gpt:
@@ -143,14 +151,10 @@ class ImageService:
             response.usage = self._usage(plan, plan.params.n)
         return response
 
-    # 4. Streaming ---------------------------------------------------------------------------
-    async def stream(self, plan: GenerationPlan, job: Job,
-                     heartbeat_s: float = 10.0) -> AsyncIterator[StreamEvent | None]:
-        """Partial events as the engine reports them, then one completed event per image.
-
-        Yields `None` when nothing happened for `heartbeat_s`, so the caller can send a
-        keep-alive comment. The job is cancelled if the consumer stops early.
-        """
+    # 3. Stream events -----------------------------------------------------------------------
+    async def _events(self, generation: Generation,
+                      heartbeat_s: float) -> AsyncIterator[StreamEvent | None]:
+        plan, job = generation.plan, generation.job
         try:
             counters: dict[int, int] = {}
             while not job.result.done():
@@ -166,17 +170,18 @@ class ImageService:
                     if not done:
                         yield None
                     continue
-                async for event in self._partial_events(plan, getter.result(), counters):
+                async for event in self._partial_events(generation, getter.result(),
+                                                        counters):
                     yield event
             while not job.partials.empty():
-                async for event in self._partial_events(plan, job.partials.get_nowait(),
+                async for event in self._partial_events(generation, job.partials.get_nowait(),
                                                         counters):
                     yield event
             images = await job.result
             per_image = stream_usage(self._usage(plan, 1))
             self.metrics.images.inc(len(images), model=plan.model)
             for picture in images:
-                text = await self._off_loop(self._encode_b64, plan, picture)
+                text = await self._off_loop(self._encode_b64, generation, picture)
                 yield ImageGenCompletedEvent(
                     b64_json=text, created_at=int(self.clock()),
                     size=plan.size, quality=plan.quality, background=plan.background,
@@ -186,10 +191,11 @@ class ImageService:
             job.cancel()
 
     # Helpers ----------------------------------------------------------------------------
-    async def _partial_events(self, plan: GenerationPlan, partial: PartialImage,
+    async def _partial_events(self, generation: Generation, partial: PartialImage,
                               counters: dict[int, int]) -> AsyncIterator[StreamEvent]:
+        plan = generation.plan
         for position, picture in enumerate(partial.images):
-            text = await self._off_loop(self._encode_b64, plan, picture)
+            text = await self._off_loop(self._encode_b64, generation, picture)
             index = counters.get(position, 0)
             counters[position] = index + 1
             yield ImageGenPartialImageEvent(
@@ -198,31 +204,36 @@ class ImageService:
                 output_format=plan.output_format, partial_image_index=index,
             )
 
-    def _encode(self, plan: GenerationPlan, picture: Image.Image) -> bytes:
+    def _encode(self, generation: Generation, picture: Image.Image) -> bytes:
+        plan = generation.plan
         p = plan.params
         started = time.perf_counter()
-        blob = imaging.finish(picture, p.width, p.height, p.transparent, plan.output_format,
-                              plan.output_compression)
+        blob = imaging.finish(picture, p.width, p.height, generation.background,
+                              plan.output_format, plan.output_compression)
         self.metrics.encode_seconds.observe(time.perf_counter() - started, model=plan.model)
         return blob
 
-    def _encode_b64(self, plan: GenerationPlan, picture: Image.Image) -> str:
+    def _encode_b64(self, generation: Generation, picture: Image.Image) -> str:
         """One stream event's image: base64 too grows with the picture, so not on the loop."""
-        return _stream_b64(self._encode(plan, picture))
+        return _stream_b64(self._encode(generation, picture))
 
-    def _encode_all(self, plan: GenerationPlan, pictures: list[Image.Image]) -> list[bytes]:
-        return [self._encode(plan, picture) for picture in pictures]
+    def _encode_all(self, generation: Generation, pictures: list[Image.Image]) -> list[bytes]:
+        return [self._encode(generation, picture) for picture in pictures]
 
-    def _encode_all_b64(self, plan: GenerationPlan, pictures: list[Image.Image]) -> list[str]:
-        return [base64.b64encode(blob).decode() for blob in self._encode_all(plan, pictures)]
+    def _encode_all_b64(self, generation: Generation,
+                        pictures: list[Image.Image]) -> list[str]:
+        return [base64.b64encode(blob).decode()
+                for blob in self._encode_all(generation, pictures)]
 
-    async def _deliver(self, plan: GenerationPlan, pictures: list[Image.Image]) -> list[ImageData]:
+    async def _deliver(self, generation: Generation,
+                       pictures: list[Image.Image]) -> list[ImageData]:
         """Encoded as base64, or stored all together: a request that fails keeps no file."""
+        plan = generation.plan
         revised = plan.params.prompt if plan.entry.rules.family == "dall-e-3" else None
         if plan.response_format == "b64_json":
-            texts = await self._off_loop(self._encode_all_b64, plan, pictures)
+            texts = await self._off_loop(self._encode_all_b64, generation, pictures)
             return [ImageData(b64_json=text, revised_prompt=revised) for text in texts]
-        blobs = await self._off_loop(self._encode_all, plan, pictures)
+        blobs = await self._off_loop(self._encode_all, generation, pictures)
         store = self.delivery.store
         storing = asyncio.ensure_future(asyncio.to_thread(store.put_all, blobs,
                                                           plan.output_format))
@@ -239,3 +250,33 @@ class ImageService:
         p = plan.params
         partials = plan.partial_images if plan.stream else 0
         return generation_usage(plan.prompt_tokens, p.width, p.height, plan.quality, n, partials)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """An admitted request: read it as one `response()` or as `events()`, not both."""
+
+    service: ImageService
+    plan: GenerationPlan
+    job: Job
+    background: imaging.Background
+    """How the picture gets its background, decided once at admission (`_background`)."""
+
+    async def response(self) -> ImagesResponse:
+        return await self.service._response(self)
+
+    def events(self, heartbeat_s: float = 10.0) -> AsyncIterator[StreamEvent | None]:
+        """Partial events as the engine reports them, then one completed event per image.
+
+        Yields `None` when nothing happened for `heartbeat_s`, so the caller can send a
+        keep-alive comment. The job is cancelled if the consumer stops early.
+        """
+        return self.service._events(self, heartbeat_s)
+
+
+def _background(plan: GenerationPlan, draws_alpha: bool) -> imaging.Background:
+    """The one place transparency is decided: the engine's own alpha where it draws one;
+    otherwise a plain backdrop, asked for in the prompt and keyed out afterwards."""
+    if plan.background != "transparent":
+        return "opaque"
+    return "alpha" if draws_alpha else "key_out"

@@ -67,25 +67,23 @@ async def create_image(request: Request) -> Response:
     return response
 
 
-def _admit(body: bytes, state: AppState, request_id: str) -> GenerationPlan:
-    """Every check that needs no engine: JSON, types, the model's rules, moderation."""
+def _plan(body: bytes, state: AppState) -> GenerationPlan:
+    """Every check that needs neither an engine nor moderation: JSON, types, the rules."""
     image_request = parse_request(parse_json(body))
-    plan = plan_request(image_request, state.catalogue, state.settings.auto_size)
-    state.service.check_moderation(plan, request_id)
-    return plan
+    return plan_request(image_request, state.catalogue, state.settings.auto_size)
 
 
 async def _create_image(request: Request) -> Response:
     state = app_state(request.app)
     request_id: str = request.state.request_id
     # 1. Parse and validate everything before any work starts or a stream opens. The work
-    # grows with the body (a prompt may be 32,000 characters), so a large one is admitted in
+    # grows with the body (a prompt may be 32,000 characters), so a large one is planned in
     # a thread while the event loop serves everyone else.
     body = await read_body(request, state.settings.max_body_bytes)
     if len(body) <= INLINE_BODY_BYTES:
-        plan = _admit(body, state, request_id)
+        plan = _plan(body, state)
     else:
-        plan = await asyncio.to_thread(_admit, body, state, request_id)
+        plan = await asyncio.to_thread(_plan, body, state)
     if plan.entry.engine not in state.loaded:
         raise Unavailable(
             f"The model '{plan.model}' is still loading; retry in a few seconds.",
@@ -93,18 +91,17 @@ async def _create_image(request: Request) -> Response:
         )
     log.info("%s model=%s n=%d size=%s quality=%s stream=%s user=%r", request_id, plan.model,
              plan.params.n, plan.size, plan.quality, plan.stream, plan.user)
-    service = state.service
-    # 2. Streaming: admission errors (queue full) still come as plain JSON.
+    # 2. Moderation and the queue: their refusals (400, 429) come as plain JSON, streams too.
+    generation = await state.service.start(plan, request_id)
     if plan.stream:
-        job = service.submit(plan)
         return StreamingResponse(
-            sse_body(service.stream(plan, job)),
+            sse_body(generation.events()),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
     # 3. One JSON answer; the job is cancelled if the client goes away.
     try:
-        result = await _until_disconnect(request, service.generate(plan))
+        result = await _until_disconnect(request, generation.response())
     except ClientGone:
         log.info("%s client disconnected; generation cancelled", request_id)
         return Response(status_code=499)
