@@ -102,7 +102,7 @@ async def test_cancelled_queued_job_never_runs() -> None:
     first = scheduler.submit(params(prompt="first", size=32))
     second = scheduler.submit(params(prompt="second"))
     second.cancel()
-    assert second not in scheduler._pending
+    assert scheduler.queue_depth == 1  # only the first is left waiting
     await first.result
     await asyncio.sleep(0.05)
     assert [p.prompt for batch in engine.batches for p in batch] == ["first"]
@@ -191,3 +191,38 @@ async def test_event_loop_stays_free_during_generation() -> None:
         ticks += 1
     assert ticks > 10
     await scheduler.stop()
+
+
+async def test_take_compatible_on_a_plain_queue() -> None:
+    """The batching rule alone: same size, quality and steps as the head, oldest first,
+    while the batch has room for all of a job's images."""
+    from collections import deque
+
+    from limner.scheduler.scheduler import Job, take_compatible
+
+    loop = asyncio.get_running_loop()
+
+    def job(n: int = 1, size: int = 64, quality: str = "low") -> Job:
+        return Job(params(n=n, size=size, quality=quality), 0, None, loop)
+
+    head = job()
+    big, other_size, other_quality, fits, late = job(n=4), job(size=128), \
+        job(quality="high"), job(n=2), job()
+    pending = deque([big, other_size, other_quality, fits, late])
+    batch = [head]
+    take_compatible(pending, batch, max_images=4)
+    assert batch == [head, fits, late]  # `big` would make 5 images
+    assert list(pending) == [big, other_size, other_quality]
+    take_compatible(pending, batch, max_images=4)  # full: nothing more
+    assert batch == [head, fits, late]
+
+
+async def test_deadlines_and_waits_follow_the_scheduler_clock() -> None:
+    """One clock: a job's submission time and deadline come from the injected clock."""
+    clock = ManualClock()
+    scheduler = Scheduler(FakeEngine(), request_timeout_s=5, clock=clock)
+    job = scheduler.submit(params())
+    assert (job.submitted_at, job.deadline) == (1000.0, 1005.0)
+    await scheduler.stop(grace_s=0)
+    with pytest.raises(Unavailable):
+        await job.result

@@ -62,7 +62,9 @@ class Job:
     """A request in the scheduler: await `result`, read `partials`, or `cancel()`."""
 
     def __init__(self, params: GenerationParams, partial_images: int,
-                 deadline: float | None, loop: asyncio.AbstractEventLoop) -> None:
+                 deadline: float | None, loop: asyncio.AbstractEventLoop, *,
+                 submitted_at: float = 0.0,
+                 on_cancel: Callable[[Job], None] | None = None) -> None:
         self.id = next(_ids)
         self.params = params
         self.partial_images = partial_images
@@ -73,10 +75,11 @@ class Job:
         self._timed_out = threading.Event()
         self._partials_sent = 0
         self._loop = loop
-        self.submitted_at = time.monotonic()
+        self.submitted_at = submitted_at
+        """On the scheduler's clock."""
         self.follows_closely = False
         """It arrived within `batch_wait_s` of the request before it: more may be coming."""
-        self._on_cancel: Callable[[Job], None] | None = None
+        self._on_cancel = on_cancel
 
     @property
     def key(self) -> BatchKey:
@@ -95,17 +98,39 @@ class Job:
         if self._on_cancel is not None:
             self._on_cancel(self)
 
-    def _expire(self) -> None:
+    @property
+    def timed_out(self) -> bool:
+        return self._timed_out.is_set()
+
+    def expire(self) -> None:
+        """Its deadline passed: stop it like a cancelled one, and fail it as timed out."""
         self._timed_out.set()
         self._cancelled.set()
 
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
         if not self.result.done():
             self.result.set_exception(error)
 
-    def _succeed(self, images: list[Image.Image]) -> None:
+    def succeed(self, images: list[Image.Image]) -> None:
         if not self.result.done():
             self.result.set_result(images)
+
+    def send_partial(self, step: int, total: int, images: list[Image.Image]) -> None:
+        """From the engine's thread: hand this job's pictures at `step` to the event loop."""
+        partial = PartialImage(self._partials_sent, step, total, images)
+        self._partials_sent += 1
+        self._loop.call_soon_threadsafe(self.partials.put_nowait, partial)
+
+
+def take_compatible(pending: deque[Job], batch: list[Job], max_images: int) -> None:
+    """Moves the queued jobs that can join `batch` into it, oldest first: those with the head's
+    size, quality and steps, while the batch has room for all their images."""
+    images = sum(job.params.n for job in batch)
+    for job in list(pending):
+        if job.key == batch[0].key and images + job.params.n <= max_images:
+            pending.remove(job)
+            batch.append(job)
+            images += job.params.n
 
 
 class Scheduler:
@@ -132,6 +157,9 @@ class Scheduler:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limner-engine")
         self._worker: asyncio.Task[None] | None = None
         self._running: list[Job] = []
+        self._idle = asyncio.Event()
+        """Set while nothing is queued or running: what `stop` waits for."""
+        self._idle.set()
         self._closing = False
         self._seconds_per_image = 1.0
         """A guess until the first batch is measured, then a moving average."""
@@ -157,12 +185,13 @@ class Scheduler:
         deadline = None
         if self.request_timeout_s is not None:
             deadline = self.clock() + self.request_timeout_s
-        job = Job(params, partial_images, deadline, asyncio.get_running_loop())
-        job._on_cancel = self._discard
         now = self.clock()
+        job = Job(params, partial_images, deadline, asyncio.get_running_loop(),
+                  submitted_at=now, on_cancel=self._discard)
         job.follows_closely = now - self._last_arrival <= self.batch_wait_s
         self._last_arrival = now
         self._pending.append(job)
+        self._idle.clear()
         self._arrived.set()
         return job
 
@@ -199,6 +228,11 @@ class Scheduler:
     def _discard(self, job: Job) -> None:
         with contextlib.suppress(ValueError):
             self._pending.remove(job)
+        self._note_if_idle()
+
+    def _note_if_idle(self) -> None:
+        if not self._pending and not self._running:
+            self._idle.set()
 
     # Lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -208,11 +242,10 @@ class Scheduler:
     async def stop(self, grace_s: float = 30.0) -> None:
         """Refuse new work, let queued and running work finish within `grace_s`, then cancel."""
         self._closing = True
-        deadline = time.monotonic() + grace_s
-        while (self._pending or self._running) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace_s)
         for job in [*self._pending, *self._running]:
-            job._fail(Unavailable("The server shut down before this request finished.",
+            job.fail(Unavailable("The server shut down before this request finished.",
                                   code="shutting_down"))
             job.cancel()
         self._pending.clear()
@@ -235,17 +268,12 @@ class Scheduler:
     async def _gather_batch(self) -> list[Job]:
         head = self._pending.popleft()
         batch = [head]
-        images = head.params.n
         wait = self.batch_wait_s if self._pending or head.follows_closely else 0.0
         window_end = self.clock() + wait
         while True:
-            for job in list(self._pending):
-                if job.key == head.key and images + job.params.n <= self.max_batch_images:
-                    self._pending.remove(job)
-                    batch.append(job)
-                    images += job.params.n
+            take_compatible(self._pending, batch, self.max_batch_images)
             remaining = window_end - self.clock()
-            if images >= self.max_batch_images or remaining <= 0:
+            if sum(job.params.n for job in batch) >= self.max_batch_images or remaining <= 0:
                 break
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
@@ -254,35 +282,34 @@ class Scheduler:
         live = []
         for job in batch:
             if job.deadline is not None and now >= job.deadline:
-                job._fail(_timed_out())
+                job.fail(_timed_out())
             elif not job.cancelled:
                 live.append(job)
+        if not live:
+            self._note_if_idle()
         return live
 
     async def _run_batch(self, batch: list[Job]) -> None:
         loop = asyncio.get_running_loop()
         self._running = batch
-        self._running_since = self.clock()
-        started = time.monotonic()
+        started = self._running_since = self.clock()
         model = self.engine.info.name
         if self.metrics is not None:
             self.metrics.batch_images.observe(sum(j.params.n for j in batch), model=model)
             for job in batch:
                 self.metrics.queue_seconds.observe(started - job.submitted_at, model=model)
         try:
-            images = await loop.run_in_executor(
-                self._executor, self._generate, batch, loop
-            )
+            images = await loop.run_in_executor(self._executor, self._generate, batch)
         except GenerationCancelled:
             for job in batch:
-                if job._timed_out.is_set():
-                    job._fail(_timed_out())
+                if job.timed_out:
+                    job.fail(_timed_out())
                 else:
                     job.cancel()
             return
         except LimnerError as exc:
             for job in batch:
-                job._fail(exc)
+                job.fail(exc)
             return
         except Exception as exc:
             log.exception("engine %s failed on a batch of %d", self.engine.info.name, len(batch))
@@ -291,11 +318,12 @@ class Scheduler:
                 code="generation_failed",
             )
             for job in batch:
-                job._fail(error)
+                job.fail(error)
             return
         finally:
             self._running = []
-        elapsed = time.monotonic() - started
+            self._note_if_idle()
+        elapsed = self.clock() - started
         count = sum(job.params.n for job in batch)
         if self.metrics is not None:
             self.metrics.batch_seconds.observe(elapsed, model=model)
@@ -304,27 +332,26 @@ class Scheduler:
                                    if self._measured else per_image)
         self._measured = True
         for job, job_images in zip(batch, images, strict=True):
-            if job._timed_out.is_set():
-                job._fail(_timed_out())
+            if job.timed_out:
+                job.fail(_timed_out())
             else:
-                job._succeed(job_images)
+                job.succeed(job_images)
 
-    def _generate(self, batch: list[Job], loop: asyncio.AbstractEventLoop) -> list[
-            list[Image.Image]]:
+    def _generate(self, batch: list[Job]) -> list[list[Image.Image]]:
         """Runs in the engine thread."""
         plans: dict[int, list[int]] = {}
-        last_step = [time.monotonic()]
+        last_step = [self.clock()]
         model = self.engine.info.name
 
         def on_step(update: StepUpdate) -> None:
             if self.metrics is not None:
-                moment = time.monotonic()
+                moment = self.clock()
                 self.metrics.step_seconds.observe(moment - last_step[0], model=model)
                 last_step[0] = moment
             now = self.clock()
             for job in batch:
                 if job.deadline is not None and now >= job.deadline and not job.cancelled:
-                    job._expire()
+                    job.expire()
             if all(job.cancelled for job in batch):
                 raise GenerationCancelled()
             wanted = []
@@ -338,10 +365,7 @@ class Scheduler:
                 return
             previews = update.preview()
             for index, job in wanted:
-                partial = PartialImage(job._partials_sent, update.step, update.total,
-                                       previews[index])
-                job._partials_sent += 1
-                loop.call_soon_threadsafe(job.partials.put_nowait, partial)
+                job.send_partial(update.step, update.total, previews[index])
 
         return self.engine.generate([job.params for job in batch], on_step)
 
