@@ -29,12 +29,9 @@ import argparse
 import gc
 import json
 import math
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_engine
 

@@ -52,7 +52,6 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 import bench_engine  # noqa: E402
 

@@ -8,16 +8,14 @@ test through `from_pretrained`, exactly as downloaded weights would be.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from limner.testing.tiny_pipeline import clip_tokenizer
 
-from tiny_pipeline import clip_tokenizer  # noqa: E402
+CONFIGS = Path(__file__).resolve().parent / "configs"
 
 MODELS = ("sd-turbo", "sdxs-512")
 

@@ -54,7 +54,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from load_test import (
+from PIL import Image
+
+from limner.rules import OPENAI_MODELS
+from limner.testing.load import (
     LOOPBACK,
     MAX_CLIENTS,
     MAX_SECONDS,
@@ -64,9 +67,6 @@ from load_test import (
     require_loopback,
     spawn_server,
 )
-from PIL import Image
-
-from limner.rules import OPENAI_MODELS
 
 SIZES = ("256x256", "512x512", "1024x1024")
 FORMATS = ("png", "jpeg", "webp")

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from openai.types import Image as ImageData
+from openai.types import ImagesResponse
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,6 +26,12 @@ from limner.engines.base import Engine
 from limner.engines.fake import FakeEngine
 from limner.server.app import create_app
 from limner.server.runner import LimnerServer, uvicorn_config
+
+
+def images_of(response: ImagesResponse) -> list[ImageData]:
+    """The SDK types `data` as optional; every answer of ours has it."""
+    assert response.data is not None
+    return response.data
 
 
 @dataclass

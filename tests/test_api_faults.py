@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import httpx
+import httpx2
 import openai
 import pytest
 from conftest import RunningServer
@@ -117,18 +118,19 @@ def test_a_burst_through_the_sdk_loses_nothing_it_was_told_to_retry(serve: Serve
     server = serve(engines={"fake": FakeEngine(step_s=0.03, max_batch_images=2)}, max_queue=4)
     client = openai.OpenAI(base_url=server.v1, api_key="k")  # max_retries: the default, 2
     client.images.generate(prompt="warm-up", model="gpt-image-1", quality="low")
-    refusals: list[httpx.Response] = []
+    refusals: list[httpx2.Response] = []
 
     def call(i: int) -> int:
         raw = client.images.with_raw_response.generate(prompt=f"otter {i}",
                                                       model="gpt-image-1", quality="low")
         return raw.retries_taken
 
-    def record(response: httpx.Response) -> None:
+    def record(response: httpx2.Response) -> None:
         if response.status_code == 429:
             refusals.append(response)
 
-    client = client.with_options(http_client=httpx.Client(event_hooks={"response": [record]}))
+    # The SDK's own HTTP package (httpx2), with a hook that sees every answer, 429s included.
+    client = client.with_options(http_client=httpx2.Client(event_hooks={"response": [record]}))
     with concurrent.futures.ThreadPoolExecutor(48) as pool:
         retries = list(pool.map(call, range(48)))  # raises RateLimitError if one is lost
     assert len(retries) == 48

@@ -8,9 +8,10 @@ import json
 from collections.abc import Callable
 
 import httpx
+import numpy as np
 import openai
 import pytest
-from conftest import RunningServer
+from conftest import RunningServer, images_of
 from PIL import Image
 
 Serve = Callable[..., RunningServer]
@@ -43,8 +44,8 @@ def error_of(response: httpx.Response) -> dict[str, object]:
 # Successful generations ---------------------------------------------------------------------
 def test_bare_prompt_is_dall_e_2_with_a_url(client: openai.OpenAI, server: RunningServer) -> None:
     response = client.images.generate(prompt="a cute baby sea otter")
-    assert len(response.data) == 1
-    item = response.data[0]
+    assert len(images_of(response)) == 1
+    item = images_of(response)[0]
     assert item.b64_json is None and item.revised_prompt is None
     assert item.url is not None and item.url.startswith(server.base_url + "/v1/files/images/")
     assert response.usage is None and response.size is None and response.quality is None
@@ -57,9 +58,9 @@ def test_bare_prompt_is_dall_e_2_with_a_url(client: openai.OpenAI, server: Runni
 
 def test_gpt_image_1_defaults(client: openai.OpenAI) -> None:
     response = client.images.generate(prompt="otter", model="gpt-image-1")
-    image = decode(response.data[0].b64_json)
+    image = decode(images_of(response)[0].b64_json)
     assert (image.format, image.size, image.mode) == ("PNG", (1024, 1024), "RGB")
-    assert response.data[0].url is None
+    assert images_of(response)[0].url is None
     assert (response.size, response.quality, response.background, response.output_format) == (
         "1024x1024", "medium", "opaque", "png")
     usage = response.usage
@@ -73,8 +74,8 @@ def test_gpt_image_1_defaults(client: openai.OpenAI) -> None:
                                                   ("jpeg", "JPEG")])
 def test_output_formats_and_sizes(client: openai.OpenAI, fmt: str, pil_format: str) -> None:
     response = client.images.generate(prompt="otter", model="gpt-image-1", size="1536x1024",
-                                      output_format=fmt, quality="low")  # type: ignore[arg-type]
-    image = decode(response.data[0].b64_json)
+                                      output_format=fmt, quality="low")  # type: ignore[call-overload]
+    image = decode(images_of(response)[0].b64_json)
     assert image.format == pil_format and image.size == (1536, 1024) and image.mode == "RGB"
     assert response.output_format == fmt and response.size == "1536x1024"
     assert response.usage is not None and response.usage.output_tokens == 16 * 25
@@ -86,16 +87,17 @@ def test_jpeg_compression_changes_the_bytes(client: openai.OpenAI) -> None:
         response = client.images.generate(prompt="otter", model="gpt-image-1",
                                           output_format="jpeg", output_compression=compression,
                                           extra_body={"seed": 3})
-        assert response.data[0].b64_json is not None
-        sizes.append(len(base64.b64decode(response.data[0].b64_json)))
+        b64 = images_of(response)[0].b64_json
+        assert b64 is not None
+        sizes.append(len(base64.b64decode(b64)))
     assert sizes[0] < sizes[1]
 
 
 @pytest.mark.parametrize("fmt", ["png", "webp"])
 def test_transparent_background_has_real_alpha(client: openai.OpenAI, fmt: str) -> None:
     response = client.images.generate(prompt="otter", model="gpt-image-1", background="transparent",
-                                      output_format=fmt)  # type: ignore[arg-type]
-    image = decode(response.data[0].b64_json)
+                                      output_format=fmt)  # type: ignore[call-overload]
+    image = decode(images_of(response)[0].b64_json)
     assert image.mode == "RGBA"
     alpha = image.getchannel("A")
     low, high = alpha.getextrema()
@@ -105,7 +107,7 @@ def test_transparent_background_has_real_alpha(client: openai.OpenAI, fmt: str) 
 
 def test_gpt_image_2_free_size(client: openai.OpenAI) -> None:
     response = client.images.generate(prompt="otter", model="gpt-image-2", size="1536x864")
-    image = decode(response.data[0].b64_json)
+    image = decode(images_of(response)[0].b64_json)
     assert image.size == (1536, 864)
     assert response.size == "1536x864"
 
@@ -115,24 +117,25 @@ def test_n_images_differ_and_seed_reproduces(client: openai.OpenAI) -> None:
                                    extra_body={"seed": 42})
     again = client.images.generate(prompt="otter", model="gpt-image-1", n=3, quality="low",
                                    extra_body={"seed": 42})
-    pixels = [decode(d.b64_json).tobytes() for d in first.data]
+    pixels = [decode(d.b64_json).tobytes() for d in images_of(first)]
     assert len(set(pixels)) == 3
-    assert pixels == [decode(d.b64_json).tobytes() for d in again.data]
+    assert pixels == [decode(d.b64_json).tobytes() for d in images_of(again)]
 
 
 def test_dall_e_3_revised_prompt_and_b64(client: openai.OpenAI) -> None:
     response = client.images.generate(prompt="otter", model="dall-e-3", size="1792x1024",
                                       response_format="b64_json", style="natural", quality="hd")
-    assert response.data[0].revised_prompt == "otter"
-    assert decode(response.data[0].b64_json).size == (1792, 1024)
+    assert images_of(response)[0].revised_prompt == "otter"
+    assert decode(images_of(response)[0].b64_json).size == (1792, 1024)
     assert response.usage is None
 
 
 def test_url_works_for_gpt_models_as_an_extension(client: openai.OpenAI) -> None:
     response = client.images.generate(prompt="otter", model="gpt-image-1", response_format="url",
                                       output_format="webp")
-    assert response.data[0].url is not None and response.data[0].b64_json is None
-    download = httpx.get(response.data[0].url)
+    url = images_of(response)[0].url
+    assert url is not None and images_of(response)[0].b64_json is None
+    download = httpx.get(url)
     assert download.headers["content-type"] == "image/webp"
     assert Image.open(io.BytesIO(download.content)).format == "WEBP"
 
@@ -156,7 +159,7 @@ async def test_async_client(server: RunningServer) -> None:
     client = openai.AsyncOpenAI(base_url=server.v1, api_key="k", max_retries=0)
     response = await client.images.generate(prompt="otter", model="gpt-image-1-mini",
                                             size="1024x1536")
-    assert decode(response.data[0].b64_json).size == (1024, 1536)
+    assert decode(images_of(response)[0].b64_json).size == (1024, 1536)
     await client.close()
 
 
@@ -390,7 +393,7 @@ def test_healthz_reports_the_default_model(server: RunningServer) -> None:
 
 # Signed URLs --------------------------------------------------------------------------------
 def test_signed_urls_tamper_and_expiry(client: openai.OpenAI, server: RunningServer) -> None:
-    url = client.images.generate(prompt="otter").data[0].url
+    url = images_of(client.images.generate(prompt="otter"))[0].url
     assert url is not None
     assert httpx.get(url).status_code == 200
     path, query = url.split("?")
@@ -446,7 +449,7 @@ def test_stream_partials_are_intermediate_states(client: openai.OpenAI) -> None:
     assert partial.mode == final.mode == "RGBA"
     # The fake engine's disc grows with each step: the partial covers fewer pixels.
     def covered(image: Image.Image) -> int:
-        return sum(1 for a in image.getchannel("A").getdata() if a > 128)
+        return int((np.asarray(image.getchannel("A")) > 128).sum())
     assert covered(partial) < covered(final)
 
 

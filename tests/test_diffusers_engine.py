@@ -13,9 +13,8 @@ import numpy as np
 import openai
 import pytest
 import torch
-from conftest import RunningServer
+from conftest import RunningServer, images_of
 from PIL import Image
-from tiny_pipeline import build_tiny_decoder, build_tiny_sd
 
 import limner.engines.diffusers.accel
 from limner.config import EngineConfig
@@ -31,6 +30,7 @@ from limner.engines.diffusers.engine import (
 )
 from limner.engines.registry import build_engine
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
+from limner.testing.tiny_pipeline import build_tiny_decoder, build_tiny_sd
 
 torch.set_num_threads(1)
 
@@ -267,8 +267,9 @@ def test_served_end_to_end(serve: Callable[..., RunningServer], tiny_sd: Path) -
     client = openai.OpenAI(base_url=server.v1, api_key="k", max_retries=0)
     response = client.images.generate(prompt="a fox", model="gpt-image-1", size="1024x1536",
                                       background="transparent", quality="low")
-    assert response.data[0].b64_json is not None
-    image = Image.open(io.BytesIO(base64.b64decode(response.data[0].b64_json)))
+    b64 = images_of(response)[0].b64_json
+    assert b64 is not None
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
     assert image.size == (1024, 1536) and image.mode == "RGBA"
     events = list(client.images.generate(prompt="a fox", model="tiny-sd", stream=True,
                                          partial_images=2, quality="high"))
@@ -355,6 +356,7 @@ def test_compile_is_accepted() -> None:
     assert DiffusersEngine("/models/x", device="cpu").compile_mode is None
 
 
+@pytest.mark.slow
 def test_compiled_engine_draws_the_eager_picture(tiny_sd: Path, tmp_path: Path) -> None:
     """The UNet and the decoder run compiled; partial images keep the eager decoder."""
     taesd = str(build_tiny_decoder(tmp_path / "taesd"))

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import openai
-from conftest import free_port, wait_until_healthy
+import pytest
+from conftest import free_port, images_of, wait_until_healthy
 from PIL import Image
+
+pytestmark = pytest.mark.slow  # a real `limner serve` process loading the model
 
 
 def decode(b64: str | None) -> Image.Image:
@@ -34,7 +37,7 @@ def test_default_serve_draws_with_the_embedded_model(tmp_path: Path) -> None:
 
         opaque = client.images.generate(prompt="a cute baby sea otter", model="gpt-image-1",
                                         quality="low", extra_body={"seed": 1})
-        image = decode(opaque.data[0].b64_json)
+        image = decode(images_of(opaque)[0].b64_json)
         assert (image.format, image.size, image.mode) == ("PNG", (1024, 1024), "RGB")
         pixels = np.asarray(image, dtype=np.float32)
         assert pixels.std() > 10, "the picture is flat: nothing was drawn"
@@ -42,7 +45,7 @@ def test_default_serve_draws_with_the_embedded_model(tmp_path: Path) -> None:
         clear = client.images.generate(prompt="a red heart", model="gpt-image-1.5",
                                        size="1536x1024", background="transparent",
                                        output_format="webp", quality="low")
-        picture = decode(clear.data[0].b64_json)
+        picture = decode(images_of(clear)[0].b64_json)
         assert picture.format == "WEBP" and picture.size == (1536, 1024)
         alpha = np.asarray(picture.convert("RGBA"))[..., 3]
         assert alpha.min() == 0 and alpha.max() == 255

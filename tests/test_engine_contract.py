@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_pipeline import build_tiny_sd
 
 from limner.engines.base import Engine
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
+from limner.testing.tiny_pipeline import build_tiny_sd
 
 
 def fake(tmp: Path) -> Engine:

@@ -42,19 +42,17 @@ def test_disk_full_is_a_507_and_leaves_no_partial_file(serve: Serve,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     server = serve()
     store = server.app.state.limner.delivery.store
-    import limner.store.local as local
-
     real_fsync = os.fsync
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(local.os, "fsync", full)
+    monkeypatch.setattr(os, "fsync", full)
     response = httpx.post(server.v1 + "/images/generations", json=URL_BODY, timeout=30)
     assert_507(response)
     assert "No space left on device" in response.json()["error"]["message"]
     assert list(store.root.iterdir()) == []  # the partial write was removed, nothing to serve
-    monkeypatch.setattr(local.os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "fsync", real_fsync)
     again = httpx.post(server.v1 + "/images/generations", json=URL_BODY, timeout=30)
     assert again.status_code == 200
     assert httpx.get(again.json()["data"][0]["url"]).status_code == 200
@@ -95,12 +93,10 @@ def test_storage_failure_fails_only_its_own_request(serve: Serve,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Two requests batched together: the url one fails on the disk, the b64 one is fine."""
     server = serve(engines={"fake": FakeEngine(step_s=0.05)}, batch_wait_ms=200)
-    import limner.store.local as local
-
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(local.os, "fsync", full)
+    monkeypatch.setattr(os, "fsync", full)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         url = pool.submit(httpx.post, server.v1 + "/images/generations", json=URL_BODY,
                           timeout=30)
@@ -130,6 +126,7 @@ def limner_process(tmp_path: Path, toml: str) -> tuple[subprocess.Popen[bytes], 
     return process, base
 
 
+@pytest.mark.slow
 def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(tmp_path: Path) -> None:
     # A grace far beyond the waits below: exiting within them shows the server stopped once
     # the request was answered, not when the grace ran out.
@@ -159,8 +156,6 @@ def test_disk_full_in_the_middle_of_a_request_keeps_none_of_its_files(
         serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
     server = serve()
     store = server.app.state.limner.delivery.store
-    import limner.store.local as local
-
     real_fsync = os.fsync
     calls = {"n": 0}
 
@@ -170,7 +165,7 @@ def test_disk_full_in_the_middle_of_a_request_keeps_none_of_its_files(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(fd)
 
-    monkeypatch.setattr(local.os, "fsync", fills_up)
+    monkeypatch.setattr(os, "fsync", fills_up)
     response = httpx.post(server.v1 + "/images/generations", json={**URL_BODY, "n": 4},
                           timeout=30)
     assert_507(response)
@@ -178,6 +173,7 @@ def test_disk_full_in_the_middle_of_a_request_keeps_none_of_its_files(
     assert list(store.root.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_past_the_grace_period_every_waiting_request_gets_503_shutting_down(
         tmp_path: Path) -> None:
     process, base = limner_process(

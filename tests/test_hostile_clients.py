@@ -22,6 +22,8 @@ import httpx
 import pytest
 from conftest import free_port, wait_until_healthy
 
+pytestmark = pytest.mark.slow  # real `limner serve` processes
+
 HEALTH_LIMIT_MS = 100.0
 
 
@@ -107,7 +109,7 @@ def envelope_of(raw: bytes) -> tuple[int, dict[str, object]]:
 def read_all(sock: socket.socket, timeout: float) -> tuple[bytes, float]:
     """Everything the server sends until it closes, and when it closed (monotonic)."""
     sock.settimeout(timeout)
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         try:
             chunk = sock.recv(65536)

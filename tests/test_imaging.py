@@ -40,7 +40,8 @@ def test_opaque_has_no_alpha_and_transparent_keeps_it() -> None:
 def test_key_out_backdrop_of_an_rgb_picture() -> None:
     keyed = imaging.apply_background(disc("RGB"), "key_out")
     assert keyed.mode == "RGBA"
-    assert keyed.getpixel((2, 2))[3] == 0
+    corner = keyed.getpixel((2, 2))
+    assert isinstance(corner, tuple) and corner[3] == 0
     assert keyed.getpixel((32, 32)) == (200, 30, 30, 255)
 
 

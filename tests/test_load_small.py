@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
+import pytest
 from conftest import RunningServer
 
 from limner.engines.fake import FakeEngine
+from limner.testing import load as load_test
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import load_test
+pytestmark = pytest.mark.slow  # a load test
 
 Serve = Callable[..., RunningServer]
 CLIENTS = int(os.environ.get("LIMNER_LOAD_CLIENTS", "10"))

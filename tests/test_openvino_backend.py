@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_pipeline import build_tiny_decoder, build_tiny_sd
 
 from limner.engines.diffusers.engine import PREVIEW_MAX_SIDE, DiffusersEngine
 from limner.jobs import GenerationParams
+from limner.testing.tiny_pipeline import build_tiny_decoder, build_tiny_sd
 
 pytest.importorskip("openvino")
 
 from limner.engines.diffusers.accel import openvino as openvino_backend  # after importorskip
+
+pytestmark = pytest.mark.slow  # converts models to OpenVINO
 
 torch.set_num_threads(1)
 MAX_MEAN_DIFF = 1.0
@@ -172,4 +174,4 @@ def test_openvino_warms_up_at_load(parts: tuple[Path, Path], cache: Path) -> Non
     assert DiffusersEngine(str(sd), device="cpu").warmup  # packs its weights on first use
     assert DiffusersEngine(str(sd), device="cpu", compile=True).warmup
     with pytest.raises(ValueError, match="warmup must be true or false"):
-        DiffusersEngine(str(sd), warmup="yes")  # type: ignore[arg-type]
+        DiffusersEngine(str(sd), warmup="yes")

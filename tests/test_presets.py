@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from tiny_pipeline import build_tiny_decoder, build_tiny_sd
+from PIL import Image
 
 from limner.cli import main
 from limner.engines.diffusers import DiffusersEngine
 from limner.engines.diffusers.presets import PRESETS, resolve_model
 from limner.jobs import GenerationParams, StepUpdate
+from limner.testing.tiny_pipeline import build_tiny_decoder, build_tiny_sd
 
 torch.set_num_threads(1)
 
@@ -57,7 +58,7 @@ def test_pull_then_serve_options_point_at_local_copies(source: Path, tmp_path: P
     engine.load()
     assert type(engine.pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
     assert type(engine.pipe.vae).__name__ == "AutoencoderTiny"
-    previews: list[list[list[object]]] = []
+    previews: list[list[list[Image.Image]]] = []
 
     def on_step(update: StepUpdate) -> None:
         previews.append(update.preview())

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from conftest import RunningServer
 from PIL import Image
-from tiny_pipeline import build_tiny_sd
 
 from limner.engines.base import Engine
 from limner.engines.diffusers import DiffusersEngine
 from limner.engines.embedded import EmbeddedEngine
 from limner.engines.fake import FakeEngine
+from limner.testing.tiny_pipeline import build_tiny_sd
 
 
 def pictures(server: RunningServer, model: str, n: int, seed: int) -> list[np.ndarray]:
@@ -39,11 +39,13 @@ def fake() -> Engine:
 
 
 def embedded() -> Engine:
-    return EmbeddedEngine(threads=1)
+    engine: Engine = EmbeddedEngine(threads=1)
+    return engine
 
 
 def diffusers(tmp_path: Path) -> Engine:
-    return DiffusersEngine(str(build_tiny_sd(tmp_path)), dtype="float32", threads=1)
+    engine: Engine = DiffusersEngine(str(build_tiny_sd(tmp_path)), dtype="float32", threads=1)
+    return engine
 
 
 @pytest.mark.parametrize("make", [fake, embedded, diffusers], ids=["fake", "embedded",

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import httpx
 import openai
-from conftest import free_port, wait_until_healthy
+import pytest
+from conftest import free_port, images_of, wait_until_healthy
 from PIL import Image
-from tiny_pipeline import build_tiny_sd
+
+from limner.testing.tiny_pipeline import build_tiny_sd
+
+pytestmark = pytest.mark.slow  # a real `limner serve` process
 
 
 def test_serve_a_diffusers_folder_with_keys(tmp_path: Path) -> None:
@@ -32,8 +36,9 @@ def test_serve_a_diffusers_folder_with_keys(tmp_path: Path) -> None:
         client = openai.OpenAI(base_url=base + "/v1", api_key="sk-1", max_retries=0)
         response = client.images.generate(prompt="a fox", model="dall-e-3",
                                           response_format="b64_json")
-        assert response.data[0].b64_json is not None
-        image = Image.open(io.BytesIO(base64.b64decode(response.data[0].b64_json)))
+        b64 = images_of(response)[0].b64_json
+        assert b64 is not None
+        image = Image.open(io.BytesIO(base64.b64decode(b64)))
         assert image.size == (1024, 1024)
         assert httpx.get(base + "/v1/models").status_code == 401
         process.send_signal(signal.SIGTERM)

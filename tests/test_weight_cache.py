@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tiny_pipeline import build_tiny_sd
 
 from limner.engines.diffusers import DiffusersEngine
 from limner.engines.diffusers.accel import weight_cache
 from limner.jobs import GenerationParams
+from limner.testing.tiny_pipeline import build_tiny_sd
 
 torch.set_num_threads(1)
 
@@ -30,7 +30,7 @@ def bf16_engine(model: Path, cache: Path, **options: object) -> DiffusersEngine:
     # packed layers hold their own weights, and these tests look at the modules' own.
     options.setdefault("prepack", False)
     engine = DiffusersEngine(str(model), dtype="bfloat16", threads=1, device="cpu",
-                             cache_dir=str(cache), **options)  # type: ignore[arg-type]
+                             cache_dir=str(cache), **options)
     engine.load()
     return engine
 
@@ -195,11 +195,11 @@ def test_no_copies_in_fp32_or_when_turned_off(tiny_sd: Path, tmp_path: Path,
                                               options: dict[str, object]) -> None:
     settings: dict[str, object] = {"dtype": "bfloat16", **options}
     engine = DiffusersEngine(str(tiny_sd), threads=1, device="cpu",
-                             cache_dir=str(tmp_path / "cache"), **settings)  # type: ignore[arg-type]
+                             cache_dir=str(tmp_path / "cache"), **settings)
     engine.load()
     assert engine.weights_saved == [] and not (tmp_path / "cache").exists()
 
 
 def test_cache_weights_is_checked() -> None:
     with pytest.raises(ValueError, match="cache_weights must be true or false"):
-        DiffusersEngine("/models/x", cache_weights="yes")  # type: ignore[arg-type]
+        DiffusersEngine("/models/x", cache_weights="yes")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ from PIL import Image
 from safetensors.torch import save_file
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
 
 from limner.engines.embedded.assets import CELL, SHEET_COLUMNS  # noqa: E402
 from limner.engines.embedded.net import STYLES  # noqa: E402

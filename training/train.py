@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import math
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -29,7 +28,6 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
 
 from limner.engines.cpu import cpu_has_bf16  # noqa: E402
 from limner.engines.embedded.net import STYLE_ANY, EmojiUNet, NetConfig  # noqa: E402

@@ -4,10 +4,9 @@ By default glibc gives each block above its mmap threshold (32 MiB at most) a ma
 own and unmaps it when freed, and each thread other than the main one allocates from an arena
 of its own, which it trims back to the kernel as blocks free up. A diffusers pipeline's
 activations are such blocks, so every image faulted its working memory in again, page by page,
-each page zeroed by the kernel: drawing SD-Turbo (fp32, 2 AVX2 cores) in a worker thread, as
-the server does, took 240,000-330,000 page faults per 512x512 image (1-1.3 GB), and even in
-the main thread the tiny decoder took 115,000-135,000. With one arena, no mappings and no
-trimming, images after the first two or three take none (1.27x faster for SD-Turbo there).
+each page zeroed by the kernel, hundreds of thousands of faults per image. With one arena, no
+mappings and no trimming, images after the first two or three take none (the figures are in
+`docs/performance.md`).
 
 The price: memory freed after a peak stays with the process for the next request instead of
 going back to the kernel. `return_freed_memory` still hands free pages back on demand (the

@@ -92,16 +92,15 @@ def encode(image: Image.Image, output_format: str, compression: int = 100) -> by
     """
     buffer = io.BytesIO()
     if output_format == "png":
-        # zlib's run-length strategy: on photographs and emoji art 1.38-1.64x faster than
-        # its default one at level 4, at 0.87-1.02x the bytes (`benchmarks/encode_speed.py`):
-        # LZ77's longer matches find little in filtered image rows.
+        # zlib's run-length strategy: LZ77's longer matches find little in filtered image
+        # rows, so it is faster at about the same size (`benchmarks/encode_speed.py`).
         image.save(buffer, format="PNG", compress_level=4, compress_type=zlib.Z_RLE)
     elif output_format == "jpeg":
         image.convert("RGB").save(buffer, format="JPEG", quality=max(1, min(compression, 100)))
     elif output_format == "webp":
         if compression >= 100:
-            # The fastest lossless effort: 6-14x faster than method 2 at quality 60 (1024x1024
-            # emoji: 34 against 368 ms), at 1.07-1.35x the bytes: about PNG's size or less.
+            # The fastest lossless effort: several times faster than a higher one, a little
+            # larger, about PNG's size or less (`benchmarks/encode_speed.py`).
             image.save(buffer, format="WEBP", lossless=True, quality=25, method=0)
         else:
             image.save(buffer, format="WEBP", quality=max(1, compression), method=4)

@@ -86,8 +86,8 @@ class ImageService:
         self.delivery = delivery
         self.policy = policy
         self.clock = clock
-        # Few encoder threads: on a 2-core machine six of them beside the engine starved the
-        # event loop (/healthz waited over 100 ms); one core in four is plenty for encoding.
+        # Few encoder threads: more of them beside the engine starve the event loop on a
+        # small machine; one core in four is plenty for encoding.
         self._encoders = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) // 4),
                                             thread_name_prefix="limner-encode")
 

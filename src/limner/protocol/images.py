@@ -1,7 +1,8 @@
 """`POST /v1/images/generations`: the request body and the non-streaming response.
 
 Fields are typed loosely on purpose (`str`, not `Literal`): enum and range checks belong to
-`limner.rules`, which knows the model and can name the offending `param` the way OpenAI does.
+`limner.planning` (with the per-model records of `limner.rules`), which knows the model and
+can name the offending `param` the way OpenAI does.
 Types are strict, so `"n": "2"` is an `invalid_type` error rather than a silent coercion.
 """
 

@@ -117,8 +117,8 @@ async def _load_engines(state: AppState) -> None:
             state.loaded.add(name)
             log.info("engine %s loaded", name)
     # The loaded models are hundreds of thousands of Python objects that are never garbage:
-    # frozen, the collector stops walking them on every full collection (measured: a 4 ms
-    # pause in front of each request with the embedded model).
+    # frozen, the collector stops walking them on every full collection, which otherwise
+    # put a pause of milliseconds in front of requests.
     gc.collect()
     gc.freeze()
 

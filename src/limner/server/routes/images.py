@@ -105,5 +105,5 @@ async def _create_image(request: Request) -> Response:
     except ClientGone:
         log.info("%s client disconnected; generation cancelled", request_id)
         return Response(status_code=499)
-    # Not JSONResponse: model_dump() and json.dumps took 9.6 ms for a 1024x1024 PNG's base64.
+    # Not JSONResponse: model_dump() and json.dumps scan every byte of the base64 again.
     return Response(json_body(result, exclude_none=True), media_type="application/json")

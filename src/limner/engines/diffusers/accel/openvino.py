@@ -2,12 +2,12 @@
 run as compiled OpenVINO models behind objects the diffusers pipeline calls like the torch
 modules they replace.
 
-The only module that imports openvino (an optional extra). On a CPU, OpenVINO runs the
-SD-Turbo UNet ~1.3-1.6x and TAESD ~1.4-2.6x faster than eager torch (research/perf-cpu.md),
-but converting a UNet takes about a minute and ~10 GB of RAM, so each converted model is
-saved as IR under the cache folder, keyed by everything that changes it, and read back on
-later loads. Static shapes are much faster than dynamic ones, so each component compiles one
-model per input shape (a few shapes at most: batch size and draw size).
+The only module that imports openvino (an optional extra). Converting a UNet takes about a
+minute and ~10 GB of RAM, so each converted model is saved as IR under the cache folder,
+keyed by everything that changes it, and read back on later loads (its speed against torch
+is in `docs/performance.md`). Static shapes are much faster than dynamic ones, so each
+component compiles one model per input shape (a few shapes at most: batch size and draw
+size).
 """
 
 from __future__ import annotations

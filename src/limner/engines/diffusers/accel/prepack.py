@@ -4,18 +4,16 @@ torch on a CPU.
 Eager torch hands oneDNN a plain weight tensor on every call, and oneDNN reorders it into its
 blocked layout each time (in bf16 with AMX, linear layers too): for a one-step model that is
 as much memory traffic as the weights themselves, every image. Packing once, on each layer's
-first call (so with the input shape it will see), removes it. In bf16 on 2 AMX cores, in
-turns: SD-Turbo 1.53x faster, SDXS-512 1.29x. In fp32 on 2 AVX2 cores, with the same output
-to 1e-5: SD-Turbo's UNet 1.21-1.27x with packed convolutions, whole images 1.10x (SD-Turbo)
-and 1.22x (SDXS-512); packed linear layers took its text encoder a further 1.29x. A ReLU
-right after a packed layer runs inside oneDNN's call (the tiny decoder: 1.07x), and `plus`,
+first call (so with the input shape it will see), removes it (the gains, per machine and
+model, are in `docs/performance.md`). A ReLU right after a packed layer runs inside oneDNN's
+call, and `plus`,
 `plus_per_channel` and `times` put a sum, a per-channel shift or a product there too, for the
 blocks `fusion` rewrites. Torch.compile's freezing does the same, at the price of a compile
 per shape.
 
 A packed weight is a copy. When the plain one was mapped from a weight file (safetensors maps
 it), its pages would stay resident beside the copy, since the file's other tensors keep the
-mapping alive (SD-Turbo in fp32: 2.1 GB); they are handed back to the kernel once packed.
+mapping alive; they are handed back to the kernel once packed.
 """
 
 from __future__ import annotations

@@ -1,14 +1,13 @@
 """Copies of a pipeline's large components in the engine's dtype, saved once and read back.
 
 Loading fp32 weight files into a bf16 model maps and reads the whole fp32 file while the bf16
-copy is built, and both count in the process's memory until the load ends: SD-Turbo peaks at
-~6 GiB RSS to serve from ~3. Files already in the engine's dtype are mapped and used as they
-are, so later loads peak near what the model needs (measured on SD-Turbo: 6.0 GiB at load
-from fp32 files, 0.5 GiB from bf16 ones, 2.7 GiB once every weight has been read).
+copy is built, and both count in the process's memory until the load ends: about twice what
+serving needs. Files already in the engine's dtype are mapped and used as they are, so later
+loads peak near what the model needs (figures in `docs/performance.md`).
 
 With `channels_last`, a diffusers model's 4-D (convolution) weights are saved in NHWC order
 and read back as channels_last views of the mapped file: laying them out again after loading
-would copy them and leave the mapped NCHW pages resident too (SD-Turbo: +1.1 GB).
+would copy them and leave the mapped NCHW pages resident too.
 
 The first load writes the copies straight from the weight files, one tensor at a time
 (`convert`), before the pipeline loads them from the cache: converting through a full load
