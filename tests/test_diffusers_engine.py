@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -274,6 +275,15 @@ def test_served_end_to_end(serve: Callable[..., RunningServer], tiny_sd: Path) -
     events = list(client.images.generate(prompt="a fox", model="tiny-sd", stream=True,
                                          partial_images=2, quality="high"))
     assert [e.type for e in events].count("image_generation.partial_image") == 2
+    # What the load settled on is reported beside what was asked.
+    assert engine.applied[0].startswith("kernel check: ") or engine.applied[0].startswith(
+        "prepack: ")
+    assert any(step.startswith("prepack: ") and step.endswith(" layers")
+               for step in engine.applied)
+    metrics = httpx.get(server.base_url + "/metrics").text
+    assert 'limner_engine_speedup{model="tiny-sd",speedup="prepack"} 1' in metrics
+    assert 'limner_engine_speedup{model="tiny-sd",speedup="prompt_cache"} 1' in metrics
+    assert 'speedup="openvino"' not in metrics
 
 
 def pixels(image: Image.Image) -> np.ndarray:

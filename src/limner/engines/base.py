@@ -21,6 +21,8 @@ class EngineInfo:
     draws_alpha: bool
     """True when the model itself draws an alpha channel (then `transparent` is native)."""
     max_batch_images: int = 8
+    speedups: tuple[str, ...] = ()
+    """The speed-ups it runs with now, as its load settled them (reported in `/metrics`)."""
 
 
 class EngineError(Exception):

@@ -90,6 +90,10 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     metrics.add_gauge(Gauge("limner_engine_loaded", "1 once an engine has loaded.",
                             lambda: {(("model", n),): float(n in app.state.limner.loaded)
                                      for n in built}))
+    metrics.add_gauge(Gauge("limner_engine_speedup",
+                            "1 for each speed-up an engine runs with, as its load settled it.",
+                            lambda: {(("model", n), ("speedup", s)): 1.0
+                                     for n, e in built.items() for s in e.info.speedups}))
     install_error_handlers(app)
     for module in (images, models, files, health, metrics_route):
         app.include_router(module.router)

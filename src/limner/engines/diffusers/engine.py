@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from PIL import Image
 
 from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
+from limner.engines.diffusers.accel import compile as compile_models
 from limner.engines.diffusers.accel import fusion, kernel_check, layout, weight_cache
 from limner.engines.diffusers.accel import prepack as weight_packing
 from limner.engines.diffusers.options import DiffusersOptions, Platform, resolve
@@ -113,32 +114,81 @@ class DiffusersEngine:
         self._negative: torch.Tensor | None = None
         self._cfg = False
         self._cache_prompts = False
+        self._sd_encode = False
+        self._cache: Path | None = None
+        self._missing: list[str] = []
+        self.applied: list[str] = []
+        """What each step of the last load did, in order (`load`)."""
 
     @property
     def info(self) -> EngineInfo:
         size = self._native or 512
         return EngineInfo(name=self._name, native_width=size, native_height=size,
-                          draws_alpha=False, max_batch_images=self._max_batch)
+                          draws_alpha=False, max_batch_images=self._max_batch,
+                          speedups=self._running() if self.pipe is not None else ())
+
+    def _running(self) -> tuple[str, ...]:
+        running = {"openvino": self.backend == "openvino", "compile": bool(self.compile),
+                   "channels_last": self.channels_last, "prepack": self.prepack,
+                   "fuse": self.fuse, "prompt_cache": self._cache_prompts,
+                   "weight_cache": bool(self.weights_from_cache or self.weights_saved)}
+        return tuple(name for name, on in running.items() if on)
 
     def load(self) -> None:
-        from diffusers import DiffusionPipeline
-
+        """Loads the pipeline, then runs the plan's steps in this order, each saying what it
+        did (`applied`, and the log): weights are saved before packing, since packed weights
+        are not in the state dict, and the kernel check decides whether packing happens."""
         if self.threads and self.device == "cpu":
             torch.set_num_threads(self.threads)
-        if self.tiny_decoder:
-            from diffusers import AutoencoderTiny
+        self.tiny = self._load_tiny_decoder()
+        pipe = self._load_pipeline()
+        self._embeds.clear()
+        self._negative = None
+        self._preview_decoder = None
+        self.applied = []
+        steps: list[tuple[str, Callable[[Any], str | None]]] = [
+            ("layout", self._lay_out),
+            ("weight cache", self._save_weights),
+            ("kernel check", self._check_kernels),
+            ("prepack", self._pack),
+            ("fuse", self._fuse),
+            ("prompt cache", self._prepare_prompts),
+            ("openvino", self._to_openvino),
+            ("compile", self._compile_models),
+        ]
+        for name, step in steps:
+            done = step(pipe)
+            if done:
+                self.applied.append(f"{name}: {done}")
+        self.pipe = pipe
+        log.info("loaded %s (%s, %s, backend %s%s)", self.model, self.device, self.dtype,
+                 self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
+        if self.warmup:
+            self._warm_up_fused()
+        log.info("%s: chosen: %s; done: %s; running: prepack %s, fuse %s", self._name,
+                 self.plan.describe(), "; ".join(self.applied) or "nothing",
+                 _on(self.prepack), _on(self.fuse))
 
-            try:
-                self.tiny = AutoencoderTiny.from_pretrained(  # type: ignore[no-untyped-call]
-                    self.tiny_decoder, dtype=self.dtype
-                ).to(self.device)
-            except Exception as exc:
-                raise EngineError(f"could not load the tiny decoder {self.tiny_decoder!r}: "
-                                  f"{exc}") from exc
+    def _load_tiny_decoder(self) -> Any:
+        if not self.tiny_decoder:
+            return None
+        from diffusers import AutoencoderTiny
+
+        try:
+            return AutoencoderTiny.from_pretrained(  # type: ignore[no-untyped-call]
+                self.tiny_decoder, dtype=self.dtype
+            ).to(self.device)
+        except Exception as exc:
+            raise EngineError(f"could not load the tiny decoder {self.tiny_decoder!r}: "
+                              f"{exc}") from exc
+
+    def _load_pipeline(self) -> Any:
+        from diffusers import DiffusionPipeline
+
         # With the tiny decoder chosen, the full VAE is never loaded (330 MB of fp32 for SD).
         replace = {"vae": self.tiny} if self.tiny is not None and self.decoder == "tiny" else {}
-        cache = self._weight_cache()
-        cached, missing = self._cached_components(cache)
+        self._cache = self._weight_cache()
+        cached, self._missing = self._cached_components(self._cache)
         try:
             pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
                 self.model, dtype=self.dtype, **replace, **cached
@@ -150,63 +200,74 @@ class DiffusersEngine:
             pipe.scheduler = _scheduler(pipe.scheduler.config, self.scheduler)
         pipe = pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
-        if self.channels_last:
-            # oneDNN's bf16 convolutions and group norms are fastest on NHWC tensors.
-            for part in self._convolutional_parts(pipe):
-                part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-                layout.keep_channels_last(part)
-        if cache is not None and missing:
-            self.weights_saved = sorted(self.weights_saved + weight_cache.save(
-                pipe, self.model, cache, self.dtype, missing, self.channels_last))
-        if self.weights_saved:
-            log.info("saved %s in %s under %s for later loads",
-                     ", ".join(self.weights_saved), self.dtype, cache)
-        if self.prepack:
-            self._check_kernels()  # may turn prepack (and fuse) off
-        if self.prepack:  # after saving: packed weights are not in the state dict
-            for part in self._packable_parts(pipe):
-                weight_packing.prepack(part)
-        if self.fuse:
-            for part in self._convolutional_parts(pipe):
-                fusion.fuse(part)
         if self._native is None:
             sample = getattr(getattr(pipe, "unet", None), "config", None)
             factor = getattr(pipe, "vae_scale_factor", 8)
             sample_size = getattr(sample, "sample_size", None) if sample is not None else None
             self._native = int(sample_size * factor) if isinstance(sample_size, int) else 512
+        return pipe
+
+    def _lay_out(self, pipe: Any) -> str | None:
+        """oneDNN's bf16 convolutions and group norms are fastest on NHWC tensors."""
+        if not self.channels_last:
+            return None
+        hooked = 0
+        for part in self._convolutional_parts(pipe):
+            part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            hooked += layout.keep_channels_last(part)
+        return f"NHWC, {hooked} attention outputs kept so"
+
+    def _save_weights(self, pipe: Any) -> str | None:
+        if self._cache is not None and self._missing:
+            self.weights_saved = sorted(self.weights_saved + weight_cache.save(
+                pipe, self.model, self._cache, self.dtype, self._missing, self.channels_last))
+        parts = []
+        if self.weights_from_cache:
+            parts.append(f"read {', '.join(self.weights_from_cache)}")
+        if self.weights_saved:
+            parts.append(f"saved {', '.join(self.weights_saved)}")
+        return f"{'; '.join(parts)} in {self.dtype} under {self._cache}" if parts else None
+
+    def _pack(self, pipe: Any) -> str | None:
+        if not self.prepack:
+            return None
+        packed = sum(weight_packing.prepack(part) for part in self._packable_parts(pipe))
+        return f"{packed} layers"
+
+    def _fuse(self, pipe: Any) -> str | None:
+        if not self.fuse:
+            return None
+        fused = sum(fusion.fuse(part) for part in self._convolutional_parts(pipe))
+        return f"{fused} blocks"
+
+    def _prepare_prompts(self, pipe: Any) -> str | None:
+        """Prompt embeddings are cached where the pipeline takes them precomputed."""
         sd_encode = _has_sd_encode_prompt(pipe)
+        self._sd_encode = sd_encode
         self._cfg = sd_encode and _uses_cfg(pipe, self.guidance)
         self._cache_prompts = sd_encode and (not self._cfg or "negative_prompt_embeds" in
                                              inspect.signature(type(pipe).__call__).parameters)
-        self._embeds.clear()
-        self._negative = None
-        self._preview_decoder = None
-        if self.backend == "openvino":
-            self._to_openvino(pipe, sd_encode)
-        elif self.compile:
-            self._compile_models(pipe)
-        self.pipe = pipe
-        log.info("loaded %s (%s, %s, backend %s%s)", self.model, self.device, self.dtype,
-                 self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
-        if self.warmup:
-            self._warm_up_fused()
-        log.info("%s: chosen: %s; running: prepack %s, fuse %s", self._name,
-                 self.plan.describe(), _on(self.prepack), _on(self.fuse))
+        return f"last {PROMPT_CACHE_SIZE} prompts" if self._cache_prompts else None
 
-    def _check_kernels(self) -> None:
+    def _check_kernels(self, pipe: Any) -> str | None:
         """Packed layers and fused blocks only where this CPU's oneDNN computes what torch
         computes, in this dtype and layout (`kernel_check`: small layers, once a process)."""
+        if not self.prepack:
+            return None
         check = kernel_check.verdict(self.dtype, self.channels_last)
         if check.packing:
             log.warning("oneDNN's packed layers disagree with torch on this CPU in %s (%s): "
                         "drawing with torch's own layers", self.dtype,
                         check.describe(check.packing))
             self.prepack = self.fuse = False
-        elif check.fusion and self.fuse:
+            return "packed layers disagree: prepack and fuse off"
+        if check.fusion and self.fuse:
             log.warning("oneDNN's fused calls disagree with torch on this CPU in %s (%s): "
                         "drawing with diffusers' blocks", self.dtype,
                         check.describe(check.fusion))
             self.fuse = False
+            return "fused calls disagree: fuse off"
+        return "oneDNN agrees with torch"
 
     def _warm_up_fused(self) -> None:
         """The warm-up draw, which also tries every fused call (`fusion`) at the native size:
@@ -278,7 +339,7 @@ class DiffusersEngine:
             return None
         return Path(self.cache_dir) / "weights"
 
-    def _to_openvino(self, pipe: Any, sd_encode: bool) -> None:
+    def _to_openvino(self, pipe: Any) -> str | None:
         """Swap the UNet, the tiny decoder and a CLIP text encoder for OpenVINO-compiled ones.
 
         Runs after `pipe.to(device)` (which would otherwise try to move the wrappers). The
@@ -287,6 +348,9 @@ class DiffusersEngine:
         load. The wrappers are not `torch.nn.Module`s, so `pipe.device`, `pipe.dtype` and
         `_execution_device` come from the torch parts left, or fall back to the CPU.
         """
+        if self.backend != "openvino":
+            return None
+        sd_encode = self._sd_encode
         try:
             from limner.engines.diffusers.accel import openvino as ovb
         except ImportError as exc:
@@ -319,8 +383,8 @@ class DiffusersEngine:
             raise
         except Exception as exc:
             raise EngineError(f"could not convert {self.model!r} to OpenVINO: {exc}") from exc
-        log.info("OpenVINO (%s): converted %s, the rest read from the IR cache",
-                 self.ov_precision, ", ".join(runtime.converted) or "nothing")
+        return (f"{self.ov_precision}; converted {', '.join(runtime.converted) or 'nothing'}, "
+                "the rest read from the IR cache")
 
     @property
     def compile_mode(self) -> str | None:
@@ -329,23 +393,13 @@ class DiffusersEngine:
             return None
         return "default" if self.compile is True else self.compile
 
-    def _compile_models(self, pipe: Any) -> None:
-        """`torch.compile` the UNet and the VAE's decoder: the first call of each shape
-        compiles (slow), later calls run fused kernels. Freezing (CPU only) folds the
-        weights into the graph, so oneDNN gets them pre-packed once instead of per call.
-        Partial images keep the eager decoder: their small shape would compile too."""
-        if getattr(pipe, "unet", None) is None:
-            raise EngineError(f"compile = true needs a UNet; {type(pipe).__name__} has none")
-        if self.device == "cpu":
-            import torch._inductor.config as inductor_config
-
-            inductor_config.freezing = True
-        pipe.unet = torch.compile(pipe.unet, mode=self.compile_mode)
-        decoder = getattr(getattr(pipe, "vae", None), "decoder", None)
-        if isinstance(decoder, torch.nn.Module):
-            if pipe.vae is self.tiny:
-                self._preview_decoder = decoder
-            pipe.vae.decoder = torch.compile(decoder, mode=self.compile_mode)
+    def _compile_models(self, pipe: Any) -> str | None:
+        mode = self.compile_mode
+        if mode is None:
+            return None
+        compiled = compile_models.apply(pipe, mode, self.device, self.tiny)
+        self._preview_decoder = compiled.preview_decoder
+        return f"{', '.join(compiled.parts)} ({mode})"
 
     def close(self) -> None:
         self.pipe = None
