@@ -37,8 +37,8 @@ def test_preview_steps_are_evenly_spaced() -> None:
 
 
 async def test_compatible_requests_share_a_batch() -> None:
-    engine = FakeEngine(step_s=0.01)
-    scheduler = Scheduler(engine, batch_wait_s=0.05, max_batch_images=8)
+    engine = FakeEngine()
+    scheduler = Scheduler(engine, batch_wait_s=0, max_batch_images=8)
     scheduler.start()
     jobs = [scheduler.submit(params(seed=i, n=2)) for i in range(3)]
     other = scheduler.submit(params(size=128))
@@ -51,7 +51,7 @@ async def test_compatible_requests_share_a_batch() -> None:
 
 async def test_a_lone_request_does_not_wait_for_the_batch_window() -> None:
     engine = FakeEngine()
-    scheduler = Scheduler(engine, batch_wait_s=30.0)
+    scheduler = Scheduler(engine, batch_wait_s=30.0, clock=ManualClock())
     scheduler.start()
     lone = scheduler.submit(params())
     assert len(await asyncio.wait_for(lone.result, 5)) == 1, "no 30 s window for one request"
@@ -59,13 +59,16 @@ async def test_a_lone_request_does_not_wait_for_the_batch_window() -> None:
 
 
 async def test_requests_arriving_together_hold_the_window() -> None:
+    """The clock never moves here: the window ends only because the batch fills."""
     engine = FakeEngine()
-    scheduler = Scheduler(engine, batch_wait_s=0.5)
+    scheduler = Scheduler(engine, batch_wait_s=30.0, max_batch_images=2, clock=ManualClock())
     scheduler.start()
     alone = scheduler.submit(params(seed=0))
     await asyncio.wait_for(alone.result, 5)  # idle engine: it ran at once
     first = scheduler.submit(params(seed=1))  # within a window of the one before: wait
-    await asyncio.sleep(0.05)
+    for _ in range(5):
+        await asyncio.sleep(0)  # let the worker take it and hold the window open
+    assert not first.result.done() and engine.batches == [[params(seed=0)]]
     second = scheduler.submit(params(seed=2))
     await asyncio.wait_for(asyncio.gather(first.result, second.result), 5)
     assert [[p.seeds for p in batch] for batch in engine.batches] == [[(0,)], [(1,), (2,)]]
@@ -74,7 +77,7 @@ async def test_requests_arriving_together_hold_the_window() -> None:
 
 async def test_batch_size_is_bounded_and_order_is_fifo() -> None:
     engine = FakeEngine()
-    scheduler = Scheduler(engine, batch_wait_s=0.02, max_batch_images=4)
+    scheduler = Scheduler(engine, batch_wait_s=0, max_batch_images=4)
     scheduler.start()
     jobs = [scheduler.submit(params(prompt=f"p{i}", n=3)) for i in range(3)]
     await asyncio.gather(*(job.result for job in jobs))
@@ -83,7 +86,7 @@ async def test_batch_size_is_bounded_and_order_is_fifo() -> None:
 
 
 async def test_queue_full_is_a_429_with_bounded_retry_after() -> None:
-    engine = FakeEngine(step_s=0.05)
+    engine = FakeEngine()
     scheduler = Scheduler(engine, max_queue=2)
     jobs = [scheduler.submit(params()) for _ in range(2)]
     with pytest.raises(QueueFull) as caught:
@@ -96,7 +99,7 @@ async def test_queue_full_is_a_429_with_bounded_retry_after() -> None:
 
 
 async def test_cancelled_queued_job_never_runs() -> None:
-    engine = FakeEngine(step_s=0.02)
+    engine = FakeEngine()
     scheduler = Scheduler(engine, batch_wait_s=0)
     scheduler.start()
     first = scheduler.submit(params(prompt="first", size=32))
@@ -104,22 +107,28 @@ async def test_cancelled_queued_job_never_runs() -> None:
     second.cancel()
     assert scheduler.queue_depth == 1  # only the first is left waiting
     await first.result
-    await asyncio.sleep(0.05)
-    assert [p.prompt for batch in engine.batches for p in batch] == ["first"]
+    third = scheduler.submit(params(prompt="third"))
+    await third.result  # FIFO: had the second run, it would have run before this
+    assert [p.prompt for batch in engine.batches for p in batch] == ["first", "third"]
     await scheduler.stop()
 
 
-async def test_cancelling_a_running_batch_stops_the_engine() -> None:
-    engine = FakeEngine(step_s=0.05)
+async def wait_for_steps(engine: FakeEngine, count: int) -> None:
+    assert await asyncio.to_thread(engine.wait_for_steps, count), f"step {count} never came"
+
+
+async def test_cancelling_a_running_batch_stops_the_engine_at_its_next_step() -> None:
+    engine = FakeEngine(gated=True)
     scheduler = Scheduler(engine, batch_wait_s=0)
     scheduler.start()
     job = scheduler.submit(params(quality="high"))  # 8 steps
-    await asyncio.sleep(0.12)
+    engine.release(2)
+    await wait_for_steps(engine, 2)
     job.cancel()
-    await asyncio.sleep(0.2)
-    assert engine.steps_run < 8
-    follow = scheduler.submit(params(prompt="next"))
-    assert len(await follow.result) == 1
+    engine.release(6)
+    follow = scheduler.submit(params(prompt="next", quality="low"))  # 2 more steps
+    assert len(await asyncio.wait_for(follow.result, 10)) == 1
+    assert engine.steps_run == 3 + 2, "the cancelled batch stopped after its third step"
     await scheduler.stop()
 
 
@@ -138,7 +147,7 @@ async def test_engine_failure_fails_only_that_batch() -> None:
 
 async def test_deadline_while_queued_and_while_running() -> None:
     clock = ManualClock()
-    engine = FakeEngine(step_s=0.02)
+    engine = FakeEngine(gated=True)
     scheduler = Scheduler(engine, batch_wait_s=0, request_timeout_s=10, clock=clock)
     stale = scheduler.submit(params())
     clock.now += 11
@@ -146,11 +155,13 @@ async def test_deadline_while_queued_and_while_running() -> None:
     with pytest.raises(TimedOut):
         await stale.result
     running = scheduler.submit(params(quality="high"))
-    await asyncio.sleep(0.05)
+    engine.release(1)
+    await wait_for_steps(engine, 1)
     clock.now += 11
+    engine.release(7)
     with pytest.raises(TimedOut):
         await running.result
-    assert engine.steps_run < 8
+    assert engine.steps_run == 2, "the step after the deadline stopped the batch"
     await scheduler.stop()
 
 
@@ -168,7 +179,7 @@ async def test_partial_images_are_delivered() -> None:
 
 
 async def test_stop_refuses_new_work_and_finishes_running_work() -> None:
-    engine = FakeEngine(step_s=0.02)
+    engine = FakeEngine(gated=True)
     scheduler = Scheduler(engine, batch_wait_s=0)
     scheduler.start()
     job = scheduler.submit(params())
@@ -176,20 +187,25 @@ async def test_stop_refuses_new_work_and_finishes_running_work() -> None:
     await asyncio.sleep(0)
     with pytest.raises(Unavailable):
         scheduler.submit(params())
+    engine.release(2)
     assert len(await job.result) == 1
     await stopping
 
 
 async def test_event_loop_stays_free_during_generation() -> None:
-    engine = FakeEngine(step_s=0.05)
+    engine = FakeEngine(gated=True)
     scheduler = Scheduler(engine, batch_wait_s=0)
     scheduler.start()
     job = scheduler.submit(params(quality="high"))
+    engine.release(1)
+    await wait_for_steps(engine, 1)  # the engine is mid-batch, waiting in its thread
     ticks = 0
-    while not job.result.done():
-        await asyncio.sleep(0.01)
+    for _ in range(50):
+        await asyncio.sleep(0)
         ticks += 1
-    assert ticks > 10
+    assert ticks == 50 and not job.result.done()
+    engine.release(7)
+    assert len(await job.result) == 1
     await scheduler.stop()
 
 

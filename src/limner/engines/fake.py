@@ -1,7 +1,9 @@
 """A deterministic, torch-free engine for tests, demos and the scheduler's own tests.
 
 It draws a seed-coloured disc on a transparent square, `steps` steps long, each step
-optionally sleeping `step_s` so cancellation and concurrency can be observed.
+optionally sleeping `step_s` so cancellation and concurrency can be observed, or, with
+`gated`, waiting until a test `release`s it, so tests can stop it at an exact step without
+sleeping.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from limner.engines.base import EngineError, EngineInfo
 from limner.jobs import GenerationParams, PreviewFn, StepCallback, StepUpdate
 
 STEPS = {"low": 2, "medium": 4, "high": 8}
+GATE_TIMEOUT_S = 30.0
+"""A gated step waits at most this long: a test that forgets to release fails, not hangs."""
 
 
 class FakeEngine:
     def __init__(self, *, name: str = "fake", size: int = 64, step_s: float = 0.0,
-                 max_batch_images: int = 8, fail_on: str | None = None) -> None:
+                 max_batch_images: int = 8, fail_on: str | None = None,
+                 gated: bool = False) -> None:
         self._info = EngineInfo(name=name, native_width=size, native_height=size,
                                 draws_alpha=True, max_batch_images=max_batch_images)
         self.step_s = step_s
@@ -31,6 +36,8 @@ class FakeEngine:
         self.steps_run = 0
         self.loaded = False
         self._lock = threading.Lock()
+        self._gate = threading.Semaphore(0) if gated else None
+        self._stepped = threading.Condition()
 
     @property
     def info(self) -> EngineInfo:
@@ -52,10 +59,24 @@ class FakeEngine:
         for step in range(1, total + 1):
             if self.step_s:
                 time.sleep(self.step_s)
-            self.steps_run += 1
+            if self._gate is not None and not self._gate.acquire(timeout=GATE_TIMEOUT_S):
+                raise EngineError("the gated fake engine was never released")
+            with self._stepped:
+                self.steps_run += 1
+                self._stepped.notify_all()
             if on_step is not None:
                 on_step(StepUpdate(step, total, self._previewer(batch, step, total)))
         return self._draw_all(batch, total, total)
+
+    def release(self, steps: int = 1) -> None:
+        """With `gated`: lets `steps` more denoising steps run."""
+        assert self._gate is not None, "release() needs FakeEngine(gated=True)"
+        self._gate.release(steps)
+
+    def wait_for_steps(self, count: int, timeout: float = GATE_TIMEOUT_S) -> bool:
+        """Blocks (call it in a thread) until `count` steps have run in all."""
+        with self._stepped:
+            return self._stepped.wait_for(lambda: self.steps_run >= count, timeout)
 
     def _previewer(self, batch: Sequence[GenerationParams], step: int,
                    total: int) -> PreviewFn:
