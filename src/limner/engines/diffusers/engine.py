@@ -211,11 +211,8 @@ class DiffusersEngine:
         """oneDNN's bf16 convolutions and group norms are fastest on NHWC tensors."""
         if not self.channels_last:
             return None
-        hooked = 0
-        for part in self._convolutional_parts(pipe):
-            part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            hooked += layout.keep_channels_last(part)
-        return f"NHWC, {hooked} attention outputs kept so"
+        kept = layout.apply(self._convolutional_parts(pipe))
+        return f"NHWC, {kept} attention outputs kept so"
 
     def _save_weights(self, pipe: Any) -> str | None:
         if self._cache is not None and self._missing:
@@ -231,14 +228,12 @@ class DiffusersEngine:
     def _pack(self, pipe: Any) -> str | None:
         if not self.prepack:
             return None
-        packed = sum(weight_packing.prepack(part) for part in self._packable_parts(pipe))
-        return f"{packed} layers"
+        return f"{weight_packing.apply(self._packable_parts(pipe))} layers"
 
     def _fuse(self, pipe: Any) -> str | None:
         if not self.fuse:
             return None
-        fused = sum(fusion.fuse(part) for part in self._convolutional_parts(pipe))
-        return f"{fused} blocks"
+        return f"{fusion.apply(self._convolutional_parts(pipe))} blocks"
 
     def _prepare_prompts(self, pipe: Any) -> str | None:
         """Prompt embeddings are cached where the pipeline takes them precomputed."""

@@ -24,6 +24,7 @@ arguments the fused forward does not handle (attention masks, cross-attention kw
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from types import MethodType
 from typing import Any
 
@@ -371,3 +372,8 @@ def fused_count(model: nn.Module) -> int:
     return sum(type(m) is FoldedUpsampleConv or "_get_output_for_continuous_inputs" in vars(m)
                or ("forward" in vars(m) and type(m).__name__ != "Upsample2D")
                for m in model.modules())
+
+
+def apply(parts: Sequence[nn.Module]) -> int:
+    """Fuses every eligible block of `parts` (after `prepack.apply`); returns how many."""
+    return sum(fuse(part) for part in parts)

@@ -11,6 +11,7 @@ NHWC order again: one copy of the block's output, the same values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -43,3 +44,13 @@ def keep_channels_last(model: nn.Module) -> int:
             module.register_forward_hook(_nhwc_output)
             hooked += 1
     return hooked
+
+
+def apply(parts: Sequence[nn.Module]) -> int:
+    """Lays `parts` out in NHWC order and keeps them so; returns how many attention outputs
+    are laid out again on their way out."""
+    kept = 0
+    for part in parts:
+        part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        kept += keep_channels_last(part)
+    return kept

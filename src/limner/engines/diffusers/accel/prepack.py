@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import sys
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -254,3 +255,8 @@ def _in_file_mapping(first: int, last: int) -> bool:
     except OSError:
         pass
     return False
+
+
+def apply(parts: Sequence[nn.Module]) -> int:
+    """Packs every eligible layer of `parts`; returns how many."""
+    return sum(prepack(part) for part in parts)
