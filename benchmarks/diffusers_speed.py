@@ -63,7 +63,7 @@ def _peak_rss_mib() -> float:
     """This process's own peak RSS. Not ru_maxrss where /proc has VmHWM: Linux carries
     ru_maxrss over fork and exec, so a worker would report its parent's peak (building the
     random SD-Turbo pipeline: 5.8 GiB) whenever that was higher than its own."""
-    from load_test import memory_mib
+    from limner.testing.load import memory_mib
 
     own = memory_mib("self", "VmHWM")
     return own if own is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -80,7 +80,7 @@ def _median_time(fn: Any, reps: int) -> tuple[float, list[float]]:
 
 
 def _peak_memory(device: str) -> dict[str, float | None]:
-    from load_test import memory_mib
+    from limner.testing.load import memory_mib
 
     # The RSS now, after the draws, as against the peak, which loading may set.
     out: dict[str, float | None] = {"peak_rss_mib": _peak_rss_mib(),
@@ -357,7 +357,7 @@ def _metric_sum(text: str, name: str) -> float:
 
 
 def _spawn(config: str, workdir: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
-    from load_test import launch_server
+    from limner.testing.load import launch_server
 
     return launch_server(config, workdir, ("--threads", str(threads)),
                          {"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
@@ -373,9 +373,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def http_levels(args: argparse.Namespace, folder: Path, taesd: Path) -> list[dict[str, Any]]:
-    from load_test import memory_mib, run_load
-
     from limner.engines.diffusers.presets import PRESETS
+    from limner.testing.load import memory_mib, run_load
 
     options = PRESETS["sd-turbo"].engine_options()
     steps = ", ".join(f"{k} = {v}" for k, v in options.pop("steps").items())

@@ -6,18 +6,18 @@ Usage:
     python benchmarks/soak.py --spawn --engine embedded    # the shipped model
     options: --clients 50 --seconds 600 --seed 0 --edits --json report.json
 
-Built on benchmarks/load_test.py (loopback only, spawning, /proc readings). Loopback only
-and bounded: at most 500 clients and 1800 s. Each client loops, choosing with a seeded
-`random.Random` among kinds: `b64` (b64_json, decoded and checked for size and format),
-`url` (`response_format: url`, then GET the url and check the image), `stream` (`stream:
-true`, `partial_images` 1-2, SSE parsed, an `image_generation.completed` event required),
-`cancel` (one of those three, the connection closed after a short random delay: not
-counted as lost), and, with `--edits` only, `edit` (a multipart `POST /v1/images/edits`
-with a small PNG; not served yet, so 404 today). Sizes 256x256/512x512/1024x1024 and
-formats png/jpeg/webp, on the engine's own model name (free sizes) and, where they accept
-the request, gpt-image-1 (1024x1024) and dall-e-2 (png). Every request carries its own
-`x-request-id` (`soak-<client>-<seq>`) that the answer must echo; on 429 the client waits
-the `Retry-After` it was given (capped at `--backoff-cap` s).
+Built on `limner.testing.load`, as benchmarks/load_test.py is (loopback only, spawning, /proc
+readings). Loopback only and bounded: at most 500 clients and 1800 s. Each client loops,
+choosing with a seeded `random.Random` among kinds: `b64` (b64_json, decoded and checked for
+size and format), `url` (`response_format: url`, then GET the url and check the image),
+`stream` (`stream: true`, `partial_images` 1-2, SSE parsed, an `image_generation.completed`
+event required), `cancel` (one of those three, the connection closed after a short random
+delay: not counted as lost), and, with `--edits` only, `edit` (a multipart `POST
+/v1/images/edits` with a small PNG; not served yet, so 404 today). Sizes
+256x256/512x512/1024x1024 and formats png/jpeg/webp, on the engine's own model name (free
+sizes) and, where they accept the request, gpt-image-1 (1024x1024) and dall-e-2 (png). Every
+request carries its own `x-request-id` (`soak-<client>-<seq>`) that the answer must echo; on
+429 the client waits the `Retry-After` it was given (capped at `--backoff-cap` s).
 
 Reported: requests sent, answered by kind and status, deliberate cancellations, lost (sent,
 never answered, cancellations excluded), duplicated and mismatched request ids, error
