@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from openai.types import Image as ImageData
 from openai.types import ImagesResponse
 
@@ -87,29 +87,36 @@ class RunningServer:
         return httpx.Client(base_url=self.base_url, timeout=60, **kwargs)
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
-    """Starts a real server with uvicorn on 127.0.0.1; call with settings overrides."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(engines: Mapping[str, Engine] | None = None, **overrides: Any) -> RunningServer:
-        port = free_port()
-        engines = engines if engines is not None else {"fake": FakeEngine()}
-        values: dict[str, Any] = {"port": port, "data_dir": tmp_path / f"data-{port}",
-                                  "default_engine": next(iter(engines))}
-        values.update(overrides)
-        settings = Settings(**values)
-        clock = FakeClock()
-        app = create_app(settings, engines=engines, clock=clock)
-        server = LimnerServer(uvicorn_config(app, settings), app)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        base = f"http://127.0.0.1:{port}"
+@contextlib.contextmanager
+def running_server(data_dir: Path, engines: Mapping[str, Engine] | None = None,
+                   **overrides: Any) -> Iterator[RunningServer]:
+    """A real server (the CLI's own runner) on a free 127.0.0.1 port, for the `with` block."""
+    port = free_port()
+    engines = engines if engines is not None else {"fake": FakeEngine()}
+    values: dict[str, Any] = {"port": port, "data_dir": data_dir / f"data-{port}",
+                              "default_engine": next(iter(engines))}
+    values.update(overrides)
+    settings = Settings(**values)
+    clock = FakeClock()
+    app = create_app(settings, engines=engines, clock=clock)
+    server = LimnerServer(uvicorn_config(app, settings), app)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
         wait_until_healthy(base)
-        servers.append((server, thread))
-        return RunningServer(base, settings, engines, clock, app)
-
-    yield start
-    for server, thread in servers:
+        yield RunningServer(base, settings, engines, clock, app)
+    finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Starts real servers for the test; call with settings overrides (and `engines`)."""
+    with contextlib.ExitStack() as stack:
+        def start(engines: Mapping[str, Engine] | None = None,
+                  **overrides: Any) -> RunningServer:
+            return stack.enter_context(running_server(tmp_path, engines, **overrides))
+
+        yield start

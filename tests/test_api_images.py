@@ -249,8 +249,9 @@ def post(server: RunningServer, body: object, **kwargs: object) -> httpx.Respons
     ({"prompt": "x", "n": True}, 400,
      {"message": "Invalid type for 'n': expected an integer, but got a boolean instead.",
       "type": "invalid_request_error", "param": "n", "code": "invalid_type"}),
-    ({"prompt": "x", "model": "gpt-image-1", "output_format": "gif"}, 400,
-     {"message": "Invalid value: 'gif'. Supported values are: 'png', 'jpeg', and 'webp'.",
+    ({"prompt": "x", "model": "gpt-image-1", "output_format": "bmp"}, 400,
+     {"message": "Invalid value: 'bmp'. Supported values are: 'png', 'jpeg', 'webp', 'gif', "
+                 "and 'svg'.",
       "type": "invalid_request_error", "param": "output_format", "code": "invalid_value"}),
 ])
 def test_error_bodies(server: RunningServer, body: object, status: int,

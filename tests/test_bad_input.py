@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from conftest import RunningServer
+from conftest import RunningServer, running_server
 
 Serve = Callable[..., RunningServer]
 MB = 1024 * 1024
@@ -21,29 +21,8 @@ MB = 1024 * 1024
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One server for the module: the cases are independent and the server must survive all."""
-    import threading
-
-    import uvicorn
-    from conftest import FakeClock, free_port, wait_until_healthy
-
-    from limner.config import Settings
-    from limner.engines.fake import FakeEngine
-    from limner.server.app import create_app
-
-    port = free_port()
-    engines = {"fake": FakeEngine()}
-    settings = Settings(port=port, data_dir=tmp_path_factory.mktemp("bad-input"),
-                        default_engine="fake")
-    clock = FakeClock()
-    app = create_app(settings, engines=engines, clock=clock)
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    wait_until_healthy(base)
-    yield RunningServer(base, settings, engines, clock, app)
-    uv.should_exit = True
-    thread.join(timeout=30)
+    with running_server(tmp_path_factory.mktemp("bad-input")) as running:
+        yield running
 
 
 def envelope(response: httpx.Response) -> dict[str, object]:

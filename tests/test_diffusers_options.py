@@ -23,7 +23,7 @@ def test_an_avx2_cpu_draws_in_float32_with_packed_and_fused_layers() -> None:
     assert (p.device, p.dtype, p.openvino_precision) == ("cpu", "float32", None)
     assert (p.channels_last, p.prepack, p.fuse, p.warmup) == (False, True, True, True)
     assert not p.cache_weights and p.max_batch_images == 1  # no bf16 copies of fp32 weights
-    assert p.steps == {"low": 1, "medium": 2, "high": 4}
+    assert p.steps == {"low": 1, "medium": 2, "high": 4, "xhigh": 6, "max": 8}
     assert "prepack on (eager torch on a CPU in a dtype oneDNN packs)" in p.reasons
 
 
@@ -61,7 +61,9 @@ def test_openvino_runs_on_the_cpu_with_torch_left_in_float32() -> None:
 def test_what_was_asked_wins_and_says_so() -> None:
     p = plan(prepack=False, max_batch_images=3, steps={"low": 2})
     assert (p.prepack, p.fuse, p.warmup, p.max_batch_images) == (False, False, False, 3)
-    assert p.steps == {"low": 2, "medium": 2, "high": 4}
+    assert p.steps == {"low": 2, "medium": 2, "high": 4, "xhigh": 6, "max": 8}
+    sdxs = plan(steps={"low": 1, "medium": 1, "high": 1})
+    assert (sdxs.steps["xhigh"], sdxs.steps["max"]) == (2, 2)
     assert "prepack off (asked)" in p.reasons
     assert "fuse off (not with prepack)" in p.reasons
     assert plan(dtype="bf16").dtype == "bfloat16"
@@ -75,8 +77,8 @@ def test_what_was_asked_wins_and_says_so() -> None:
     ({"threads": True}, "threads must be an integer"),
     ({"threads": 0}, "threads must be a positive integer"),
     ({"guidance": True}, "guidance must be an integer or a number"),
-    ({"steps": {"low": 0}}, "steps must map low, medium and high"),
-    ({"steps": {"fast": 1}}, "steps must map low, medium and high"),
+    ({"steps": {"low": 0}}, "steps must map low, medium, high, xhigh and max"),
+    ({"steps": {"fast": 1}}, "steps must map low, medium, high, xhigh and max"),
     ({"steps": 4}, "steps must be a table"),
     ({"dtype": "int8"}, "dtype must be one of"),
     ({"decoder": "small"}, "decoder must be 'full' or 'tiny'"),

@@ -182,21 +182,27 @@ def test_request_id_on_every_response(serve: Serve) -> None:
 
 
 # Audit --------------------------------------------------------------------------------------------
-def test_user_is_recorded_in_the_audit_log(serve: Serve,
-                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_the_safety_identifier_is_recorded_in_the_audit_log(
+        serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    """`safety_identifier` when non-empty, else the deprecated `user`, as the spec says."""
     server = serve()
     caplog.set_level(logging.INFO, logger="limner.audit")
-    users = ["alice-7", "bob\nFORGED audit line", "کاربر 🦦"]
+    cases = [({"user": "alice-7"}, "alice-7"),
+             ({"user": "bob\nFORGED audit line"}, "bob\nFORGED audit line"),
+             ({"user": "کاربر 🦦"}, "کاربر 🦦"),
+             ({"user": "old", "safety_identifier": "hash-1"}, "hash-1"),
+             ({"user": "old", "safety_identifier": ""}, "old")]
     ids = []
-    for user in users:
+    for fields, _ in cases:
         response = httpx.post(server.v1 + "/images/generations", timeout=30,
-                              json={"prompt": "x", "model": "gpt-image-1", "user": user})
+                              json={"prompt": "x", "model": "gpt-image-1", **fields})
         assert response.status_code == 200
+        assert response.json()["safety_identifier"] == _
         ids.append(response.headers["x-request-id"])
     audit = [r.getMessage() for r in caplog.records if r.name == "limner.audit"]
-    for user, request_id in zip(users, ids, strict=True):
+    for (_, expected), request_id in zip(cases, ids, strict=True):
         line = next(m for m in audit if m.startswith(request_id))
-        assert f"user={user!r}" in line
+        assert f"safety_identifier={expected!r}" in line
         assert "\n" not in line  # repr: a user cannot forge a second log line
 
 

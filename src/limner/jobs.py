@@ -12,7 +12,9 @@ from typing import Literal
 
 from PIL import Image
 
-Quality = Literal["low", "medium", "high"]
+Quality = Literal["low", "medium", "high", "xhigh", "max"]
+"""How much work an engine puts into a picture: each level has its own number of steps."""
+QUALITY_LEVELS: tuple[Quality, ...] = ("low", "medium", "high", "xhigh", "max")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class GenerationParams:
     steps: int | None = None
     transparent: bool = False
     style: str | None = None
+    min_steps: int = 0
+    """At least this many steps whatever the quality: a GIF's frames are its steps."""
 
     @property
     def n(self) -> int:

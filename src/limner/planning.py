@@ -13,7 +13,7 @@ from typing import Literal
 
 from limner.catalogue import Catalogue, ModelEntry
 from limner.errors import InvalidRequest, invalid_value, unsupported_parameter
-from limner.jobs import GenerationParams, Quality
+from limner.jobs import QUALITY_LEVELS, GenerationParams, Quality
 from limner.protocol.images import CreateImageRequest
 from limner.rules import GPT_ONLY_FIELDS, check_size, default_model_name, parse_size
 from limner.usage import text_tokens
@@ -21,7 +21,12 @@ from limner.usage import text_tokens
 USER_MAX = 512
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SEED_MAX = 2**63 - 1
-FORMATS = ("png", "jpeg", "webp")
+FORMATS = ("png", "jpeg", "webp", "gif", "svg")
+COMPLEXITIES = ("low", "medium", "high")
+FRAME_COUNT = (2, 16, 9)
+"""A GIF's frames: at least, at most, and when omitted."""
+FRAME_DURATION_MAX_MS = 655_350
+"""What a GIF's 16-bit delay in hundredths of a second can hold."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +44,15 @@ class GenerationPlan:
     partial_images: int
     moderation: Literal["auto", "low"]
     user: str | None
+    safety_identifier: str | None
+    """A non-empty `safety_identifier`, else `user`: echoed, and written to the audit log."""
     prompt_tokens: int
     """The usage estimate's input tokens, counted here: with the other per-prompt work, off
     the event loop for a long prompt."""
+    frame_count: int = 0
+    """For `gif`: the animation's frames (the denoising as it goes, ending on the picture)."""
+    frame_duration_ms: int = 0
+    svg_model: str | None = None
 
     @property
     def model(self) -> str:
@@ -122,9 +133,10 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
         raise invalid_value("quality", quality, list(rules.qualities))
     if quality == "auto":
         quality = rules.auto_quality
-    engine_quality: Quality = (
-        "high" if quality in ("high", "hd") else "low" if quality == "low" else "medium"
-    )
+    complexity = request.complexity
+    if complexity is not None and complexity not in COMPLEXITIES:
+        raise invalid_value("complexity", complexity, list(COMPLEXITIES))
+    engine_quality = _engine_quality(quality, complexity)
 
     style = request.style
     if style is not None and style not in rules.styles:
@@ -158,10 +170,11 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
                 "Transparent background is not supported for this model.",
                 param="background", code="invalid_value",
             )
-        if output_format == "jpeg":
+        if output_format not in ("png", "webp"):
             raise InvalidRequest(
-                "Transparent background requires output_format 'png' or 'webp'; 'jpeg' has "
-                "no alpha channel.", param="background", code="invalid_value",
+                f"Transparent background requires output_format 'png' or 'webp'; "
+                f"'{output_format}' has no alpha channel.", param="background",
+                code="invalid_value",
             )
     resolved_background: Literal["transparent", "opaque"] = (
         "transparent" if background == "transparent" else "opaque"
@@ -184,15 +197,18 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
             "Streaming returns images as base64; 'response_format' must be 'b64_json' "
             "when 'stream' is true.", param="response_format", code="invalid_value",
         )
+    frames = _frames(request, output_format, n, stream, partial_images)
     moderation = "auto" if request.moderation is None else request.moderation
     if moderation not in ("auto", "low"):
         raise invalid_value("moderation", moderation, ["low", "auto"])
-    if request.user is not None and len(request.user) > USER_MAX:
-        raise InvalidRequest(
-            f"Invalid 'user': string too long. Expected a string with maximum length "
-            f"{USER_MAX}, but got a string with length {len(request.user)} instead.",
-            param="user", code="string_above_max_length",
-        )
+    for field, value in (("user", request.user),
+                         ("safety_identifier", request.safety_identifier)):
+        if value is not None and len(value) > USER_MAX:
+            raise InvalidRequest(
+                f"Invalid '{field}': string too long. Expected a string with maximum length "
+                f"{USER_MAX}, but got a string with length {len(value)} instead.",
+                param=field, code="string_above_max_length",
+            )
     seed = request.seed
     if seed is None:
         seed = secrets.randbelow(2**31)
@@ -224,5 +240,59 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
         partial_images=partial_images,
         moderation=moderation,  # type: ignore[arg-type]
         user=request.user,
+        safety_identifier=request.safety_identifier or request.user,
         prompt_tokens=text_tokens(request.prompt),
+        frame_count=frames[0],
+        frame_duration_ms=frames[1],
+        svg_model=request.svg.model if request.svg is not None else None,
     )
+
+
+def _engine_quality(quality: str, complexity: str | None) -> Quality:
+    """The engine's level of work: the asked quality (`hd` is `high`, dall-e's `standard` is
+    `medium`), one level less for `complexity: low` and one more for `high`."""
+    level = {"low": 0, "high": 2, "hd": 2, "xhigh": 3, "max": 4}.get(quality, 1)
+    level += {"low": -1, "high": 1}.get(complexity or "medium", 0)
+    return QUALITY_LEVELS[min(max(level, 0), len(QUALITY_LEVELS) - 1)]
+
+
+def _frames(request: CreateImageRequest, output_format: str, n: int, stream: bool,
+            partial_images: int) -> tuple[int, int]:
+    """A GIF's frame count and per-frame duration (0, 0 for other formats), and the spec's
+    exclusions for `gif` and `svg` (CONTRACT §11): no streaming, no partial images, no
+    custom compression; `svg` also `n=1`, and each format's own fields only with it."""
+    if output_format != "gif":
+        for field in ("frame_count", "frame_duration_ms"):
+            if getattr(request, field) is not None:
+                raise InvalidRequest(
+                    f"Invalid '{field}': it is only supported with output_format 'gif'.",
+                    param=field, code="invalid_value")
+    if output_format != "svg" and request.svg is not None:
+        raise InvalidRequest("Invalid 'svg': it requires output_format 'svg'.", param="svg",
+                             code="invalid_value")
+    if output_format not in ("gif", "svg"):
+        return 0, 0
+    for field, present in (("stream", stream), ("partial_images", partial_images > 0),
+                           ("output_compression", request.output_compression is not None)):
+        if present:
+            raise InvalidRequest(
+                f"Invalid '{field}': output_format '{output_format}' does not support "
+                f"{field.replace('_', ' ')}.", param=field, code="invalid_value")
+    if output_format == "svg":
+        if n != 1:
+            raise InvalidRequest("Invalid 'n': SVG generation requires n=1.", param="n",
+                                 code="invalid_value")
+        return 0, 0
+    low, high, default = FRAME_COUNT
+    count = default if request.frame_count is None else request.frame_count
+    if not low <= count <= high:
+        raise InvalidRequest(
+            f"Invalid 'frame_count': expected an integer between {low} and {high}, but got "
+            f"{count} instead.", param="frame_count", code="invalid_value")
+    duration = 200 if request.frame_duration_ms is None else request.frame_duration_ms
+    if duration < 1:
+        raise InvalidRequest(
+            "Invalid 'frame_duration_ms': integer below minimum value. Expected a value >= 1, "
+            f"but got {duration} instead.", param="frame_duration_ms",
+            code="integer_below_min_value")
+    return count, min(FRAME_DURATION_MAX_MS, max(10, round(duration / 10) * 10))

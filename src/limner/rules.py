@@ -12,13 +12,14 @@ from typing import Literal
 
 from limner.errors import InvalidRequest, invalid_value
 
-Family = Literal["dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-2"]
+Family = Literal["dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-2", "gpt-image-2.5",
+                 "gpt-image-2.6"]
 
 GPT_ONLY_FIELDS = ("background", "moderation", "output_format", "output_compression",
-                   "partial_images")
+                   "partial_images", "complexity", "frame_count", "frame_duration_ms", "svg")
 """Fields that only GPT image models accept (with `stream: true` and GPT qualities)."""
 
-GPT_QUALITIES = ("low", "medium", "high")
+GPT_QUALITIES = ("low", "medium", "high", "xhigh", "max")
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,14 @@ GPT_IMAGE_1 = ModelRules(
     auto_quality="medium",
 )
 GPT_IMAGE_2 = replace(GPT_IMAGE_1, family="gpt-image-2", free_size=True, transparent=False)
+GPT_IMAGE_25 = replace(GPT_IMAGE_2, family="gpt-image-2.5", transparent=True,
+                       qualities=("low", "medium", "high", "xhigh", "max", "auto"))
+"""The later revision (CONTRACT §11): free sizes, `xhigh` and `max`, transparency."""
+GPT_IMAGE_26 = replace(GPT_IMAGE_1, family="gpt-image-2.6")
+"""Named by the newest SDK with no size or quality rules of its own: gpt-image-1's."""
 LOCAL = replace(
-    GPT_IMAGE_2,
+    GPT_IMAGE_25,
     sizes=("256x256", "512x512", "1024x1024", "1024x1536", "1536x1024", "auto"),
-    transparent=True,
 )
 """Rules for a model served under its own local name: gpt-image-2's free sizes, plus
 transparency and the small square sizes."""
@@ -89,7 +94,16 @@ OPENAI_MODELS: dict[str, ModelRules] = {
     "chatgpt-image-latest": GPT_IMAGE_1,
     "gpt-image-2": GPT_IMAGE_2,
     "gpt-image-2-2026-04-21": GPT_IMAGE_2,
+    "gpt-image-2.5-sunburst": GPT_IMAGE_25,
+    "gpt-image-2.5-sunburst-2026-09-08": GPT_IMAGE_25,
+    "gpt-image-2.5-flare": GPT_IMAGE_25,
+    "gpt-image-2.5-flare-2026-09-08": GPT_IMAGE_25,
+    "gpt-image-2.6-sunburst": GPT_IMAGE_26,
+    "gpt-image-2.6-flare": GPT_IMAGE_26,
 }
+SHUTDOWN_DATES = {"gpt-image-1": "2026-10-23", "dall-e-2": "2026-05-12",
+                  "dall-e-3": "2026-05-12"}
+"""The dates the newest SDK gives for OpenAI's retired models; limner still serves them."""
 
 _SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 MIN_PIXELS = 655_360

@@ -26,7 +26,7 @@ from limner.moderation import PromptPolicy
 from limner.planning import GenerationPlan
 from limner.protocol.events import ImageGenCompletedEvent, ImageGenPartialImageEvent
 from limner.protocol.images import Image as ImageData
-from limner.protocol.images import ImageGenUsage, ImagesResponse
+from limner.protocol.images import ImageGenUsage, ImagesResponse, SvgUsage
 from limner.scheduler import Job, PartialImage, Scheduler
 from limner.store.local import LocalImageStore, StoredFile
 from limner.store.signing import Signer
@@ -111,7 +111,13 @@ class ImageService:
         params = plan.params
         if background == "key_out":
             params = dataclasses.replace(params, prompt=params.prompt + BACKDROP_HINT)
-        job = scheduler.submit(params, plan.partial_images if plan.stream else 0)
+        partials = plan.partial_images if plan.stream else 0
+        if plan.frame_count:
+            # A GIF shows the denoising as it goes: a preview at evenly spaced steps, then the
+            # picture, so the engine takes at least one step per frame.
+            params = dataclasses.replace(params, min_steps=plan.frame_count)
+            partials = plan.frame_count - 1
+        job = scheduler.submit(params, partials)
         return Generation(self, plan, job, background)
 
     def _moderate(self, plan: GenerationPlan, request_id: str) -> None:
@@ -140,15 +146,24 @@ class ImageService:
             images = await job.result
         finally:
             job.cancel()
-        data = await self._deliver(generation, images)
+        renders = [[picture] for picture in images]
+        if plan.frame_count:
+            previews = [job.partials.get_nowait() for _ in range(job.partials.qsize())]
+            renders = [[p.images[k] for p in previews] + [picture]
+                       for k, picture in enumerate(images)]
+        blobs = await self._off_loop(self._encode_all, generation, renders)
+        data = await self._deliver(generation, blobs)
         self.metrics.images.inc(len(data), model=plan.model)
-        response = ImagesResponse(created=int(self.clock()), data=data)
+        response = ImagesResponse(created=int(self.clock()), data=data,
+                                  safety_identifier=plan.safety_identifier)
         if plan.is_gpt:
             response.background = plan.background
             response.output_format = plan.output_format
             response.size = plan.size
             response.quality = plan.quality
             response.usage = self._usage(plan, plan.params.n)
+        if plan.output_format == "svg":
+            response.svg_usage = svg_usage(plan.prompt_tokens, plan.svg_model, blobs)
         return response
 
     # 3. Stream events -----------------------------------------------------------------------
@@ -186,6 +201,7 @@ class ImageService:
                     b64_json=text, created_at=int(self.clock()),
                     size=plan.size, quality=plan.quality, background=plan.background,
                     output_format=plan.output_format, usage=per_image,
+                    safety_identifier=plan.safety_identifier,
                 )
         finally:
             job.cancel()
@@ -204,36 +220,35 @@ class ImageService:
                 output_format=plan.output_format, partial_image_index=index,
             )
 
-    def _encode(self, generation: Generation, picture: Image.Image) -> bytes:
+    def _encode(self, generation: Generation, frames: list[Image.Image]) -> bytes:
+        """One image's file: its last frame in a still format, all of them in a GIF."""
         plan = generation.plan
         p = plan.params
         started = time.perf_counter()
-        blob = imaging.finish(picture, p.width, p.height, generation.background,
-                              plan.output_format, plan.output_compression)
+        if plan.output_format == "gif":
+            blob = imaging.finish_animation(frames, p.width, p.height, generation.background,
+                                            plan.frame_duration_ms)
+        else:
+            blob = imaging.finish(frames[-1], p.width, p.height, generation.background,
+                                  plan.output_format, plan.output_compression)
         self.metrics.encode_seconds.observe(time.perf_counter() - started, model=plan.model)
         return blob
 
     def _encode_b64(self, generation: Generation, picture: Image.Image) -> str:
         """One stream event's image: base64 too grows with the picture, so not on the loop."""
-        return _stream_b64(self._encode(generation, picture))
+        return _stream_b64(self._encode(generation, [picture]))
 
-    def _encode_all(self, generation: Generation, pictures: list[Image.Image]) -> list[bytes]:
-        return [self._encode(generation, picture) for picture in pictures]
+    def _encode_all(self, generation: Generation,
+                    renders: list[list[Image.Image]]) -> list[bytes]:
+        return [self._encode(generation, frames) for frames in renders]
 
-    def _encode_all_b64(self, generation: Generation,
-                        pictures: list[Image.Image]) -> list[str]:
-        return [base64.b64encode(blob).decode()
-                for blob in self._encode_all(generation, pictures)]
-
-    async def _deliver(self, generation: Generation,
-                       pictures: list[Image.Image]) -> list[ImageData]:
-        """Encoded as base64, or stored all together: a request that fails keeps no file."""
+    async def _deliver(self, generation: Generation, blobs: list[bytes]) -> list[ImageData]:
+        """As base64, or stored all together: a request that fails keeps no file."""
         plan = generation.plan
         revised = plan.params.prompt if plan.entry.rules.family == "dall-e-3" else None
         if plan.response_format == "b64_json":
-            texts = await self._off_loop(self._encode_all_b64, generation, pictures)
+            texts = await self._off_loop(_base64_all, blobs)
             return [ImageData(b64_json=text, revised_prompt=revised) for text in texts]
-        blobs = await self._off_loop(self._encode_all, generation, pictures)
         store = self.delivery.store
         storing = asyncio.ensure_future(asyncio.to_thread(store.put_all, blobs,
                                                           plan.output_format))
@@ -272,6 +287,19 @@ class Generation:
         keep-alive comment. The job is cancelled if the consumer stops early.
         """
         return self.service._events(self, heartbeat_s)
+
+
+def _base64_all(blobs: list[bytes]) -> list[str]:
+    return [base64.b64encode(blob).decode() for blob in blobs]
+
+
+def svg_usage(prompt_tokens: int, author: str | None, blobs: list[bytes]) -> SvgUsage:
+    """An estimate, as `usage` is: no model authors the SVG here (`imaging.trace_svg` traces
+    the picture), so its output is counted as the SVG's bytes over 4, with no reasoning."""
+    output = sum(len(blob) for blob in blobs) // 4
+    return SvgUsage(input_tokens=prompt_tokens, model=author or "vtracer",
+                    output_tokens=output, reasoning_tokens=0,
+                    total_tokens=prompt_tokens + output)
 
 
 def _background(plan: GenerationPlan, draws_alpha: bool) -> imaging.Background:

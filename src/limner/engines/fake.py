@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from limner.engines.base import EngineError, EngineInfo
 from limner.jobs import GenerationParams, PreviewFn, StepCallback, StepUpdate
 
-STEPS = {"low": 2, "medium": 4, "high": 8}
+STEPS = {"low": 2, "medium": 4, "high": 8, "xhigh": 12, "max": 16}
 GATE_TIMEOUT_S = 30.0
 """A gated step waits at most this long: a test that forgets to release fails, not hangs."""
 
@@ -55,7 +55,7 @@ class FakeEngine:
             self.batches.append(list(batch))
         if any(self.fail_on is not None and self.fail_on in p.prompt for p in batch):
             raise EngineError("the fake engine was told to fail")
-        total = batch[0].steps or STEPS[batch[0].quality]
+        total = max(batch[0].steps or STEPS[batch[0].quality], batch[0].min_steps)
         for step in range(1, total + 1):
             if self.step_s:
                 time.sleep(self.step_s)

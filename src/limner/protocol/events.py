@@ -24,8 +24,11 @@ class ImageGenPartialImageEvent(_ImageEvent):
 
 
 class ImageGenCompletedEvent(_ImageEvent):
+    """Serialised without null fields: `safety_identifier` only when the request had one."""
+
     type: Literal["image_generation.completed"] = "image_generation.completed"
     usage: ImagesUsage
+    safety_identifier: str | None = None
 
 
 ImageGenStreamEvent = ImageGenPartialImageEvent | ImageGenCompletedEvent

@@ -14,6 +14,21 @@ EXTENSION_FIELDS = frozenset({"seed"})
 """Documented limner extensions that the OpenAI spec does not have."""
 
 
+class SvgReasoning(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    effort: StrictStr | None = None
+
+
+class SvgOptions(BaseModel):
+    """`svg`: the SVG author model (and its reasoning effort), with `output_format: svg`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr
+    reasoning: SvgReasoning | None = None
+
+
 class CreateImageRequest(BaseModel):
     """The request body. `null` for any optional field means "omitted"."""
 
@@ -35,6 +50,11 @@ class CreateImageRequest(BaseModel):
     user: StrictStr | None = None
     seed: StrictInt | None = None
     """limner extension: the seed of the first image; image `i` uses `seed + i`."""
+    safety_identifier: StrictStr | None = None
+    complexity: StrictStr | None = None
+    frame_count: StrictInt | None = None
+    frame_duration_ms: StrictInt | None = None
+    svg: SvgOptions | None = None
 
     def given(self) -> set[str]:
         """Fields the client set to a non-null value."""
@@ -72,6 +92,16 @@ class Image(BaseModel):
     revised_prompt: str | None = None
 
 
+class SvgUsage(BaseModel):
+    """Token usage of SVG authoring, apart from the picture's own `usage`."""
+
+    input_tokens: int
+    model: str
+    output_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+
+
 class ImagesResponse(BaseModel):
     """Serialise with `exclude_none=True`: dall-e answers carry no `usage` or echo fields."""
 
@@ -82,3 +112,5 @@ class ImagesResponse(BaseModel):
     size: str | None = None
     quality: str | None = None
     usage: ImageGenUsage | None = None
+    safety_identifier: str | None = None
+    svg_usage: SvgUsage | None = None

@@ -12,6 +12,8 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    shutdown_date: str | None = None
+    """For OpenAI's retired names (still served here), the date the newest SDK gives."""
 
 
 class ModelList(BaseModel):

@@ -36,7 +36,7 @@ RETRY_AFTER_MAX_S = 120.0
 """The official SDKs honour a `Retry-After` of up to 120 s and give up beyond it."""
 RETRY_MARGIN = 0.25
 """Of a batch's time: a retry arrives a little after the room it was promised opens."""
-BatchKey = tuple[int, int, str, int | None]
+BatchKey = tuple[int, int, str, int | None, int]
 _ids = itertools.count(1)
 
 
@@ -84,7 +84,7 @@ class Job:
     @property
     def key(self) -> BatchKey:
         p = self.params
-        return (p.width, p.height, p.quality, p.steps)
+        return (p.width, p.height, p.quality, p.steps, p.min_steps)
 
     @property
     def cancelled(self) -> bool:

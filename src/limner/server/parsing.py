@@ -23,7 +23,11 @@ _EXPECTED = {"prompt": "a string", "model": "a string", "quality": "a string",
              "response_format": "a string", "output_format": "a string", "size": "a string",
              "moderation": "a string", "background": "a string", "style": "a string",
              "user": "a string", "n": "an integer", "output_compression": "an integer",
-             "partial_images": "an integer", "seed": "an integer", "stream": "a boolean"}
+             "partial_images": "an integer", "seed": "an integer", "stream": "a boolean",
+             "safety_identifier": "a string", "complexity": "a string",
+             "frame_count": "an integer", "frame_duration_ms": "an integer",
+             "svg": "an object", "svg.model": "a string", "svg.reasoning": "an object",
+             "svg.reasoning.effort": "a string"}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -131,7 +135,7 @@ def _translate(exc: ValidationError, document: dict[str, Any]) -> InvalidRequest
     errors = exc.errors()
     order = {"extra_forbidden": 0, "missing": 1}
     first = sorted(errors, key=lambda e: order.get(e["type"], 2))[0]
-    field = str(first["loc"][0]) if first["loc"] else None
+    field = ".".join(str(part) for part in first["loc"]) if first["loc"] else None
     if first["type"] == "extra_forbidden" and field is not None:
         return InvalidRequest(f"Unknown parameter: '{field}'.", param=field,
                               code="unknown_parameter")
@@ -139,7 +143,9 @@ def _translate(exc: ValidationError, document: dict[str, Any]) -> InvalidRequest
         return InvalidRequest(f"Missing required parameter: '{field}'.", param=field,
                               code="missing_required_parameter")
     if field is not None:
-        value = document.get(field)
+        value: Any = document
+        for part in first["loc"]:
+            value = value.get(part) if isinstance(value, dict) else None
         got = _JSON_TYPES.get(type(value), "a value of another type")
         if field == "prompt" and value is None:
             return InvalidRequest("Missing required parameter: 'prompt'.", param="prompt",

@@ -26,7 +26,7 @@ def frame(event_type: str, data: bytes) -> bytes:
 
 
 def frame_model(event: BaseModel) -> bytes:
-    return frame(getattr(event, "type"), json_body(event))  # noqa: B009
+    return frame(getattr(event, "type"), json_body(event, exclude_none=True))  # noqa: B009
 
 
 def frame_error(exc: BaseException) -> bytes:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from limner.errors import NotFound, StorageFailed
 
-MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-_NAME = re.compile(r"^img_[A-Za-z0-9_-]{32}\.(png|jpeg|webp)$")
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp",
+               "gif": "image/gif", "svg": "image/svg+xml"}
+_NAME = re.compile(r"^img_[A-Za-z0-9_-]{32}\.(png|jpeg|webp|gif|svg)$")
 
 Clock = Callable[[], float]
 

@@ -413,7 +413,7 @@ class DiffusersEngine:
             raise EngineError("the engine is not loaded")
         first = batch[0]
         width, height = self._draw_size(first.width, first.height)
-        total = first.steps or self.steps[first.quality]
+        total = max(first.steps or self.steps[first.quality], first.min_steps)
         prompts = [p.prompt for p in batch for _ in p.seeds]
         generators = [torch.Generator("cpu").manual_seed(s) for p in batch for s in p.seeds]
         counts = [p.n for p in batch]

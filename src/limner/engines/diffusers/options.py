@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+QUALITY_LEVELS = ("low", "medium", "high", "xhigh", "max")
 BACKENDS = ("torch", "openvino")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """`torch.compile` modes: "reduce-overhead" also replays CUDA graphs, which pays on a GPU
@@ -23,6 +24,7 @@ where a one-step model's time goes to launching a thousand small kernels."""
 DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
           "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 DEFAULT_STEPS = {"low": 1, "medium": 2, "high": 4}
+"""`xhigh` and `max` follow from `high` unless given: 1.5 and 2 times its steps."""
 Dtype = Literal["float32", "bfloat16", "float16"]
 
 
@@ -82,9 +84,9 @@ class DiffusersOptions:
             raise ValueError("compile must be true, false or a torch.compile mode ("
                              f"{', '.join(map(repr, COMPILE_MODES))}), not {self.compile!r}")
         for quality, steps in self.steps.items():
-            if quality not in DEFAULT_STEPS or not isinstance(steps, int) or steps < 1:
-                raise ValueError(f"steps must map low, medium and high to positive integers, "
-                                 f"not {dict(self.steps)!r}")
+            if quality not in QUALITY_LEVELS or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"steps must map low, medium, high, xhigh and max to positive "
+                                 f"integers, not {dict(self.steps)!r}")
         for key in ("threads", "native_size", "max_batch_images"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -209,10 +211,13 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
     # 6. Batch size: on a CPU a batch costs as much per image as one at a time, and every
     # request of it waits for the last image; a GPU draws a batch nearly for the price of one.
     max_batch = options.max_batch_images or (1 if cpu else 4)
+    steps = {**DEFAULT_STEPS, **dict(options.steps)}
+    steps.setdefault("xhigh", max(steps["high"], round(steps["high"] * 1.5)))
+    steps.setdefault("max", max(steps["xhigh"], steps["high"] * 2))
     return LoadPlan(device=device, dtype=dtype, openvino_precision=precision,
                     channels_last=channels_last, prepack=prepack, fuse=fuse, warmup=warmup,
                     cache_weights=cache_weights, max_batch_images=max_batch,
-                    steps={**DEFAULT_STEPS, **dict(options.steps)}, reasons=tuple(reasons))
+                    steps=steps, reasons=tuple(reasons))
 
 
 def _default(asked: bool | None, default: bool, name: str, why: str,

@@ -24,7 +24,7 @@ from limner.jobs import GenerationParams, StepCallback, StepUpdate
 
 log = logging.getLogger("limner.engines.embedded")
 
-DEFAULT_STEPS: dict[str, int] = {"low": 4, "medium": 8, "high": 16}
+DEFAULT_STEPS: dict[str, int] = {"low": 4, "medium": 8, "high": 16, "xhigh": 24, "max": 32}
 NATIVE = 64
 
 
@@ -130,7 +130,7 @@ class EmbeddedEngine:
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         first = batch[0]
-        total = max(1, first.steps or self.steps[first.quality])
+        total = max(1, first.steps or self.steps[first.quality], first.min_steps)
         txts, styles, refs_x, noises = [], [], [], []
         for params in batch:
             vec = self._embed(params.prompt)

@@ -89,8 +89,9 @@ async def _create_image(request: Request) -> Response:
             f"The model '{plan.model}' is still loading; retry in a few seconds.",
             code="model_loading", headers={"retry-after": "5"},
         )
-    log.info("%s model=%s n=%d size=%s quality=%s stream=%s user=%r", request_id, plan.model,
-             plan.params.n, plan.size, plan.quality, plan.stream, plan.user)
+    log.info("%s model=%s n=%d size=%s quality=%s stream=%s safety_identifier=%r", request_id,
+             plan.model, plan.params.n, plan.size, plan.quality, plan.stream,
+             plan.safety_identifier)
     # 2. Moderation and the queue: their refusals (400, 429) come as plain JSON, streams too.
     generation = await state.service.start(plan, request_id)
     if plan.stream:

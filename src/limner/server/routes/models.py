@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from limner.protocol.models import Model, ModelList
+from limner.rules import SHUTDOWN_DATES
 from limner.server.state import app_state
 
 router = APIRouter()
@@ -14,7 +15,7 @@ router = APIRouter()
 @router.get("/models", include_in_schema=False)
 async def list_models(request: Request) -> ModelList:
     state = app_state(request.app)
-    return ModelList(data=[Model(id=e.name, created=state.started_at, owned_by=e.owned_by)
+    return ModelList(data=[_model(e.name, e.owned_by, state.started_at)
                            for e in state.catalogue.entries()])
 
 
@@ -23,4 +24,9 @@ async def list_models(request: Request) -> ModelList:
 async def get_model(request: Request, model: str) -> Model:
     state = app_state(request.app)
     entry = state.catalogue.resolve(model)
-    return Model(id=entry.name, created=state.started_at, owned_by=entry.owned_by)
+    return _model(entry.name, entry.owned_by, state.started_at)
+
+
+def _model(name: str, owned_by: str, created: int) -> Model:
+    return Model(id=name, created=created, owned_by=owned_by,
+                 shutdown_date=SHUTDOWN_DATES.get(name))
