@@ -97,3 +97,28 @@ def test_module_entry_point_help() -> None:
     out = subprocess.run([sys.executable, "-m", "limner", "serve", "--help"],
                          capture_output=True, text=True, check=True)
     assert "--api-key" in out.stdout and "127.0.0.1" in out.stdout
+
+
+def test_the_later_revision_flags_write_gif_and_svg_files(server: RunningServer,
+                                                         tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+    from typing import Any
+
+    code, stdout, stderr = run(
+        "images", "generate", "--base-url", server.v1, "--prompt", "otter", "--model",
+        "gpt-image-2.5-flare", "--output-format", "gif", "--frame-count", "3",
+        "--frame-duration-ms", "150", "--complexity", "high", "--safety-identifier", "h1",
+        "--size", "1024x1024", "-o", str(tmp_path / "otter"))
+    assert code == 0, stderr
+    payload = json.loads(stdout)
+    assert payload["safety_identifier"] == "h1" and payload["output_format"] == "gif"
+    gif: Any = Image.open(tmp_path / "otter.gif")
+    assert (gif.n_frames, gif.info["duration"]) == (3, 150)
+    code, stdout, stderr = run(
+        "images", "generate", "--base-url", server.v1, "--prompt", "otter", "--model",
+        "gpt-image-2.5-flare", "--output-format", "svg", "--svg-model", "author-1",
+        "--size", "1024x1024", "-o", str(tmp_path / "otter"))
+    assert code == 0, stderr
+    assert json.loads(stdout)["svg_usage"]["model"] == "author-1"
+    root = ET.parse(tmp_path / "otter.svg").getroot()
+    assert root.get("viewBox") and root.get("width") == "1024"

@@ -166,16 +166,25 @@ def images(ctx: click.Context, base_url: str | None, api_key: str | None,
 @click.option("--model", default=None)
 @click.option("--n", type=int, default=None, help="How many images (1-10).")
 @click.option("--size", default=None, help="auto, 1024x1024, 1536x1024, ... or WIDTHxHEIGHT.")
-@click.option("--quality", default=None, help="low, medium, high, auto (standard/hd: dall-e).")
+@click.option("--quality", default=None,
+              help="low, medium, high, auto; xhigh and max (gpt-image-2.5); standard/hd (dall-e).")
+@click.option("--complexity", default=None, help="low, medium or high: one level less or more "
+              "work than --quality asks.")
 @click.option("--style", default=None, help="vivid or natural (dall-e-3).")
 @click.option("--background", default=None, help="transparent, opaque or auto.")
-@click.option("--output-format", default=None, help="png, jpeg or webp.")
+@click.option("--output-format", default=None, help="png, jpeg, webp, gif or svg.")
+@click.option("--frame-count", type=int, default=None, help="gif: frames, 2-16 (default 9).")
+@click.option("--frame-duration-ms", type=int, default=None,
+              help="gif: each frame's time, in 10 ms steps (default 200).")
+@click.option("--svg-model", default=None, help="svg: the SVG author model, echoed in svg_usage.")
 @click.option("--output-compression", type=int, default=None, help="0-100 (jpeg, webp).")
 @click.option("--response-format", default=None, help="b64_json or url.")
 @click.option("--moderation", default=None, help="auto or low.")
 @click.option("--partial-images", type=int, default=None, help="0-3 (with --stream).")
 @click.option("--stream", is_flag=True, default=None, help="Stream partial images.")
-@click.option("--user", default=None, help="End-user id, recorded in the server's log.")
+@click.option("--safety-identifier", default=None,
+              help="End-user id (a hash), recorded in the server's log; wins over --user.")
+@click.option("--user", default=None, help="End-user id (deprecated: --safety-identifier).")
 @click.option("--seed", type=int, default=None, help="limner extension: reproducible images.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the images here (numbered name-1.png, name-2.png ... for n>1).")
@@ -186,7 +195,10 @@ def generate(ctx: click.Context, /, output: Path | None, base_url: str | None,
     """Generate images: POST /images/generations."""
     _remember(ctx.find_root(), base_url, api_key, output_format_)
     base, key, fmt = _client_settings(ctx)
+    svg_model = fields.pop("svg_model", None)
     body = {name: value for name, value in fields.items() if value is not None}
+    if svg_model is not None:
+        body["svg"] = {"model": svg_model}
     url = f"{base}/images/generations"
     headers = {"authorization": f"Bearer {key}", "user-agent": f"limner-cli/{__version__}"}
     timeout = httpx.Timeout(600, connect=5)
