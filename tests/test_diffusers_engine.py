@@ -323,7 +323,8 @@ def test_prompt_cache_with_guidance_matches_the_plain_pipeline(tiny_sd: Path) ->
     # batched with other images, kernels may sum in another order: a level at most
     assert np.abs(pixels(mixed[1][0]) - pixels(fox)).max() <= 1
     assert len(engine._embeds) == 2
-    assert engine._embeds[("a blue whale", True)][1] is engine._embeds[("a red fox", True)][1]
+    assert engine._embeds[("a blue whale", True, None)][1] is \
+        engine._embeds[("a red fox", True, None)][1]
     engine._cache_prompts = False  # the pipeline's own `prompt=` path gives the same picture
     plain = engine.generate([request(seed=4)])[0][0]
     assert len(calls) == 6

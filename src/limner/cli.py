@@ -186,6 +186,14 @@ def images(ctx: click.Context, base_url: str | None, api_key: str | None,
               help="End-user id (a hash), recorded in the server's log; wins over --user.")
 @click.option("--user", default=None, help="End-user id (deprecated: --safety-identifier).")
 @click.option("--seed", type=int, default=None, help="limner extension: reproducible images.")
+@click.option("--steps", type=int, default=None,
+              help="limner extension: denoising steps, instead of --quality's.")
+@click.option("--guidance-scale", type=float, default=None,
+              help="limner extension: classifier-free guidance (0-30).")
+@click.option("--negative-prompt", default=None,
+              help="limner extension: what the picture should not show.")
+@click.option("--scheduler", default=None,
+              help="limner extension: euler, euler_a, dpm++, ddim or lcm.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the images here (numbered name-1.png, name-2.png ... for n>1).")
 @client_options

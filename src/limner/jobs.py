@@ -37,11 +37,21 @@ class GenerationParams:
     style: str | None = None
     min_steps: int = 0
     """At least this many steps whatever the quality: a GIF's frames are its steps."""
+    negative_prompt: str | None = None
+    guidance: float | None = None
+    """The classifier-free guidance scale; `None`: the engine's own."""
+    scheduler: str | None = None
+    """One of `SAMPLERS`; `None`: the engine's own."""
 
     @property
     def n(self) -> int:
         return len(self.seeds)
 
+
+SAMPLERS = ("euler", "euler_a", "dpm++", "ddim", "lcm")
+"""Sampler names a request may ask for (`scheduler`), where an engine offers a choice."""
+CONTROLS = ("negative_prompt", "guidance_scale", "scheduler")
+"""The sampling extensions an engine may or may not honour (`EngineInfo.controls`)."""
 
 PreviewFn = Callable[[], list[list[Image.Image]]]
 """Decodes the current state of every image in the batch: one list per request."""

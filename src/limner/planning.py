@@ -13,7 +13,7 @@ from typing import Literal
 
 from limner.catalogue import Catalogue, ModelEntry
 from limner.errors import InvalidRequest, invalid_value, unsupported_parameter
-from limner.jobs import QUALITY_LEVELS, GenerationParams, Quality
+from limner.jobs import QUALITY_LEVELS, SAMPLERS, GenerationParams, Quality
 from limner.protocol.images import CreateImageRequest
 from limner.rules import GPT_ONLY_FIELDS, check_size, default_model_name, parse_size
 from limner.usage import text_tokens
@@ -23,6 +23,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SEED_MAX = 2**63 - 1
 FORMATS = ("png", "jpeg", "webp", "gif", "svg")
 COMPLEXITIES = ("low", "medium", "high")
+STEPS_MAX = 200
+"""`steps` above this is refused before any engine is asked (each engine has its own most)."""
+GUIDANCE_MAX = 30.0
 FRAME_COUNT = (2, 16, 9)
 """A GIF's frames: at least, at most, and when omitted."""
 FRAME_DURATION_MAX_MS = 655_350
@@ -218,6 +221,7 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
             param="seed", code="invalid_value",
         )
 
+    _check_controls(request, rules.prompt_max)
     params = GenerationParams(
         prompt=request.prompt,
         width=width,
@@ -226,6 +230,10 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
         quality=engine_quality,
         transparent=resolved_background == "transparent",
         style=style,
+        steps=request.steps,
+        negative_prompt=request.negative_prompt,
+        guidance=None if request.guidance_scale is None else float(request.guidance_scale),
+        scheduler=request.scheduler,
     )
     return GenerationPlan(
         entry=entry,
@@ -246,6 +254,27 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
         frame_duration_ms=frames[1],
         svg_model=request.svg.model if request.svg is not None else None,
     )
+
+
+def _check_controls(request: CreateImageRequest, prompt_max: int) -> None:
+    """The sampling extensions' own ranges; whether the engine honours them is the
+    service's check, which knows the engine."""
+    if request.steps is not None and not 1 <= request.steps <= STEPS_MAX:
+        raise InvalidRequest(
+            f"Invalid 'steps': expected an integer between 1 and {STEPS_MAX}, but got "
+            f"{request.steps} instead.", param="steps", code="invalid_value")
+    scale = request.guidance_scale
+    if scale is not None and not 0 <= scale <= GUIDANCE_MAX:
+        raise InvalidRequest(
+            f"Invalid 'guidance_scale': expected a number between 0 and {GUIDANCE_MAX}, but "
+            f"got {scale} instead.", param="guidance_scale", code="invalid_value")
+    if request.scheduler is not None and request.scheduler not in SAMPLERS:
+        raise invalid_value("scheduler", request.scheduler, list(SAMPLERS))
+    negative = request.negative_prompt
+    if negative is not None and (len(negative) > prompt_max or _CONTROL.search(negative)):
+        raise InvalidRequest(
+            f"Invalid 'negative_prompt': expected printable text of at most {prompt_max} "
+            "characters.", param="negative_prompt", code="invalid_value")
 
 
 def _engine_quality(quality: str, complexity: str | None) -> Quality:

@@ -20,7 +20,13 @@ from PIL import Image
 
 from limner import imaging
 from limner.catalogue import Catalogue
-from limner.errors import GenerationFailed, ImageModerationBlocked, ModerationBlocked
+from limner.engines.base import EngineInfo
+from limner.errors import (
+    GenerationFailed,
+    ImageModerationBlocked,
+    InvalidRequest,
+    ModerationBlocked,
+)
 from limner.metrics import Metrics
 from limner.moderation import PromptPolicy
 from limner.planning import GenerationPlan
@@ -107,7 +113,9 @@ class ImageService:
         else:
             self._moderate(plan, request_id)
         scheduler = self.schedulers[plan.entry.engine]
-        background = _background(plan, scheduler.engine.info.draws_alpha)
+        info = scheduler.engine.info
+        _check_controls(plan, info)
+        background = _background(plan, info.draws_alpha)
         params = plan.params
         if background == "key_out":
             params = dataclasses.replace(params, prompt=params.prompt + BACKDROP_HINT)
@@ -287,6 +295,23 @@ class Generation:
         keep-alive comment. The job is cancelled if the consumer stops early.
         """
         return self.service._events(self, heartbeat_s)
+
+
+def _check_controls(plan: GenerationPlan, info: EngineInfo) -> None:
+    """The sampling extensions this engine honours: any other is refused, never ignored."""
+    p = plan.params
+    asked = {"negative_prompt": p.negative_prompt, "guidance_scale": p.guidance,
+             "scheduler": p.scheduler}
+    for name, value in asked.items():
+        if value is not None and name not in info.controls:
+            raise InvalidRequest(
+                f"Unsupported parameter: '{name}' is not supported by the engine that draws "
+                f"'{plan.model}'.", param=name, code="unsupported_parameter")
+    if p.steps is not None and p.steps > info.max_steps:
+        raise InvalidRequest(
+            f"Invalid 'steps': integer above maximum value. Expected a value <= "
+            f"{info.max_steps} for '{plan.model}', but got {p.steps} instead.",
+            param="steps", code="integer_above_max_value")
 
 
 def _base64_all(blobs: list[bytes]) -> list[str]:

@@ -23,6 +23,10 @@ class EngineInfo:
     max_batch_images: int = 8
     speedups: tuple[str, ...] = ()
     """The speed-ups it runs with now, as its load settled them (reported in `/metrics`)."""
+    controls: frozenset[str] = frozenset()
+    """Which of `jobs.CONTROLS` it honours; a request with another is refused (400)."""
+    max_steps: int = 64
+    """The most denoising steps a request's `steps` may ask for."""
 
 
 class EngineError(Exception):

@@ -8,9 +8,10 @@ Types are strict, so `"n": "2"` is an `invalid_type` error rather than a silent 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
-EXTENSION_FIELDS = frozenset({"seed"})
+EXTENSION_FIELDS = frozenset({"seed", "negative_prompt", "steps", "guidance_scale",
+                              "scheduler"})
 """Documented limner extensions that the OpenAI spec does not have."""
 
 
@@ -50,6 +51,14 @@ class CreateImageRequest(BaseModel):
     user: StrictStr | None = None
     seed: StrictInt | None = None
     """limner extension: the seed of the first image; image `i` uses `seed + i`."""
+    negative_prompt: StrictStr | None = None
+    """limner extension: what the picture should not show (engines with guidance)."""
+    steps: StrictInt | None = None
+    """limner extension: denoising steps, overriding `quality`'s (1 to the engine's most)."""
+    guidance_scale: StrictInt | StrictFloat | None = None
+    """limner extension: the classifier-free guidance scale (0-30)."""
+    scheduler: StrictStr | None = None
+    """limner extension: the sampler, where the engine offers a choice (`jobs.SAMPLERS`)."""
     safety_identifier: StrictStr | None = None
     complexity: StrictStr | None = None
     frame_count: StrictInt | None = None

@@ -36,7 +36,7 @@ RETRY_AFTER_MAX_S = 120.0
 """The official SDKs honour a `Retry-After` of up to 120 s and give up beyond it."""
 RETRY_MARGIN = 0.25
 """Of a batch's time: a retry arrives a little after the room it was promised opens."""
-BatchKey = tuple[int, int, str, int | None, int]
+BatchKey = tuple[int, int, str, int | None, int, str | None, float | None, str | None]
 _ids = itertools.count(1)
 
 
@@ -84,7 +84,8 @@ class Job:
     @property
     def key(self) -> BatchKey:
         p = self.params
-        return (p.width, p.height, p.quality, p.steps, p.min_steps)
+        return (p.width, p.height, p.quality, p.steps, p.min_steps, p.negative_prompt,
+                p.guidance, p.scheduler)
 
     @property
     def cancelled(self) -> bool:

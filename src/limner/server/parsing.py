@@ -25,6 +25,8 @@ _EXPECTED = {"prompt": "a string", "model": "a string", "quality": "a string",
              "user": "a string", "n": "an integer", "output_compression": "an integer",
              "partial_images": "an integer", "seed": "an integer", "stream": "a boolean",
              "safety_identifier": "a string", "complexity": "a string",
+             "negative_prompt": "a string", "steps": "an integer",
+             "guidance_scale": "a number", "scheduler": "a string",
              "frame_count": "an integer", "frame_duration_ms": "an integer",
              "svg": "an object", "svg.model": "a string", "svg.reasoning": "an object",
              "svg.reasoning.effort": "a string"}
@@ -135,7 +137,15 @@ def _translate(exc: ValidationError, document: dict[str, Any]) -> InvalidRequest
     errors = exc.errors()
     order = {"extra_forbidden": 0, "missing": 1}
     first = sorted(errors, key=lambda e: order.get(e["type"], 2))[0]
-    field = ".".join(str(part) for part in first["loc"]) if first["loc"] else None
+    # The path into the body (`svg.model`), without pydantic's union tags (`int`, `float`).
+    path: list[str] = []
+    value: Any = document
+    for part in first["loc"]:
+        if not isinstance(value, dict):
+            break
+        path.append(str(part))
+        value = value.get(part)
+    field = ".".join(path) or None
     if first["type"] == "extra_forbidden" and field is not None:
         return InvalidRequest(f"Unknown parameter: '{field}'.", param=field,
                               code="unknown_parameter")
@@ -143,9 +153,6 @@ def _translate(exc: ValidationError, document: dict[str, Any]) -> InvalidRequest
         return InvalidRequest(f"Missing required parameter: '{field}'.", param=field,
                               code="missing_required_parameter")
     if field is not None:
-        value: Any = document
-        for part in first["loc"]:
-            value = value.get(part) if isinstance(value, dict) else None
         got = _JSON_TYPES.get(type(value), "a value of another type")
         if field == "prompt" and value is None:
             return InvalidRequest("Missing required parameter: 'prompt'.", param="prompt",

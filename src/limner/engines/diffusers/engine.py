@@ -47,6 +47,13 @@ PREVIEW_MAX_SIDE = 160
 side: a preview costs a few percent of its image (a full-size decode costs as much as a
 one-step model's whole denoising), and the server scales it to the requested size."""
 PROMPT_CACHE_SIZE = 256
+MAX_STEPS = 100
+SCHEDULER_CLASSES = {"euler": "EulerDiscreteScheduler",
+                     "euler_a": "EulerAncestralDiscreteScheduler",
+                     "dpm++": "DPMSolverMultistepScheduler", "ddim": "DDIMScheduler",
+                     "lcm": "LCMScheduler"}
+"""A request's `scheduler` (`jobs.SAMPLERS`) -> the diffusers class, made from the
+pipeline's own scheduler config."""
 _SD_ENCODE_PROMPT = ["self", "prompt", "device", "num_images_per_prompt",
                      "do_classifier_free_guidance", "negative_prompt"]
 # Linear map from SD 1.x/2.x latents to RGB: a cheap preview with no VAE decode.
@@ -109,8 +116,9 @@ class DiffusersEngine:
         self.tiny: Any = None
         self._preview_decoder: Any = None
         """The tiny decoder's eager module, when the pipeline decodes with a compiled one."""
-        self._embeds: OrderedDict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor | None]] \
-            = OrderedDict()
+        self._embeds: OrderedDict[tuple[str, bool, str | None],
+                                  tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
+        self._samplers: dict[str, Any] = {}
         self._negative: torch.Tensor | None = None
         self._cfg = False
         self._cache_prompts = False
@@ -125,6 +133,9 @@ class DiffusersEngine:
         size = self._native or 512
         return EngineInfo(name=self._name, native_width=size, native_height=size,
                           draws_alpha=False, max_batch_images=self._max_batch,
+                          controls=frozenset({"negative_prompt", "guidance_scale",
+                                              "scheduler"}),
+                          max_steps=MAX_STEPS,
                           speedups=self._running() if self.pipe is not None else ())
 
     def _running(self) -> tuple[str, ...]:
@@ -143,6 +154,7 @@ class DiffusersEngine:
         self.tiny = self._load_tiny_decoder()
         pipe = self._load_pipeline()
         self._embeds.clear()
+        self._samplers.clear()
         self._negative = None
         self._preview_decoder = None
         self.applied = []
@@ -431,38 +443,60 @@ class DiffusersEngine:
             "generator": generators, "output_type": "pil",
             "callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": ["latents"],
         }
-        if self.guidance is not None:
-            kwargs["guidance_scale"] = self.guidance
-        with torch.inference_mode():
-            if self._cache_prompts:
-                del kwargs["prompt"]
-                kwargs.update(self._prompt_embeds(batch))
-            images = self.pipe(**kwargs).images
+        # A batch shares its guidance, negative prompt and sampler (the scheduler's batch key).
+        guidance = self.guidance if first.guidance is None else first.guidance
+        if guidance is not None:
+            kwargs["guidance_scale"] = guidance
+        cfg = self._cfg if first.guidance is None else (
+            self._sd_encode and _uses_cfg(self.pipe, guidance))
+        own_scheduler = self.pipe.scheduler
+        if first.scheduler is not None:
+            self.pipe.scheduler = self._sampler(first.scheduler)
+        try:
+            with torch.inference_mode():
+                if self._cache_prompts:
+                    del kwargs["prompt"]
+                    kwargs.update(self._prompt_embeds(batch, cfg))
+                elif first.negative_prompt is not None:
+                    kwargs["negative_prompt"] = [first.negative_prompt] * len(prompts)
+                images = self.pipe(**kwargs).images
+        finally:
+            self.pipe.scheduler = own_scheduler
         return split_per_request([image.convert("RGB") for image in images], counts)
 
-    def _prompt_embeds(self, batch: Sequence[GenerationParams]) -> dict[str, torch.Tensor]:
+    def _sampler(self, name: str) -> Any:
+        """The requested sampler, made from the pipeline's own scheduler config (kept)."""
+        sampler = self._samplers.get(name)
+        if sampler is None:
+            sampler = _scheduler(self.pipe.scheduler.config, {"class": SCHEDULER_CLASSES[name]})
+            self._samplers[name] = sampler
+        return sampler
+
+    def _prompt_embeds(self, batch: Sequence[GenerationParams],
+                       cfg: bool) -> dict[str, torch.Tensor]:
         """`prompt_embeds` (and `negative_prompt_embeds` under CFG) for the batch, one row
         per image, with each prompt through the text encoder at most once while cached."""
         positive, negative = [], []
         for params in batch:
-            embeds, uncond = self._embed(params.prompt)
+            embeds, uncond = self._embed(params.prompt, cfg, params.negative_prompt)
             positive.append(embeds.repeat(len(params.seeds), 1, 1))
             if uncond is not None:
                 negative.append(uncond.repeat(len(params.seeds), 1, 1))
         out = {"prompt_embeds": torch.cat(positive)}
-        if self._cfg:
+        if cfg:
             out["negative_prompt_embeds"] = torch.cat(negative)
         return out
 
-    def _embed(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        key = (prompt, self._cfg)
+    def _embed(self, prompt: str, cfg: bool,
+               negative_prompt: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        key = (prompt, cfg, negative_prompt)
         hit = self._embeds.get(key)
         if hit is not None:
             self._embeds.move_to_end(key)
             return hit
         embeds, uncond = self.pipe.encode_prompt(prompt, self.pipe._execution_device, 1,
-                                                 self._cfg, negative_prompt=None)
-        if uncond is not None:
+                                                 cfg, negative_prompt=negative_prompt)
+        if uncond is not None and negative_prompt is None:
             # The empty prompt's embedding is the same for every entry: keep one copy.
             if self._negative is not None and torch.equal(uncond, self._negative):
                 uncond = self._negative

@@ -74,6 +74,7 @@ class EmbeddedEngine:
             native_height=NATIVE,
             draws_alpha=True,
             max_batch_images=self._max_batch,
+            controls=frozenset({"guidance_scale"}),
         )
 
     def load(self) -> None:
@@ -168,7 +169,7 @@ class EmbeddedEngine:
             torch.tensor(styles, dtype=torch.long),
             torch.stack(noises),
             steps=total,
-            cfg=self.guidance,
+            cfg=self.guidance if first.guidance is None else first.guidance,
             guidance_above=self.guidance_above,
             x_ref=torch.stack(refs_x) if self.strength < 1.0 else None,
             t0=self.strength,
