@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -266,6 +266,7 @@ class ImageService:
             # The client went away while the files were written: nobody will get their URLs.
             storing.add_done_callback(_remove_stored(store))
             raise
+        generation.stored.extend(s.name for s in stored)
         return [ImageData(url=self.delivery.url_for(s.name, s.expires), revised_prompt=revised)
                 for s in stored]
 
@@ -284,9 +285,16 @@ class Generation:
     job: Job
     background: imaging.Background
     """How the picture gets its background, decided once at admission (`_background`)."""
+    stored: list[str] = field(default_factory=list)
+    """The files its answer's URLs point at, once stored."""
 
     async def response(self) -> ImagesResponse:
         return await self.service._response(self)
+
+    def discard(self) -> None:
+        """The answer could not be delivered (its client left): its files go too."""
+        self.service.delivery.store.remove(self.stored)
+        self.stored.clear()
 
     def events(self, heartbeat_s: float = 10.0) -> AsyncIterator[StreamEvent | None]:
         """Partial events as the engine reports them, then one completed event per image.

@@ -106,5 +106,9 @@ async def _create_image(request: Request) -> Response:
     except ClientGone:
         log.info("%s client disconnected; generation cancelled", request_id)
         return Response(status_code=499)
+    if generation.stored and await request.is_disconnected():
+        generation.discard()  # its URLs would be written to nobody
+        log.info("%s client disconnected; its stored images removed", request_id)
+        return Response(status_code=499)
     # Not JSONResponse: model_dump() and json.dumps scan every byte of the base64 again.
     return Response(json_body(result, exclude_none=True), media_type="application/json")
