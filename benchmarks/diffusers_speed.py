@@ -308,11 +308,16 @@ def _attention_flops() -> dict[Any, Any]:
         k_len = key[-2]
         return 4 * batch * heads * q_len * k_len * dim
 
-    def packed_conv(x: Any, weight: Any, *args: Any, out_shape: Any, **kwargs: Any) -> int:
-        return 2 * math.prod(out_shape) * math.prod(weight[1:])  # weight: O, I/groups, kH, kW
+    def packed_conv(x: Any, *args: Any, out_shape: Any, **kwargs: Any) -> int:
+        # The weight comes just before the bias and the padding: the `.binary` overload (a
+        # fused sum) passes the summand first, where the plain one has the weight.
+        padding = next(i for i, a in enumerate(args)  # shapes arrive as torch.Size
+                       if isinstance(a, list | tuple) and not isinstance(a, torch.Size))
+        weight = args[padding - 2]  # O, I/groups, kH, kW
+        return 2 * math.prod(out_shape) * math.prod(weight[1:])
 
-    def packed_linear(x: Any, weight: Any, *args: Any, out_shape: Any, **kwargs: Any) -> int:
-        return 2 * math.prod(out_shape) * weight[1]  # weight: out, in
+    def packed_linear(x: Any, *args: Any, out_shape: Any, **kwargs: Any) -> int:
+        return 2 * math.prod(out_shape) * x[-1]  # the input's features, whatever W's layout
 
     formulas: dict[Any, Any] = {}
     for namespace, name, formula in (
