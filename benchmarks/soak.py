@@ -64,8 +64,10 @@ from limner.testing.load import (
     _percentile,
     add_target_arguments,
     memory_mib,
+    poll_health,
     require_loopback,
     spawn_server,
+    stop_server,
 )
 
 SIZES = ("256x256", "512x512", "1024x1024")
@@ -271,19 +273,7 @@ def pid_gone(pid: int) -> bool:
 def health_probe(url: str, every_s: float, stop: EventType, conn: Connection) -> None:
     """Runs in its own process: GET /healthz every `every_s` s until `stop`; sends back
     [(seconds since start, ms, ok)]."""
-    samples: list[tuple[float, float, bool]] = []
-    started = time.perf_counter()
-    with httpx.Client(timeout=5) as probe:
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            try:
-                ok = probe.get(url + "/healthz").status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            elapsed = time.perf_counter() - t0
-            samples.append((round(t0 - started, 2), round(elapsed * 1000, 2), ok))
-            stop.wait(max(0.0, every_s - elapsed))
-    conn.send(samples)
+    conn.send(list(poll_health(url, every_s, stop)))
     conn.close()
 
 
@@ -727,11 +717,7 @@ def main(argv: list[str] | None = None) -> int:
                 exit_status=None if process is None else process.poll))
         finally:
             if process is not None:
-                process.terminate()
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                stop_server(process)
                 log = Path(tmp) / "server.log"
                 if log.exists() and log.stat().st_size:
                     tail = log.read_text(errors="replace").splitlines()[-20:]

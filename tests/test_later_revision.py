@@ -151,19 +151,29 @@ def test_gif_defaults_to_nine_frames(client: openai.OpenAI) -> None:
     assert gif.n_frames == 9 and gif.info["duration"] == 200
 
 
-@pytest.mark.parametrize(("fields", "param"), [
-    ({"stream": True}, "stream"),
-    ({"partial_images": 2}, "partial_images"),
-    ({"output_compression": 50}, "output_compression"),
-    ({"frame_count": 1}, "frame_count"),
-    ({"frame_count": 17}, "frame_count"),
-    ({"frame_duration_ms": 0}, "frame_duration_ms"),
-    ({"background": "transparent"}, "background"),
-])
-def test_gif_exclusions(server: RunningServer, fields: dict[str, Any], param: str) -> None:
+EXCLUSIONS = [
+    ("gif", {"stream": True}, "stream"),
+    ("gif", {"partial_images": 2}, "partial_images"),
+    ("gif", {"output_compression": 50}, "output_compression"),
+    ("gif", {"frame_count": 1}, "frame_count"),
+    ("gif", {"frame_count": 17}, "frame_count"),
+    ("gif", {"frame_duration_ms": 0}, "frame_duration_ms"),
+    ("gif", {"background": "transparent"}, "background"),
+    ("svg", {"n": 2}, "n"),
+    ("svg", {"stream": True}, "stream"),
+    ("svg", {"partial_images": 1}, "partial_images"),
+    ("svg", {"output_compression": 80}, "output_compression"),
+    ("svg", {"svg": {}}, "svg.model"),
+    ("svg", {"svg": {"model": "a", "extra": 1}}, "svg.extra"),
+]
+
+
+@pytest.mark.parametrize(("fmt", "fields", "param"), EXCLUSIONS)
+def test_the_spec_exclusions_of_gif_and_svg_name_the_field(
+        server: RunningServer, fmt: str, fields: dict[str, Any], param: str) -> None:
     response = httpx.post(server.v1 + "/images/generations", timeout=30,
                           json={"prompt": "x", "model": "gpt-image-2.5-flare",
-                                "output_format": "gif", **fields})
+                                "output_format": fmt, **fields})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
 
@@ -191,22 +201,6 @@ def test_svg_is_a_vector_image_with_paths_and_the_viewbox(client: openai.OpenAI)
     usage = response.svg_usage
     assert usage is not None and usage.model == "my-author" and usage.output_tokens > 0
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
-
-
-@pytest.mark.parametrize(("fields", "param"), [
-    ({"n": 2}, "n"),
-    ({"stream": True}, "stream"),
-    ({"partial_images": 1}, "partial_images"),
-    ({"output_compression": 80}, "output_compression"),
-    ({"svg": {}}, "svg.model"),
-    ({"svg": {"model": "a", "extra": 1}}, "svg.extra"),
-])
-def test_svg_exclusions(server: RunningServer, fields: dict[str, Any], param: str) -> None:
-    response = httpx.post(server.v1 + "/images/generations", timeout=30,
-                          json={"prompt": "x", "model": "gpt-image-2.5-flare",
-                                "output_format": "svg", **fields})
-    assert response.status_code == 400, response.text
-    assert response.json()["error"]["param"] == param
 
 
 def test_svg_options_need_svg(server: RunningServer) -> None:
