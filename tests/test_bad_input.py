@@ -135,6 +135,8 @@ def test_malformed_json(server: RunningServer, raw: bytes, code: str) -> None:
 @pytest.mark.parametrize(("raw", "param"), [
     (b'{"prompt": "\\ud800 otter", "model": "gpt-image-1"}', "prompt"),
     (b'{"prompt": "x", "user": "\\udfff"}', "user"),
+    (b'{"prompt": "x", "model": "gpt-image-2.5-flare", "output_format": "svg", '
+     b'"svg": {"model": "\\ud800"}}', "svg"),
 ])
 def test_unpaired_surrogate_escapes(server: RunningServer, raw: bytes, param: str) -> None:
     response = post_raw(server, raw)

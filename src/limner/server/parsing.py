@@ -109,10 +109,11 @@ def parse_json(body: bytes) -> dict[str, Any]:
         except UnicodeEncodeError as exc:
             raise InvalidRequest("A key of the JSON body contains an unpaired surrogate escape.",
                                  code="invalid_json") from exc
-        if not isinstance(value, str):
-            continue  # no field takes a container, so one is refused for its type anyway
-        try:
-            value.encode("utf-8")
+        if isinstance(value, list):
+            continue  # no field takes an array, so one is refused for its type anyway
+        try:  # a string, or an object's strings (`svg`): the answer may echo them
+            (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+             ).encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidRequest(f"Invalid '{key}': it contains an unpaired surrogate escape.",
                                  param=key, code="invalid_value") from exc
