@@ -1,7 +1,8 @@
 """One `Scheduler` per engine: a bounded FIFO queue, batching, cancellation, deadlines.
 
 Requests become `Job`s. A single worker task takes the oldest job, gathers compatible jobs
-(same size, quality and steps) that arrive within `batch_wait_s`, up to `max_batch_images`
+(the same `Job.key`: size, quality, steps and sampling controls) that arrive within
+`batch_wait_s`, up to `max_batch_images`
 images, and runs them as one batch on the engine in a dedicated thread, so the event loop
 stays free. The window is held open only while requests arrive together (others are queued,
 or the oldest came within a window of the one before it): a lone request at an idle engine
@@ -125,7 +126,8 @@ class Job:
 
 def take_compatible(pending: deque[Job], batch: list[Job], max_images: int) -> None:
     """Moves the queued jobs that can join `batch` into it, oldest first: those with the head's
-    size, quality and steps, while the batch has room for all their images."""
+    `key` (size, quality, steps and sampling controls), while the batch has room for all their
+    images."""
     images = sum(job.params.n for job in batch)
     for job in list(pending):
         if job.key == batch[0].key and images + job.params.n <= max_images:
