@@ -2,12 +2,12 @@
 
 Requests become `Job`s. A single worker task takes the oldest job, gathers compatible jobs
 (the same `Job.key`: size, quality, steps and sampling controls) that arrive within
-`batch_wait_s`, up to `max_batch_images`
-images, and runs them as one batch on the engine in a dedicated thread, so the event loop
-stays free. The window is held open only while requests arrive together (others are queued,
-or the oldest came within a window of the one before it): a lone request at an idle engine
-starts at once instead of paying the window as latency. The engine's step callback
-delivers partial images and stops a batch whose clients have all gone away.
+`batch_wait_s`, up to `max_batch_images` images, and runs them as one batch on the engine in
+a dedicated thread, so the event loop stays free. The window is held open only while
+requests arrive together (others are queued, or the oldest came within a window of the one
+before it): a lone request at an idle engine starts at once instead of paying the window as
+latency. The engine's step callback delivers partial images and stops a batch whose clients
+have all gone away.
 """
 
 from __future__ import annotations
