@@ -42,10 +42,29 @@ class GenerationParams:
     """The classifier-free guidance scale; `None`: the engine's own."""
     scheduler: str | None = None
     """One of `SAMPLERS`; `None`: the engine's own."""
+    init_image: Image.Image | None = field(default=None, compare=False, repr=False)
+    """An edit's starting picture: RGBA at exactly `width` x `height`, drawn over from a
+    noised start (`strength`); `None` for a generation from noise."""
+    mask: Image.Image | None = field(default=None, compare=False, repr=False)
+    """With `init_image`: mode `L` at the same size, 255 where the picture is redrawn and 0
+    where the input is kept. `None`: everything is redrawn at `strength`."""
+    strength: float = 1.0
+    """How far towards noise the starting picture goes before the denoising (1.0 keeps
+    nothing of it but the kept region of `mask`); only with `init_image`."""
 
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+    @property
+    def edit(self) -> EditKind:
+        """What kind of work it is: a batch holds one kind only (the scheduler's key)."""
+        if self.init_image is None:
+            return "generate"
+        return "inpaint" if self.mask is not None else "redraw"
+
+
+EditKind = Literal["generate", "redraw", "inpaint"]
 
 
 SAMPLERS = ("euler", "euler_a", "dpm++", "ddim", "lcm")

@@ -27,6 +27,9 @@ class EngineInfo:
     """Which of `jobs.CONTROLS` it honours; a request with another is refused (400)."""
     max_steps: int = 64
     """The most denoising steps a request's `steps` may ask for."""
+    edits: bool = False
+    """True when it draws over a starting picture (`GenerationParams.init_image`, with or
+    without `mask`): edits and variations; otherwise they are refused (400)."""
 
 
 class EngineError(Exception):
@@ -42,6 +45,11 @@ class Engine(Protocol):
     RGBA (RGBA only when `info.draws_alpha`), at any size: `limner.imaging` makes the
     exact requested size. After every denoising step it calls `on_step`; when that raises
     `GenerationCancelled`, it stops at once and skips the final decode.
+
+    With `info.edits`, a batch may be edits (all of one `GenerationParams.edit` kind and
+    strength): each starts from its `init_image` noised to `strength`, and with a `mask`
+    keeps the unmasked region at every step. The service composites the input's pixels back
+    outside the mask afterwards, so an engine need not be exact there.
     """
 
     @property

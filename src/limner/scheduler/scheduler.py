@@ -1,7 +1,7 @@
 """One `Scheduler` per engine: a bounded FIFO queue, batching, cancellation, deadlines.
 
 Requests become `Job`s. A single worker task takes the oldest job, gathers compatible jobs
-(the same `Job.key`: size, quality, steps and sampling controls) that arrive within
+(the same `Job.key`: size, quality, steps, sampling controls, kind of edit) that arrive within
 `batch_wait_s`, up to `max_batch_images` images, and runs them as one batch on the engine in
 a dedicated thread, so the event loop stays free. The window is held open only while
 requests arrive together (others are queued, or the oldest came within a window of the one
@@ -37,7 +37,8 @@ RETRY_AFTER_MAX_S = 120.0
 """The official SDKs honour a `Retry-After` of up to 120 s and give up beyond it."""
 RETRY_MARGIN = 0.25
 """Of a batch's time: a retry arrives a little after the room it was promised opens."""
-BatchKey = tuple[int, int, str, int | None, int, str | None, float | None, str | None]
+BatchKey = tuple[int, int, str, int | None, int, str | None, float | None, str | None, str,
+                 float]
 _ids = itertools.count(1)
 
 
@@ -86,7 +87,7 @@ class Job:
     def key(self) -> BatchKey:
         p = self.params
         return (p.width, p.height, p.quality, p.steps, p.min_steps, p.negative_prompt,
-                p.guidance, p.scheduler)
+                p.guidance, p.scheduler, p.edit, p.strength)
 
     @property
     def cancelled(self) -> bool:
@@ -126,8 +127,8 @@ class Job:
 
 def take_compatible(pending: deque[Job], batch: list[Job], max_images: int) -> None:
     """Moves the queued jobs that can join `batch` into it, oldest first: those with the head's
-    `key` (size, quality, steps and sampling controls), while the batch has room for all their
-    images."""
+    `key` (size, quality, steps, sampling controls, and the kind of edit with its strength),
+    while the batch has room for all their images."""
     images = sum(job.params.n for job in batch)
     for job in list(pending):
         if job.key == batch[0].key and images + job.params.n <= max_images:
