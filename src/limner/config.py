@@ -37,6 +37,8 @@ class Settings:
     url_ttl_s: int = 3600
     signing_secret: str | None = None
     max_body_bytes: int = 1_048_576
+    max_upload_bytes: int = 52_428_800
+    """The largest file `POST /v1/files` stores; larger uploads are refused while read."""
     moderation: bool = True
     max_queue: int = 64
     batch_wait_ms: float = 10.0
@@ -115,6 +117,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
         ("public_base_url", "LIMNER_PUBLIC_BASE_URL", str),
         ("signing_secret", "LIMNER_SIGNING_SECRET", str),
         ("threads", "LIMNER_THREADS", int),
+        ("max_upload_bytes", "LIMNER_MAX_UPLOAD_BYTES", int),
     ):
         if environ.get(key):
             values[name] = cast(environ[key])
