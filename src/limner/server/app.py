@@ -22,9 +22,10 @@ from limner.moderation import PromptPolicy
 from limner.scheduler import Scheduler
 from limner.server.errors import install_error_handlers
 from limner.server.middleware import RequestContextMiddleware
-from limner.server.routes import files, health, images, metrics_route, models
+from limner.server.routes import files, health, images, metrics_route, models, uploads
 from limner.server.state import AppState
 from limner.service import Delivery, ImageService
+from limner.store.files import FileStore
 from limner.store.local import LocalImageStore
 from limner.store.signing import Signer, load_or_create_secret
 
@@ -83,6 +84,7 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
         settings=settings, catalogue=catalogue, engines=built, schedulers=schedulers,
         service=ImageService(catalogue, schedulers, delivery, policy, clock, metrics),
         delivery=delivery, started_at=int(clock()),
+        files=FileStore(settings.data_dir / "files", settings.max_upload_bytes, clock),
     )
     metrics.add_gauge(Gauge("limner_queue_depth", "Requests waiting for an engine.",
                             lambda: {(("model", n),): s.queue_depth
@@ -95,7 +97,8 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
                             lambda: {(("model", n), ("speedup", s)): 1.0
                                      for n, e in built.items() for s in e.info.speedups}))
     install_error_handlers(app)
-    for module in (images, models, files, health, metrics_route):
+    # `files` before `uploads`: `/v1/files/images/{name}` must win over `/v1/files/{id}/content`.
+    for module in (images, models, files, uploads, health, metrics_route):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, api_keys=settings.api_keys)
     return app

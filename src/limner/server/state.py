@@ -10,6 +10,7 @@ from limner.config import Settings
 from limner.engines.base import Engine
 from limner.scheduler import Scheduler
 from limner.service import Delivery, ImageService
+from limner.store.files import FileStore
 
 
 @dataclass
@@ -21,6 +22,7 @@ class AppState:
     service: ImageService
     delivery: Delivery
     started_at: int
+    files: FileStore
     loaded: set[str] = field(default_factory=set)
     load_errors: dict[str, str] = field(default_factory=dict)
     tasks: list[Any] = field(default_factory=list)
