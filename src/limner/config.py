@@ -37,8 +37,12 @@ class Settings:
     url_ttl_s: int = 3600
     signing_secret: str | None = None
     max_body_bytes: int = 1_048_576
-    max_upload_bytes: int = 52_428_800
-    """The largest file `POST /v1/files` stores; larger uploads are refused while read."""
+    max_upload_bytes: int = 67_108_864
+    """The largest multipart body (an edit's pictures, a variation's, a file for
+    `POST /v1/files`) and JSON edit body; refused (413) while it is read."""
+    image_url_hosts: tuple[str, ...] = ()
+    """Hosts whose http(s) `image_url`s a JSON edit may name; none by default (data URLs
+    and file ids always work)."""
     moderation: bool = True
     max_queue: int = 64
     batch_wait_ms: float = 10.0
@@ -89,7 +93,7 @@ def _from_toml(doc: Mapping[str, Any]) -> dict[str, Any]:
     simple = {f for f in Settings.__dataclass_fields__ if f not in ("engines", "models")}
     for key, value in doc.items():
         if key in simple:
-            values[key] = tuple(value) if key == "api_keys" else value
+            values[key] = tuple(value) if key in ("api_keys", "image_url_hosts") else value
         elif key not in ("engines", "models"):
             raise ValueError(f"unknown setting {key!r} in the config file")
     if "data_dir" in values:
@@ -111,6 +115,8 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if keys := environ.get("LIMNER_API_KEYS"):
         values["api_keys"] = tuple(k.strip() for k in keys.split(",") if k.strip())
+    if hosts := environ.get("LIMNER_IMAGE_URL_HOSTS"):
+        values["image_url_hosts"] = tuple(h.strip() for h in hosts.split(",") if h.strip())
     for name, key, cast in (
         ("host", "LIMNER_HOST", str),
         ("port", "LIMNER_PORT", int),
