@@ -8,7 +8,7 @@ import zlib
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops, ImageFilter
 
 OPAQUE_BACKDROP = (255, 255, 255)
 SVG_TRACE_SIDE = 512
@@ -112,11 +112,32 @@ def encode(image: Image.Image, output_format: str, compression: int = 100) -> by
     return buffer.getvalue()
 
 
+Keep = tuple[Image.Image, Image.Image]
+"""An edit's starting picture (RGBA) and mask (`L`, 255 where redrawn), at the final size."""
+
+
 def finish(image: Image.Image, width: int, height: int, background: Background,
-           output_format: str, compression: int) -> bytes:
-    """The whole imaging step: exact size, then background, then encoding."""
-    return encode(apply_background(fit_to_size(image, width, height), background),
-                  output_format, compression)
+           output_format: str, compression: int, keep: Keep | None = None) -> bytes:
+    """The whole imaging step: exact size, background, an edit's kept pixels, encoding."""
+    picture = apply_background(fit_to_size(image, width, height), background)
+    if keep is not None:
+        picture = keep_unmasked(picture, *keep)
+    return encode(picture, output_format, compression)
+
+
+def keep_unmasked(picture: Image.Image, start: Image.Image, mask: Image.Image) -> Image.Image:
+    """The edit's answer: the input's own pixels wherever the mask keeps them, exactly, and
+    the drawn picture where it is redrawn, blended over a seam a little inside the mask's
+    edge so no hard line shows."""
+    radius = max(1, round(min(mask.size) / 128))
+    blurred = mask.filter(ImageFilter.GaussianBlur(radius))
+    seam = blurred.point(lambda v: 0 if v <= 128 else min(255, (v - 128) * 255 // 120))
+    weight = ImageChops.darker(seam, mask)  # never beyond the mask: kept pixels stay exact
+    if picture.mode == "RGBA":
+        return Image.composite(picture, start, weight)
+    backdrop = Image.new("RGB", start.size, OPAQUE_BACKDROP)
+    backdrop.paste(start, mask=start.getchannel("A"))
+    return Image.composite(picture, backdrop, weight)
 
 
 def trace_svg(image: Image.Image) -> bytes:
@@ -157,6 +178,7 @@ def encode_gif(frames: list[Image.Image], duration_ms: int) -> bytes:
 
 def finish_animation(frames: list[Image.Image], width: int, height: int,
                      background: Background, duration_ms: int) -> bytes:
-    """`finish` for a GIF: every frame at the exact size and background, then animated."""
+    """`finish` for a GIF: every frame at the exact size and background, then animated.
+    (A GIF edit has no mask, so nothing is kept.)"""
     return encode_gif([apply_background(fit_to_size(frame, width, height), background)
                        for frame in frames], duration_ms)

@@ -32,6 +32,9 @@ FRAME_DURATION_MAX_MS = 655_350
 """What a GIF's 16-bit delay in hundredths of a second can hold."""
 
 
+Endpoint = Literal["generations", "edits", "variations"]
+
+
 @dataclass(frozen=True)
 class GenerationPlan:
     entry: ModelEntry
@@ -56,6 +59,10 @@ class GenerationPlan:
     """For `gif`: the animation's frames (the denoising as it goes, ending on the picture)."""
     frame_duration_ms: int = 0
     svg_model: str | None = None
+    endpoint: Endpoint = "generations"
+    """Which route asked: it names the stream's events (`image_edit.*` for edits)."""
+    input_image_tokens: int = 0
+    """The usage estimate's tokens for an edit's input pictures (`usage.input_image_tokens`)."""
 
     @property
     def model(self) -> str:

@@ -1,6 +1,7 @@
 """ImageService: plan -> moderation -> scheduler -> imaging -> delivery. No HTTP types.
 
-Routes hand it a validated `GenerationPlan`; it answers with protocol objects: an
+Routes hand it a validated `GenerationPlan` (a generation, an edit or a variation: an edit
+is a generation from a starting picture); it answers with protocol objects: an
 `ImagesResponse`, or the stream events of `stream=true`.
 """
 
@@ -30,7 +31,12 @@ from limner.errors import (
 from limner.metrics import Metrics
 from limner.moderation import PromptPolicy
 from limner.planning import GenerationPlan
-from limner.protocol.events import ImageGenCompletedEvent, ImageGenPartialImageEvent
+from limner.protocol.events import (
+    ImageEditCompletedEvent,
+    ImageEditPartialImageEvent,
+    ImageGenCompletedEvent,
+    ImageGenPartialImageEvent,
+)
 from limner.protocol.images import Image as ImageData
 from limner.protocol.images import ImageGenUsage, ImagesResponse, SvgUsage
 from limner.scheduler import Job, PartialImage, Scheduler
@@ -41,7 +47,8 @@ from limner.usage import generation_usage, stream_usage
 BACKDROP_HINT = ", isolated on a plain white background"
 """Added to the prompt when an RGB-only model must draw something we then key out."""
 
-StreamEvent = ImageGenPartialImageEvent | ImageGenCompletedEvent
+StreamEvent = (ImageGenPartialImageEvent | ImageGenCompletedEvent | ImageEditPartialImageEvent
+               | ImageEditCompletedEvent)
 LONG_PROMPT = 4096
 """Characters beyond which moderation runs in a worker thread rather than on the loop."""
 MAX_EVENT_B64 = 32 * 1024 * 1024 - 4096
@@ -115,6 +122,10 @@ class ImageService:
         scheduler = self.schedulers[plan.entry.engine]
         info = scheduler.engine.info
         _check_controls(plan, info)
+        if plan.params.init_image is not None and not info.edits:
+            raise InvalidRequest(
+                f"The model '{plan.model}' cannot edit images: the engine that draws it has "
+                "no image-to-image pipeline.", param="model", code="model_cannot_edit")
         background = _background(plan, info.draws_alpha)
         params = plan.params
         if background == "key_out":
@@ -129,6 +140,8 @@ class ImageService:
         return Generation(self, plan, job, background)
 
     def _moderate(self, plan: GenerationPlan, request_id: str) -> None:
+        if not plan.params.prompt:  # a variation has no prompt
+            return
         categories = self.policy.violations(plan.params.prompt, plan.moderation)
         if not categories:
             return
@@ -203,9 +216,11 @@ class ImageService:
             images = await job.result
             per_image = stream_usage(self._usage(plan, 1))
             self.metrics.images.inc(len(images), model=plan.model)
+            completed = (ImageEditCompletedEvent if plan.endpoint == "edits"
+                         else ImageGenCompletedEvent)
             for picture in images:
                 text = await self._off_loop(self._encode_b64, generation, picture)
-                yield ImageGenCompletedEvent(
+                yield completed(
                     b64_json=text, created_at=int(self.clock()),
                     size=plan.size, quality=plan.quality, background=plan.background,
                     output_format=plan.output_format, usage=per_image,
@@ -218,11 +233,13 @@ class ImageService:
     async def _partial_events(self, generation: Generation, partial: PartialImage,
                               counters: dict[int, int]) -> AsyncIterator[StreamEvent]:
         plan = generation.plan
+        event = (ImageEditPartialImageEvent if plan.endpoint == "edits"
+                 else ImageGenPartialImageEvent)
         for position, picture in enumerate(partial.images):
             text = await self._off_loop(self._encode_b64, generation, picture)
             index = counters.get(position, 0)
             counters[position] = index + 1
-            yield ImageGenPartialImageEvent(
+            yield event(
                 b64_json=text, created_at=int(self.clock()),
                 size=plan.size, quality=plan.quality, background=plan.background,
                 output_format=plan.output_format, partial_image_index=index,
@@ -237,8 +254,9 @@ class ImageService:
             blob = imaging.finish_animation(frames, p.width, p.height, generation.background,
                                             plan.frame_duration_ms)
         else:
+            keep = None if p.init_image is None or p.mask is None else (p.init_image, p.mask)
             blob = imaging.finish(frames[-1], p.width, p.height, generation.background,
-                                  plan.output_format, plan.output_compression)
+                                  plan.output_format, plan.output_compression, keep)
         self.metrics.encode_seconds.observe(time.perf_counter() - started, model=plan.model)
         return blob
 
@@ -273,7 +291,8 @@ class ImageService:
     def _usage(self, plan: GenerationPlan, n: int) -> ImageGenUsage:
         p = plan.params
         partials = plan.partial_images if plan.stream else 0
-        return generation_usage(plan.prompt_tokens, p.width, p.height, plan.quality, n, partials)
+        return generation_usage(plan.prompt_tokens, p.width, p.height, plan.quality, n, partials,
+                                plan.input_image_tokens)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """A deterministic, torch-free engine for tests, demos and the scheduler's own tests.
 
-It draws a seed-coloured disc on a transparent square, `steps` steps long, each step
-optionally sleeping `step_s` so cancellation and concurrency can be observed, or, with
-`gated`, waiting until a test `release`s it, so tests can stop it at an exact step without
-sleeping.
+It draws a seed-coloured disc on a transparent square (an edit: on its starting picture),
+`steps` steps long, each step optionally sleeping `step_s` so cancellation and concurrency
+can be observed, or, with `gated`, waiting until a test `release`s it, so tests can stop it
+at an exact step without sleeping.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class FakeEngine:
                  max_batch_images: int = 8, fail_on: str | None = None,
                  gated: bool = False) -> None:
         self._info = EngineInfo(name=name, native_width=size, native_height=size,
-                                draws_alpha=True, max_batch_images=max_batch_images)
+                                draws_alpha=True, max_batch_images=max_batch_images, edits=True)
         self.step_s = step_s
         self.fail_on = fail_on
         """A prompt that makes `generate` raise, to test failures."""
@@ -84,16 +84,21 @@ class FakeEngine:
 
     def _draw_all(self, batch: Sequence[GenerationParams], step: int,
                   total: int) -> list[list[Image.Image]]:
-        return [[self._draw(p.prompt, seed, step, total) for seed in p.seeds] for p in batch]
+        return [[self._draw(p, seed, step, total) for seed in p.seeds] for p in batch]
 
-    def _draw(self, prompt: str, seed: int, step: int, total: int) -> Image.Image:
-        digest = hashlib.sha256(f"{prompt}\0{seed}".encode()).digest()
-        size = self._info.native_width
-        image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-        radius = size * (0.2 + 0.25 * step / total)
-        centre = size / 2
+    def _draw(self, params: GenerationParams, seed: int, step: int, total: int) -> Image.Image:
+        """The disc on a transparent square; for an edit, on the starting picture itself, so
+        tests can tell the kept pixels from the drawn ones."""
+        digest = hashlib.sha256(f"{params.prompt}\0{seed}".encode()).digest()
+        if params.init_image is not None:
+            image = params.init_image.copy()
+        else:
+            image = Image.new("RGBA", (self._info.native_width,) * 2, (0, 0, 0, 0))
+        side = min(image.size)
+        radius = side * (0.2 + 0.25 * step / total)
+        cx, cy = image.width / 2, image.height / 2
         ImageDraw.Draw(image).ellipse(
-            (centre - radius, centre - radius, centre + radius, centre + radius),
+            (cx - radius, cy - radius, cx + radius, cy + radius),
             fill=(digest[0], digest[1], digest[2], 255),
         )
         return image

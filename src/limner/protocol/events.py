@@ -1,4 +1,5 @@
-"""The two server-sent events of `stream=true`. Neither ever carries an `error` key."""
+"""The server-sent events of `stream=true`, two per endpoint (generations, edits). None ever
+carries an `error` key."""
 
 from __future__ import annotations
 
@@ -31,4 +32,16 @@ class ImageGenCompletedEvent(_ImageEvent):
     safety_identifier: str | None = None
 
 
+class ImageEditPartialImageEvent(_ImageEvent):
+    type: Literal["image_edit.partial_image"] = "image_edit.partial_image"
+    partial_image_index: int
+
+
+class ImageEditCompletedEvent(_ImageEvent):
+    type: Literal["image_edit.completed"] = "image_edit.completed"
+    usage: ImagesUsage
+    safety_identifier: str | None = None
+
+
 ImageGenStreamEvent = ImageGenPartialImageEvent | ImageGenCompletedEvent
+ImageEditStreamEvent = ImageEditPartialImageEvent | ImageEditCompletedEvent

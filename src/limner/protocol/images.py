@@ -1,4 +1,4 @@
-"""`POST /v1/images/generations`: the request body and the non-streaming response.
+"""The Images API's request bodies (generations, edits, variations) and their one response.
 
 Fields are typed loosely on purpose (`str`, not `Literal`): enum and range checks belong to
 `limner.planning` (with the per-model records of `limner.rules`), which knows the model and
@@ -30,8 +30,9 @@ class SvgOptions(BaseModel):
     reasoning: SvgReasoning | None = None
 
 
-class CreateImageRequest(BaseModel):
-    """The request body. `null` for any optional field means "omitted"."""
+class ImageOptions(BaseModel):
+    """The fields generations and edits share. `null` for any optional field means
+    "omitted"."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -47,7 +48,6 @@ class CreateImageRequest(BaseModel):
     size: StrictStr | None = None
     moderation: StrictStr | None = None
     background: StrictStr | None = None
-    style: StrictStr | None = None
     user: StrictStr | None = None
     seed: StrictInt | None = None
     """limner extension: the seed of the first image; image `i` uses `seed + i`."""
@@ -68,6 +68,43 @@ class CreateImageRequest(BaseModel):
     def given(self) -> set[str]:
         """Fields the client set to a non-null value."""
         return {name for name in self.model_fields_set if getattr(self, name) is not None}
+
+
+class CreateImageRequest(ImageOptions):
+    """`POST /v1/images/generations`."""
+
+    style: StrictStr | None = None
+
+
+class ImageRef(BaseModel):
+    """An input picture of a JSON edit: a URL (a data URL, or http(s) where the operator
+    allows it) or the id of an uploaded file, exactly one of the two."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: StrictStr | None = None
+    file_id: StrictStr | None = None
+
+
+class CreateImageEditRequest(ImageOptions):
+    """`POST /v1/images/edits`. From multipart, `images` and `mask` stay empty here: their
+    files travel beside it (`limner.input_images.Upload`)."""
+
+    images: list[ImageRef] | None = None
+    mask: ImageRef | None = None
+    input_fidelity: StrictStr | None = None
+
+
+class CreateImageVariationRequest(BaseModel):
+    """`POST /v1/images/variations` (multipart; the image travels beside it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr | None = None
+    n: StrictInt | None = None
+    response_format: StrictStr | None = None
+    size: StrictStr | None = None
+    user: StrictStr | None = None
 
 
 class InputTokensDetails(BaseModel):

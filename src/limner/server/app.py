@@ -22,7 +22,7 @@ from limner.moderation import PromptPolicy
 from limner.scheduler import Scheduler
 from limner.server.errors import install_error_handlers
 from limner.server.middleware import RequestContextMiddleware
-from limner.server.routes import files, health, images, metrics_route, models, uploads
+from limner.server.routes import edits, files, health, images, metrics_route, models, uploads
 from limner.server.state import AppState
 from limner.service import Delivery, ImageService
 from limner.store.files import FileStore
@@ -98,7 +98,7 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
                                      for n, e in built.items() for s in e.info.speedups}))
     install_error_handlers(app)
     # `files` before `uploads`: `/v1/files/images/{name}` must win over `/v1/files/{id}/content`.
-    for module in (images, models, files, uploads, health, metrics_route):
+    for module in (images, edits, models, files, uploads, health, metrics_route):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, api_keys=settings.api_keys)
     return app

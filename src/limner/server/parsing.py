@@ -8,13 +8,15 @@ nesting refused), and validated with strict types, so `"n": "2"` or `"n": 2.0` i
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
 from limner.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from limner.protocol.images import CreateImageRequest
+
+Body = TypeVar("Body", bound=BaseModel)
 
 MAX_DEPTH = 32
 _JSON_TYPES = {str: "a string", bool: "a boolean", int: "an integer", float: "a decimal number",
@@ -29,7 +31,10 @@ _EXPECTED = {"prompt": "a string", "model": "a string", "quality": "a string",
              "guidance_scale": "a number", "scheduler": "a string",
              "frame_count": "an integer", "frame_duration_ms": "an integer",
              "svg": "an object", "svg.model": "a string", "svg.reasoning": "an object",
-             "svg.reasoning.effort": "a string"}
+             "svg.reasoning.effort": "a string", "images": "an array of image references",
+             "mask": "an object", "input_fidelity": "a string",
+             "images.image_url": "a string", "images.file_id": "a string",
+             "mask.image_url": "a string", "mask.file_id": "a string"}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -39,6 +44,11 @@ async def read_body(request: Request, limit: int) -> bytes:
             f"Unsupported content type: '{content_type or 'none'}'. This endpoint takes "
             "'application/json'.", code="unsupported_content_type",
         )
+    return await read_limited(request, limit)
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it passes `limit`: never buffered beyond it."""
     declared = request.headers.get("content-length")
     if (declared is not None and declared.isascii() and declared.isdigit()
             and (len(declared) > 15 or int(declared) > limit)):
@@ -121,17 +131,46 @@ def parse_json(body: bytes) -> dict[str, Any]:
 
 
 def parse_request(document: dict[str, Any]) -> CreateImageRequest:
+    return parse_as(CreateImageRequest, document)
+
+
+def parse_as(body: type[Body], document: dict[str, Any]) -> Body:
     # Unknown keys first, by hand: pydantic would build one error per key (for a body of
     # tens of thousands of keys, while holding the interpreter), where the answer names
     # only the first.
     for key in document:
-        if key not in CreateImageRequest.model_fields:
+        if key not in body.model_fields:
             raise InvalidRequest(f"Unknown parameter: '{key}'.", param=key,
                                  code="unknown_parameter")
     try:
-        return CreateImageRequest.model_validate(document)
+        return body.model_validate(document)
     except ValidationError as exc:
         raise _translate(exc, document) from None
+
+
+def coerce_form_value(name: str, value: str) -> Any:
+    """A multipart field's string as the type its JSON twin has (`"2"` -> 2, `"false"` ->
+    False), so both bodies meet the same checks; a string that is no such value is the
+    JSON body's `invalid_type` error."""
+    expected = _EXPECTED.get(name, "a string")
+    try:
+        if expected == "an integer":
+            return int(value.strip())
+        if expected == "a number":
+            number = float(value.strip())
+            return int(number) if number.is_integer() and "." not in value else number
+        if expected == "a boolean":
+            lowered = value.strip().lower()
+            if lowered in ("true", "1"):
+                return True
+            if lowered in ("false", "0"):
+                return False
+            raise ValueError(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"Invalid type for '{name}': expected {expected}, but got a string that is not "
+            "one instead.", param=name, code="invalid_type") from None
+    return value
 
 
 def _translate(exc: ValidationError, document: dict[str, Any]) -> InvalidRequest:
@@ -140,11 +179,17 @@ def _translate(exc: ValidationError, document: dict[str, Any]) -> InvalidRequest
     first = sorted(errors, key=lambda e: order.get(e["type"], 2))[0]
     # The path into the body (`svg.model`), without pydantic's union tags (`int`, `float`).
     path: list[str] = []
+    kinds: list[str] = []
     value: Any = document
     for part in first["loc"]:
+        if isinstance(value, list) and isinstance(part, int) and part < len(value):
+            path[-1] += f"[{part}]"
+            value = value[part]
+            continue
         if not isinstance(value, dict):
             break
         path.append(str(part))
+        kinds.append(str(part))
         value = value.get(part)
     field = ".".join(path) or None
     if first["type"] == "extra_forbidden" and field is not None:
@@ -158,7 +203,7 @@ def _translate(exc: ValidationError, document: dict[str, Any]) -> InvalidRequest
         if field == "prompt" and value is None:
             return InvalidRequest("Missing required parameter: 'prompt'.", param="prompt",
                                   code="missing_required_parameter")
-        expected = _EXPECTED.get(field, "another type")
+        expected = _EXPECTED.get(".".join(kinds), "another type")
         return InvalidRequest(
             f"Invalid type for '{field}': expected {expected}, but got {got} instead.",
             param=field, code="invalid_type",

@@ -75,6 +75,7 @@ class EmbeddedEngine:
             draws_alpha=True,
             max_batch_images=self._max_batch,
             controls=frozenset({"guidance_scale"}),
+            edits=True,
         )
 
     def load(self) -> None:
@@ -105,6 +106,8 @@ class EmbeddedEngine:
         """Unit MiniLM vector for a prompt, with a small LRU cache (retries, n>1, streaming)."""
         from limner.engines.embedded.text import TextEncoder
 
+        if not prompt:  # a variation: the unconditional vector, what guidance pulls away from
+            return torch.zeros(384)
         vec = self._cache.get(prompt)
         if vec is None:
             assert isinstance(self._text, TextEncoder)
@@ -132,6 +135,8 @@ class EmbeddedEngine:
             torch.set_num_threads(self.threads)
         first = batch[0]
         total = max(1, first.steps or self.steps[first.quality], first.min_steps)
+        if first.init_image is not None:
+            return self._edit(net, batch, total, on_step)
         txts, styles, refs_x, noises = [], [], [], []
         for params in batch:
             vec = self._embed(params.prompt)
@@ -177,6 +182,74 @@ class EmbeddedEngine:
             on_step=hook,
         )
         return split_per_request(_decode(x0, sizes if self.upscale else None), counts)
+
+
+    def _edit(self, net: object, batch: Sequence[GenerationParams], total: int,
+              on_step: StepCallback | None) -> list[list[Image.Image]]:
+        """An edit: the given picture, squeezed to 64 x 64, is the SDEdit start (instead of a
+        retrieved emoji) at the request's strength, its mask held at every step; the result
+        is stretched back to the asked size, where the service puts the kept pixels back."""
+        from limner.engines.embedded.net import STYLE_ANY, EmojiUNet
+        from limner.engines.embedded.sampler import sample
+
+        assert isinstance(net, EmojiUNet)
+        txts, refs_x, keeps, noises = [], [], [], []
+        for params in batch:
+            assert params.init_image is not None
+            vec = self._embed(params.prompt)
+            start = _premultiplied(params.init_image)
+            keep = (torch.zeros(1, NATIVE, NATIVE) if params.mask is None
+                    else 1.0 - _fraction(params.mask))
+            for seed in params.seeds:
+                gen = torch.Generator().manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
+                noises.append(torch.randn((4, NATIVE, NATIVE), generator=gen))
+                txts.append(vec)
+                refs_x.append(start)
+                keeps.append(keep)
+        counts = [p.n for p in batch]
+        sizes = [(p.width, p.height) for p in batch for _ in p.seeds]
+        first = batch[0]
+
+        def hook(step: int, steps: int, x0: torch.Tensor) -> None:
+            if on_step is not None:
+                snapshot = x0.detach().clone()
+                on_step(StepUpdate(step, steps, lambda: split_per_request(
+                    _stretch(_decode(snapshot, None), sizes), counts)))
+
+        x0 = sample(
+            net,
+            torch.stack(txts) * (384**0.5),
+            torch.full((len(txts),), STYLE_ANY, dtype=torch.long),
+            torch.stack(noises),
+            steps=total,
+            cfg=self.guidance if first.guidance is None else first.guidance,
+            guidance_above=self.guidance_above,
+            x_ref=torch.stack(refs_x),
+            t0=first.strength,
+            autocast=self.bf16,
+            keep=torch.stack(keeps),
+            on_step=hook,
+        )
+        return split_per_request(_stretch(_decode(x0, None), sizes), counts)
+
+
+def _premultiplied(image: Image.Image) -> torch.Tensor:
+    """An RGBA picture at 64 x 64 as the net sees pictures: premultiplied, in [-1, 1]."""
+    small = image.convert("RGBa").resize((NATIVE, NATIVE), Image.Resampling.BOX)
+    x = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return x * 2.0 - 1.0
+
+
+def _fraction(mask: Image.Image) -> torch.Tensor:
+    """A mask at 64 x 64 as the share of each cell that is redrawn, (1, 64, 64) in [0, 1]."""
+    small = mask.convert("L").resize((NATIVE, NATIVE), Image.Resampling.BOX)
+    return torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0)[None]
+
+
+def _stretch(images: list[Image.Image], sizes: list[tuple[int, int]]) -> list[Image.Image]:
+    """Back to each edit's own size and shape (the start was squeezed to a square)."""
+    return [im.convert("RGBa").resize(size, Image.Resampling.LANCZOS).convert("RGBA")
+            for im, size in zip(images, sizes, strict=True)]
 
 
 def _decode(x0: torch.Tensor, sizes: list[tuple[int, int]] | None) -> list[Image.Image]:

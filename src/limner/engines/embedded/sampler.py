@@ -36,6 +36,7 @@ def sample(
     x_ref: torch.Tensor | None = None,
     t0: float = 1.0,
     autocast: bool = False,
+    keep: torch.Tensor | None = None,
     on_step: StepHook | None = None,
 ) -> torch.Tensor:
     """Premultiplied RGBA in [-1, 1], shape of `noise`.
@@ -45,6 +46,10 @@ def sample(
     at times t > `guidance_above`: guidance fixes the layout early on, while near t = 0 it
     only amplifies the net's noise into speckle (guidance in a limited interval,
     Kynkäänniemi et al. 2024). The unguided late steps also cost half as much.
+
+    `keep` (B, 1, H, W in [0, 1], with `x_ref`) is an edit's mask: where it is 1 the state is
+    reset after every step to `x_ref` noised to the step's time, so the drawn part grows to
+    fit the kept part (inpainting by replacement).
     """
     b = noise.shape[0]
     if x_ref is None:
@@ -75,6 +80,9 @@ def sample(
         # Rectified flow: x_t = (1-t) x0 + t eps, so eps = (x_t - (1-t) x0) / t.
         eps = (x - (1.0 - t_now) * x0) / max(t_now, 1e-3)
         x = (1.0 - t_next) * x0 + t_next * eps
+        if keep is not None and x_ref is not None:
+            x = keep * ((1.0 - t_next) * x_ref + t_next * noise) + (1.0 - keep) * x
+            x0 = keep * x_ref + (1.0 - keep) * x0
         if on_step is not None:
             on_step(i + 1, steps, x0)
     del b

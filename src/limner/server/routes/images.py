@@ -1,4 +1,5 @@
-"""`POST /v1/images/generations` (also served at `/images/generations`)."""
+"""`POST /v1/images/generations` (also served at `/images/generations`), and the answer
+every image endpoint shares (`respond`)."""
 
 from __future__ import annotations
 
@@ -56,10 +57,14 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
 @router.post("/v1/images/generations")
 @router.post("/images/generations", include_in_schema=False)
 async def create_image(request: Request) -> Response:
-    state = app_state(request.app)
-    counter = state.service.metrics.requests
+    return await counted(request, _create_image(request))
+
+
+async def counted(request: Request, answering: Awaitable[Response]) -> Response:
+    """The answer, counted by status in `limner_requests_total`."""
+    counter = app_state(request.app).service.metrics.requests
     try:
-        response = await _create_image(request)
+        response = await answering
     except LimnerError as exc:
         counter.inc(status=str(exc.status))
         raise
@@ -75,7 +80,6 @@ def _plan(body: bytes, state: AppState) -> GenerationPlan:
 
 async def _create_image(request: Request) -> Response:
     state = app_state(request.app)
-    request_id: str = request.state.request_id
     # 1. Parse and validate everything before any work starts or a stream opens. The work
     # grows with the body (a prompt may be 32,000 characters), so a large one is planned in
     # a thread while the event loop serves everyone else.
@@ -84,14 +88,22 @@ async def _create_image(request: Request) -> Response:
         plan = _plan(body, state)
     else:
         plan = await asyncio.to_thread(_plan, body, state)
+    return await respond(request, plan)
+
+
+async def respond(request: Request, plan: GenerationPlan) -> Response:
+    """A planned request's answer, the same for every endpoint: admission (moderation, the
+    queue), then one JSON answer or a stream."""
+    state = app_state(request.app)
+    request_id: str = request.state.request_id
     if plan.entry.engine not in state.loaded:
         raise Unavailable(
             f"The model '{plan.model}' is still loading; retry in a few seconds.",
             code="model_loading", headers={"retry-after": "5"},
         )
-    log.info("%s model=%s n=%d size=%s quality=%s stream=%s safety_identifier=%r", request_id,
-             plan.model, plan.params.n, plan.size, plan.quality, plan.stream,
-             plan.safety_identifier)
+    log.info("%s %s model=%s n=%d size=%s quality=%s stream=%s safety_identifier=%r",
+             request_id, plan.endpoint, plan.model, plan.params.n, plan.size, plan.quality,
+             plan.stream, plan.safety_identifier)
     # 2. Moderation and the queue: their refusals (400, 429) come as plain JSON, streams too.
     generation = await state.service.start(plan, request_id)
     if plan.stream:
