@@ -122,3 +122,130 @@ def test_the_later_revision_flags_write_gif_and_svg_files(server: RunningServer,
     assert json.loads(stdout)["svg_usage"]["model"] == "author-1"
     root = ET.parse(tmp_path / "otter.svg").getroot()
     assert root.get("viewBox") and root.get("width") == "1024"
+
+
+# images edit and images create-variation -----------------------------------------------------
+RED, BLUE = (200, 30, 30), (30, 30, 200)
+
+
+def picture(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (256, 256),
+            mode: str = "RGB") -> Path:
+    Image.new(mode, size, colour).save(path)
+    return path
+
+
+def test_edit_with_a_mask_writes_the_image(server: RunningServer, tmp_path: Path) -> None:
+    image = picture(tmp_path / "room.png", RED)
+    mask = Image.new("RGBA", (256, 256), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (64, 64, 192, 192))  # the middle is redrawn, the rest is kept
+    mask.save(tmp_path / "mask.png")
+    out = tmp_path / "edited.png"
+    code, stdout, stderr = run("images", "edit", "--base-url", server.v1, "--image", str(image),
+                               "--mask", str(tmp_path / "mask.png"), "--prompt", "a cat",
+                               "--model", "gpt-image-1", "--size", "1024x1024",
+                               "--input-fidelity", "high", "--seed", "7", "-o", str(out))
+    assert code == 0, stderr
+    payload = json.loads(stdout)
+    assert payload["size"] == "1024x1024" and len(payload["data"]) == 1
+    assert payload["data"][0]["b64_json"] == f"<written to {out}>"
+    edited = Image.open(out)
+    assert edited.format == "PNG" and edited.size == (1024, 1024)
+    rgb = edited.convert("RGB")
+    assert rgb.getpixel((5, 5)) == RED  # outside the mask: the input's own pixels
+    assert rgb.getpixel((512, 512)) != RED  # the disc drawn inside it
+    assert f"wrote {out}" in stderr
+
+
+def test_edit_with_two_images(server: RunningServer, tmp_path: Path) -> None:
+    first = picture(tmp_path / "a.png", RED)
+    second = picture(tmp_path / "b.jpg", BLUE)
+    code, stdout, stderr = run("images", "edit", "--base-url", server.v1, "--image", str(first),
+                               "--image", str(second), "--prompt", "both together", "--model",
+                               "gpt-image-1", "--size", "1536x1024", "--output-format", "webp",
+                               "-o", str(tmp_path / "pair"))
+    assert code == 0, stderr
+    assert json.loads(stdout)["output_format"] == "webp"
+    edited = Image.open(tmp_path / "pair.webp")
+    assert edited.format == "WEBP" and edited.size == (1536, 1024)
+    # Laid out side by side: the first on the left, the second on the right.
+    left, right = edited.convert("RGB").getpixel((5, 5)), edited.convert("RGB").getpixel((1530, 5))
+    assert isinstance(left, tuple) and isinstance(right, tuple)
+    assert left[0] > left[2] + 100 and right[2] > right[0] + 100
+
+
+def test_edit_multipart_is_what_the_sdk_sends(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several images go as `image[]` parts, each with its name and type; every flag given
+    (and only those) as a string field."""
+    import httpx
+
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"created": 1, "data": []})
+
+    real_client = httpx.Client
+    monkeypatch.setattr(httpx, "Client", lambda **kwargs: real_client(
+        transport=httpx.MockTransport(answer), **kwargs))
+    first, second = picture(tmp_path / "a.png", RED), picture(tmp_path / "b.jpeg", BLUE)
+    (tmp_path / "m.bin").write_bytes(b"\0")
+    code, _, stderr = run("images", "edit", "--base-url", "http://x/v1", "--image", str(first),
+                          "--image", str(second), "--mask", str(tmp_path / "m.bin"),
+                          "--prompt", "p", "--n", "2", "--guidance-scale", "3.5",
+                          "--svg-model", "s1")
+    assert code == 0, stderr
+    request = sent[0]
+    assert str(request.url) == "http://x/v1/images/edits"
+    assert request.headers["content-type"].startswith("multipart/form-data")
+    body = request.read().decode("latin-1")
+    for part in ('name="image[]"; filename="a.png"\r\nContent-Type: image/png',
+                 'name="image[]"; filename="b.jpeg"\r\nContent-Type: image/jpeg',
+                 'name="mask"; filename="m.bin"\r\nContent-Type: application/octet-stream',
+                 'name="prompt"\r\n\r\np\r\n', 'name="n"\r\n\r\n2\r\n',
+                 'name="guidance_scale"\r\n\r\n3.5\r\n', 'name="svg[model]"\r\n\r\ns1\r\n'):
+        assert part in body
+    assert body.count("Content-Disposition") == 7  # nothing the user did not give
+
+
+def test_streamed_edit_prints_events_and_writes_the_final_image(server: RunningServer,
+                                                               tmp_path: Path) -> None:
+    image = picture(tmp_path / "room.png", RED)
+    out = tmp_path / "s.png"
+    code, stdout, stderr = run("images", "edit", "--base-url", server.v1, "--image", str(image),
+                               "--prompt", "a cat", "--model", "gpt-image-1", "--stream",
+                               "--partial-images", "2", "--format", "jsonl", "-o", str(out))
+    assert code == 0, stderr
+    events = [json.loads(line) for line in stdout.splitlines()]
+    assert [e["type"] for e in events] == ["image_edit.partial_image"] * 2 + [
+        "image_edit.completed"]
+    assert events[-1]["b64_json"].endswith("base64 chars>")
+    final = Image.open(out)
+    assert final.format == "PNG" and final.size == (1024, 1024)
+    assert f"wrote {out}" in stderr
+
+
+def test_variation_writes_numbered_files(server: RunningServer, tmp_path: Path) -> None:
+    image = picture(tmp_path / "otter.png", RED, mode="RGBA")
+    code, stdout, stderr = run("images", "create-variation", "--base-url", server.v1, "--image",
+                               str(image), "--n", "2", "--size", "256x256", "-o",
+                               str(tmp_path / "v.png"))
+    assert code == 0, stderr
+    assert len(json.loads(stdout)["data"]) == 2
+    for i in (1, 2):
+        variation = Image.open(tmp_path / f"v-{i}.png")
+        assert variation.format == "PNG" and variation.size == (256, 256)
+
+
+def test_edit_of_a_text_file_prints_the_error_object(server: RunningServer,
+                                                    tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    code, stdout, stderr = run("images", "edit", "--base-url", server.v1, "--image", str(notes),
+                               "--prompt", "a cat")
+    assert code == 1
+    error = json.loads(stdout)
+    assert error["message"] == (
+        "Invalid file 'image': unsupported mimetype ('text/plain'). Supported file formats "
+        "are 'image/jpeg', 'image/png', and 'image/webp'.")
+    assert error["param"] == "image" and "400 Bad Request" in stderr

@@ -1,7 +1,8 @@
-"""The `limner` command: `serve`, `images generate`, `models`.
+"""The `limner` command: `serve`, `images generate|edit|create-variation`, `models`.
 
-`images generate` takes the official `openai` CLI's flags and sends only those the user set,
-so the server applies the same defaults as for any other client. `--base-url`, `--api-key`
+The `images` commands take the official `openai` CLI's flags and send only those the user
+set, so the server applies the same defaults as for any other client; `edit` and
+`create-variation` send multipart, as the official SDK does. `--base-url`, `--api-key`
 and `--format` work anywhere on the line.
 """
 
@@ -11,6 +12,7 @@ import base64
 import dataclasses
 import json
 import logging
+import mimetypes
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -161,61 +163,146 @@ def images(ctx: click.Context, base_url: str | None, api_key: str | None,
     _remember(ctx.find_root(), base_url, api_key, output_format_)
 
 
+def _options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options as one decorator, listed in the order `--help` shows them."""
+    def apply(func: F) -> F:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+    return apply
+
+
+# The options generations and edits share (the server checks both the same way).
+_model = click.option("--model", default=None)
+_n = click.option("--n", type=int, default=None, help="How many images (1-10).")
+_size = click.option("--size", default=None,
+                     help="auto, 1024x1024, 1536x1024, ... or WIDTHxHEIGHT.")
+_quality = click.option(
+    "--quality", default=None,
+    help="low, medium, high, auto; xhigh and max (gpt-image-2.5); standard/hd (dall-e).")
+_complexity = click.option("--complexity", default=None, help="low, medium or high: one level "
+                           "less or more work than --quality asks.")
+_background = click.option("--background", default=None, help="transparent, opaque or auto.")
+_response_format = click.option("--response-format", default=None, help="b64_json or url.")
+_user = click.option("--user", default=None,
+                     help="End-user id (deprecated: --safety-identifier).")
+_output = click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write the images here (numbered name-1.png, name-2.png ... for n>1).")
+_rest = _options(
+    click.option("--output-format", default=None, help="png, jpeg, webp, gif or svg."),
+    click.option("--frame-count", type=int, default=None, help="gif: frames, 2-16 (default 9)."),
+    click.option("--frame-duration-ms", type=int, default=None,
+                 help="gif: each frame's time, in 10 ms steps (default 200)."),
+    click.option("--svg-model", default=None,
+                 help="svg: the SVG author model, echoed in svg_usage."),
+    click.option("--output-compression", type=int, default=None, help="0-100 (jpeg, webp)."),
+    _response_format,
+    click.option("--moderation", default=None, help="auto or low."),
+    click.option("--partial-images", type=int, default=None, help="0-3 (with --stream)."),
+    click.option("--stream", is_flag=True, default=None, help="Stream partial images."),
+    click.option("--safety-identifier", default=None,
+                 help="End-user id (a hash), recorded in the server's log; wins over --user."),
+    _user,
+    click.option("--seed", type=int, default=None,
+                 help="limner extension: reproducible images."),
+    click.option("--steps", type=int, default=None,
+                 help="limner extension: denoising steps, instead of --quality's."),
+    click.option("--guidance-scale", type=float, default=None,
+                 help="limner extension: classifier-free guidance (0-30)."),
+    click.option("--negative-prompt", default=None,
+                 help="limner extension: what the picture should not show."),
+    click.option("--scheduler", default=None,
+                 help="limner extension: euler, euler_a, dpm++, ddim or lcm."),
+    _output,
+    client_options,
+)
+_input_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+FilePart = tuple[str, tuple[str, bytes, str]]
+"""A multipart file part as httpx takes it: field, (file name, bytes, content type)."""
+_CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+                  ".webp": "image/webp", ".gif": "image/gif"}
+
+
 @images.command()
 @click.option("--prompt", required=True, help="What to draw.")
-@click.option("--model", default=None)
-@click.option("--n", type=int, default=None, help="How many images (1-10).")
-@click.option("--size", default=None, help="auto, 1024x1024, 1536x1024, ... or WIDTHxHEIGHT.")
-@click.option("--quality", default=None,
-              help="low, medium, high, auto; xhigh and max (gpt-image-2.5); standard/hd (dall-e).")
-@click.option("--complexity", default=None, help="low, medium or high: one level less or more "
-              "work than --quality asks.")
+@_options(_model, _n, _size, _quality, _complexity)
 @click.option("--style", default=None, help="vivid or natural (dall-e-3).")
-@click.option("--background", default=None, help="transparent, opaque or auto.")
-@click.option("--output-format", default=None, help="png, jpeg, webp, gif or svg.")
-@click.option("--frame-count", type=int, default=None, help="gif: frames, 2-16 (default 9).")
-@click.option("--frame-duration-ms", type=int, default=None,
-              help="gif: each frame's time, in 10 ms steps (default 200).")
-@click.option("--svg-model", default=None, help="svg: the SVG author model, echoed in svg_usage.")
-@click.option("--output-compression", type=int, default=None, help="0-100 (jpeg, webp).")
-@click.option("--response-format", default=None, help="b64_json or url.")
-@click.option("--moderation", default=None, help="auto or low.")
-@click.option("--partial-images", type=int, default=None, help="0-3 (with --stream).")
-@click.option("--stream", is_flag=True, default=None, help="Stream partial images.")
-@click.option("--safety-identifier", default=None,
-              help="End-user id (a hash), recorded in the server's log; wins over --user.")
-@click.option("--user", default=None, help="End-user id (deprecated: --safety-identifier).")
-@click.option("--seed", type=int, default=None, help="limner extension: reproducible images.")
-@click.option("--steps", type=int, default=None,
-              help="limner extension: denoising steps, instead of --quality's.")
-@click.option("--guidance-scale", type=float, default=None,
-              help="limner extension: classifier-free guidance (0-30).")
-@click.option("--negative-prompt", default=None,
-              help="limner extension: what the picture should not show.")
-@click.option("--scheduler", default=None,
-              help="limner extension: euler, euler_a, dpm++, ddim or lcm.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the images here (numbered name-1.png, name-2.png ... for n>1).")
-@client_options
+@_background
+@_rest
 @click.pass_context
 def generate(ctx: click.Context, /, output: Path | None, base_url: str | None,
              api_key: str | None, output_format_: str | None, **fields: Any) -> None:
     """Generate images: POST /images/generations."""
     _remember(ctx.find_root(), base_url, api_key, output_format_)
-    base, key, fmt = _client_settings(ctx)
+    _send(ctx, "generations", _body(fields), None, output)
+
+
+@images.command()
+@click.option("--image", "images_", multiple=True, required=True, type=_input_file,
+              help="The picture to edit (PNG, WebP or JPEG); repeat for several (at most "
+                   "16; dall-e-2: one square PNG).")
+@click.option("--mask", type=_input_file, default=None, help="A PNG the size of the first "
+              "image; its fully transparent pixels are redrawn.")
+@click.option("--prompt", required=True, help="What the edited picture should show.")
+@_options(_model, _n, _size, _quality, _complexity, _background)
+@click.option("--input-fidelity", default=None,
+              help="high or low: how closely to keep the input's features (GPT models).")
+@_rest
+@click.pass_context
+def edit(ctx: click.Context, /, images_: tuple[Path, ...], mask: Path | None,
+         output: Path | None, base_url: str | None, api_key: str | None,
+         output_format_: str | None, **fields: Any) -> None:
+    """Edit or extend images: POST /images/edits (multipart, as the official SDK sends it)."""
+    _remember(ctx.find_root(), base_url, api_key, output_format_)
+    name = "image" if len(images_) == 1 else "image[]"
+    files = [_file_part(name, path) for path in images_]
+    if mask is not None:
+        files.append(_file_part("mask", mask))
+    _send(ctx, "edits", _body(fields), files, output)
+
+
+@images.command("create-variation")
+@click.option("--image", required=True, type=_input_file,
+              help="A square PNG under 4 MB.")
+@_options(click.option("--model", default=None, help="dall-e-2 (the default)."), _n,
+          click.option("--size", default=None, help="256x256, 512x512 or 1024x1024."),
+          _response_format, click.option("--user", default=None, help="End-user id."),
+          _output, client_options)
+@click.pass_context
+def create_variation(ctx: click.Context, /, image: Path, output: Path | None,
+                     base_url: str | None, api_key: str | None, output_format_: str | None,
+                     **fields: Any) -> None:
+    """Variations of an image (dall-e-2): POST /images/variations."""
+    _remember(ctx.find_root(), base_url, api_key, output_format_)
+    _send(ctx, "variations", _body(fields), [_file_part("image", image)], output)
+
+
+def _body(fields: dict[str, Any]) -> dict[str, Any]:
+    """The request body: only the flags given, `--svg-model` as `svg.model`."""
     svg_model = fields.pop("svg_model", None)
     body = {name: value for name, value in fields.items() if value is not None}
     if svg_model is not None:
         body["svg"] = {"model": svg_model}
-    url = f"{base}/images/generations"
+    return body
+
+
+def _send(ctx: click.Context, endpoint: str, body: dict[str, Any],
+          files: list[FilePart] | None, output: Path | None) -> None:
+    """POSTs `body` to /images/`endpoint` (as JSON, or as multipart with `files`), prints
+    the answer (each event when streaming) and writes its images to `output`."""
+    base, key, fmt = _client_settings(ctx)
+    url = f"{base}/images/{endpoint}"
     headers = {"authorization": f"Bearer {key}", "user-agent": f"limner-cli/{__version__}"}
+    content: dict[str, Any] = {"json": body} if files is None else {
+        "data": _form_fields(body), "files": files}
     timeout = httpx.Timeout(600, connect=5)
     try:
         with httpx.Client(timeout=timeout) as client:
             if body.get("stream"):
-                _stream(client, url, headers, body, output, fmt)
+                _stream(client, url, headers, content, body, output, fmt)
             else:
-                response = client.post(url, json=body, headers=headers)
+                response = client.post(url, headers=headers, **content)
                 _fail_on_error(response)
                 payload = response.json()
                 written = _write_images(client, payload.get("data", []), output,
@@ -226,6 +313,32 @@ def generate(ctx: click.Context, /, output: Path | None, base_url: str | None,
     except httpx.HTTPError as exc:
         click.echo(f"error: could not reach {url}: {exc}", err=True)
         sys.exit(1)
+
+
+def _file_part(field: str, path: Path) -> FilePart:
+    """A multipart file part: the file's name, bytes, and a type guessed from its name."""
+    content_type = _CONTENT_TYPES.get(path.suffix.lower()) or \
+        mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}",
+                                 param_hint=f"--{field.rstrip('[]')}") from exc
+    return field, (path.name, data, content_type)
+
+
+def _form_fields(body: dict[str, Any]) -> dict[str, str]:
+    """Every scalar as a string field, as OpenAI's multipart takes them (`svg[model]`)."""
+    def text(value: Any) -> str:
+        return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    fields: dict[str, str] = {}
+    for name, value in body.items():
+        if isinstance(value, dict):
+            fields.update({f"{name}[{inner}]": text(v) for inner, v in value.items()})
+        else:
+            fields[name] = text(value)
+    return fields
 
 
 @main.group("models", invoke_without_command=True)
@@ -373,33 +486,37 @@ def _sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]
             data.append(line[5:].lstrip())
 
 
-def _stream(client: httpx.Client, url: str, headers: dict[str, str], body: dict[str, Any],
-            output: Path | None, fmt: str) -> None:
+def _stream(client: httpx.Client, url: str, headers: dict[str, str], content: dict[str, Any],
+            body: dict[str, Any], output: Path | None, fmt: str) -> None:
+    """Prints each event of a streamed answer (`image_generation.*` or `image_edit.*`),
+    shows progress on stderr, and writes the completed images."""
     from rich.console import Console
 
     console = Console(stderr=True)
     n = int(body.get("n") or 1)
     partials_each = int(body.get("partial_images") or 0)
+    doing = "editing" if url.endswith("/edits") else "generating"
     finals: list[dict[str, Any]] = []
-    with client.stream("POST", url, json=body, headers=headers) as response:
+    with client.stream("POST", url, headers=headers, **content) as response:
         if not response.is_success:
             response.read()
             _fail_on_error(response)
-        with console.status("generating: waiting for the first step...") as status:
+        with console.status(f"{doing}: waiting for the first step...") as status:
             partials = 0
             for event_type, payload in _sse_events(response):
-                if event_type == "error" or payload.get("type") == "error":
-                    console.print(f"[red]error during generation:[/red] "
+                kind = str(payload.get("type", ""))
+                if event_type == "error" or kind == "error":
+                    console.print(f"[red]error while {doing}:[/red] "
                                   f"{payload.get('error', {}).get('message')}")
                     click.echo(json.dumps(payload.get("error", payload), indent=2))
                     sys.exit(1)
-                if payload.get("type") == "image_generation.partial_image":
+                if kind.endswith(".partial_image"):
                     partials += 1
-                    status.update(f"generating: partial image {partials} of "
+                    status.update(f"{doing}: partial image {partials} of "
                                   f"{partials_each * n} received")
-                elif payload.get("type") == "image_generation.completed":
+                elif kind.endswith(".completed"):
                     finals.append(payload)
-                    status.update(f"generating: {len(finals)} of {n} image(s) done")
+                    status.update(f"{doing}: {len(finals)} of {n} image(s) done")
                 shown = payload
                 if output is not None and "b64_json" in payload:
                     shown = {**payload, "b64_json": f"<{len(payload['b64_json'])} base64 chars>"}
