@@ -131,3 +131,33 @@ def test_guidance_only_above_its_time(engine: EmbeddedEngine) -> None:
     finally:
         hook.remove()
     assert torch.equal(never, plain)
+
+
+def test_edit_holds_the_kept_region_and_redraws_the_masked_one(engine: EmbeddedEngine) -> None:
+    start = Image.new("RGBA", (256, 256), (30, 60, 200, 255))
+    mask = Image.new("L", (256, 256), 0)
+    mask.paste(255, (64, 64, 192, 192))
+    steps: list[tuple[int, int]] = []
+    [[picture]] = engine.generate(
+        [params("a red apple", init_image=start, mask=mask, strength=1.0, width=256,
+                height=256)],
+        lambda update: steps.append((update.step, update.total)))
+    assert (picture.size, picture.mode) == ((256, 256), "RGBA")
+    assert steps[-1][0] == steps[-1][1]
+    drawn = pixels(picture).astype(float)
+    kept = np.abs(drawn[8:40, 8:40, :3] - (30, 60, 200)).mean()
+    redrawn = np.abs(drawn[100:156, 100:156, :3] - (30, 60, 200)).mean()
+    assert kept < 8 < redrawn
+
+
+def test_redraw_and_variation_start_from_the_picture(engine: EmbeddedEngine) -> None:
+    start = Image.new("RGBA", (128, 96), (200, 40, 40, 255))
+    low = engine.generate([params("a red apple", init_image=start, strength=0.3, width=128,
+                                  height=96)])[0][0]
+    variation = engine.generate([params("", init_image=start, strength=0.6, width=128,
+                                        height=96, seeds=(1, 2))])[0]
+    assert low.size == (128, 96)
+    near = np.abs(pixels(low).astype(float)[..., :3] - (200, 40, 40)).mean()
+    assert near < 40  # a light redraw stays close to the start
+    assert [v.size for v in variation] == [(128, 96)] * 2
+    assert not np.array_equal(pixels(variation[0]), pixels(variation[1]))

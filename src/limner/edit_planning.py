@@ -41,7 +41,7 @@ _FIXED_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 
 def plan_edit(request: CreateImageEditRequest, images: list[Upload], mask: Upload | None,
               catalogue: Catalogue, *, json_body: bool) -> GenerationPlan:
-    entry = _edit_model(request, catalogue, json_body)
+    entry = edit_model(request, catalogue, json_body)
     dall_e = entry.rules.family == "dall-e-2"
     if not images:
         raise InvalidRequest("Missing required parameter: 'image'.", param="image",
@@ -128,7 +128,7 @@ def plan_variation(request: CreateImageVariationRequest, images: list[Upload],
     return dataclasses.replace(plan, params=params, endpoint="variations", prompt_tokens=0)
 
 
-def _edit_model(request: CreateImageEditRequest, catalogue: Catalogue,
+def edit_model(request: CreateImageEditRequest, catalogue: Catalogue,
                 json_body: bool) -> ModelEntry:
     if request.model == "":
         raise InvalidRequest(

@@ -13,7 +13,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from limner.edit_planning import plan_edit, plan_variation
+from limner.edit_planning import edit_model, plan_edit, plan_variation
 from limner.errors import UnsupportedMediaType
 from limner.input_images import Upload
 from limner.protocol.images import CreateImageEditRequest, CreateImageVariationRequest
@@ -48,6 +48,7 @@ async def _create_edit(request: Request) -> Response:
         body = await read_limited(request, settings.max_upload_bytes)
         document = await asyncio.to_thread(parse_json, body)
         edit = parse_as(CreateImageEditRequest, document)
+        edit_model(edit, state.catalogue, json_body=True)  # before fetching anything
         if edit.images is None:
             edit_images: list[Upload] = []
         else:
@@ -80,12 +81,12 @@ async def _create_variation(request: Request) -> Response:
 
 def _content_kind(request: Request, *, json_allowed: bool) -> str:
     content_type = request.headers.get("content-type", "").lower()
-    if content_type.startswith("multipart/form-data"):
-        return "multipart"
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        return "form"  # urlencoded can carry no file, but its strings get the same errors
     if json_allowed and "json" in content_type:
         return "json"
-    takes = "'multipart/form-data' or 'application/json'" if json_allowed else \
-        "'multipart/form-data'"
+    takes = ("'multipart/form-data' or 'application/json'" if json_allowed
+             else "'multipart/form-data'")
     raise UnsupportedMediaType(
         f"Unsupported content type: '{content_type or 'none'}'. This endpoint takes {takes}.",
         code="unsupported_content_type")
