@@ -245,3 +245,37 @@ def test_an_upload_over_the_limit_is_refused_while_read(serve: Callable[..., Run
     client = openai.OpenAI(base_url=server.v1, api_key="k", max_retries=0)
     status, body = error_of(lambda: client.images.edit(prompt="p", image=big))
     assert status == 413 and body["code"] == "request_too_large"
+
+
+def test_later_revision_fields_on_edits(client: openai.OpenAI, server: RunningServer) -> None:
+    source = png(noise(256, 256))
+    result = client.images.edit(model="gpt-image-2.5-flare", prompt="p", image=source,
+                                quality="xhigh", complexity="high", safety_identifier="u-7",
+                                output_format="gif", frame_count=3, size="1024x1024")
+    animation = decoded(images_of(result)[0].b64_json)
+    assert (animation.format, getattr(animation, "n_frames", 1)) == ("GIF", 3)
+    assert (result.quality, result.safety_identifier) == ("xhigh", "u-7")
+    svg = client.images.edit(model="gpt-image-2.5-flare", prompt="p", image=source,
+                             output_format="svg")
+    text = base64.b64decode(images_of(svg)[0].b64_json or "")
+    assert text.startswith(b"<?xml") and b"<path" in text and svg.svg_usage is not None
+    # markup: drawn over the first picture to guide the edit (2.5 models, never with a mask)
+    markup = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
+    ImageDraw.Draw(markup).rectangle((0, 0, 40, 40), fill=(0, 255, 0, 255))
+    with server.http() as http:
+        marked = http.post("/v1/images/edits", data={
+            "model": "gpt-image-2.5-flare", "prompt": "p", "size": "1024x1024"},
+            files={"image": ("a.png", source), "markup": ("m.png", png(markup))})
+        with_mask = http.post("/v1/images/edits", data={"model": "gpt-image-2.5-flare",
+                                                        "prompt": "p"},
+                              files={"image": ("a.png", source), "markup": ("m.png", png(markup)),
+                                     "mask": ("k.png", png(centre_mask(256, 256, 64)))})
+        old_model = http.post("/v1/images/edits", data={"model": "gpt-image-1", "prompt": "p"},
+                              files={"image": ("a.png", source),
+                                     "markup": ("m.png", png(markup))})
+    assert marked.status_code == 200, marked.text
+    picture = decoded(marked.json()["data"][0]["b64_json"]).convert("RGB")
+    assert picture.getpixel((10, 10)) == (0, 255, 0)
+    assert with_mask.json()["error"]["message"] == (
+        "Invalid 'markup': it cannot be combined with 'mask'.")
+    assert old_model.json()["error"]["code"] == "unsupported_parameter"

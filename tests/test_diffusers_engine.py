@@ -26,6 +26,8 @@ from limner.engines.diffusers.accel.kernel_check import KernelCheck
 from limner.engines.diffusers.accel.prepack import PackedConv2d, PackedLinear, packed_count
 from limner.engines.diffusers.engine import (
     DiffusersEngine,
+    _edit_inputs,
+    _edit_steps,
     _has_sd_encode_prompt,
     _pool_for_preview,
 )
@@ -440,3 +442,155 @@ def test_a_diffusers_model_without_diffusers_installed_is_a_clear_error(
     with pytest.raises(ValueError, match=r"needs diffusers, which is not installed: "
                                          r"pip install 'limner\[diffusers\]'"):
         build_engine(EngineConfig("sd", "diffusers", "/models/sd"))
+
+
+def edit(n: int = 1, seed: int = 0, strength: float = 0.5, mask: Image.Image | None = None,
+         size: tuple[int, int] = (64, 64), steps: int | None = None,
+         min_steps: int = 0) -> GenerationParams:
+    """An edit of a noisy picture (opaque), redrawn whole or, with `mask`, in part."""
+    rng = np.random.default_rng(seed)
+    start = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    return GenerationParams(prompt="a red fox", width=size[0], height=size[1],
+                            seeds=tuple(range(seed, seed + n)), quality="high", steps=steps,
+                            min_steps=min_steps, init_image=start.convert("RGBA"), mask=mask,
+                            strength=strength)
+
+
+def left_half(size: tuple[int, int] = (64, 64)) -> Image.Image:
+    mask = Image.new("L", size, 0)
+    mask.paste(255, (0, 0, size[0] // 2, size[1]))
+    return mask
+
+
+def test_edit_pipelines_share_the_loaded_weights(engine: DiffusersEngine) -> None:
+    assert engine.info.edits
+    assert any(step.startswith("edits: StableDiffusionImg2ImgPipeline") for step in
+               engine.applied)
+    for kind in ("redraw", "inpaint"):
+        editor = engine._editors[kind]
+        assert editor.unet is engine.pipe.unet and editor.vae is engine.pipe.vae
+        assert editor.text_encoder is engine.pipe.text_encoder
+    assert type(engine._editors["inpaint"]).__name__ == "StableDiffusionInpaintPipeline"
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["redraw", "inpaint"])
+def test_edit_batch_with_steps_and_previews(engine: DiffusersEngine, masked: bool) -> None:
+    updates: list[tuple[int, int, list[list[Image.Image]]]] = []
+
+    def on_step(update: StepUpdate) -> None:
+        updates.append((update.step, update.total, update.preview()))
+
+    batch = [edit(n=2, mask=left_half() if masked else None),
+             edit(n=1, seed=7, mask=left_half() if masked else None)]
+    assert {p.edit for p in batch} == {"inpaint" if masked else "redraw"}
+    out = engine.generate(batch, on_step)
+    assert [len(images) for images in out] == [2, 1]
+    assert all(im.mode == "RGB" and im.size == (64, 64) for images in out for im in images)
+    # "high" asks 4 steps; at strength 0.5 diffusers runs the last 2 of them.
+    assert [(s, t) for s, t, _ in updates] == [(1, 2), (2, 2)]
+    assert [len(p) for p in updates[0][2]] == [2, 1]
+    assert out[0][0].tobytes() != out[0][1].tobytes()
+
+
+def test_edits_run_at_least_one_step(engine: DiffusersEngine) -> None:
+    """A one-step preset at strength 0.5 would run int(1 * 0.5) = 0 steps, which diffusers
+    refuses: the engine asks for enough steps that one runs; `min_steps` counts steps run."""
+    totals: list[tuple[int, int]] = []
+    out = engine.generate([edit(steps=1, strength=0.5)],
+                          lambda update: totals.append((update.step, update.total)))
+    assert out[0][0].size == (64, 64) and totals == [(1, 1)]
+    totals.clear()
+    engine.generate([edit(steps=1, strength=0.3, min_steps=3)],
+                    lambda update: totals.append((update.step, update.total)))
+    assert totals == [(1, 3), (2, 3), (3, 3)]
+    assert _edit_steps(1, 0.5) == 2 and _edit_steps(4, 0.5) == 4
+    for steps, strength, at_least in ((1, 0.29, 1), (1, 0.7, 1), (3, 0.01, 2), (100, 0.29, 5)):
+        asked = _edit_steps(steps, strength, at_least)
+        assert int(asked * strength) >= at_least and asked >= steps
+        assert asked == steps or int((asked - 1) * strength) < at_least
+
+
+def capture_latents(engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch
+                    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The mean of each encoded starting picture and each latent the VAE decodes, both
+    unscaled, taken from the VAE the edit pipelines share."""
+    vae = engine.pipe.vae
+    encode, decode = vae.encode, vae.decode
+    means: list[torch.Tensor] = []
+    decoded: list[torch.Tensor] = []
+
+    def encoding(pixels: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        out = encode(pixels, *args, **kwargs)
+        means.append(out.latent_dist.mean)
+        return out
+
+    def decoding(latents: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(latents.clone())
+        return decode(latents, *args, **kwargs)
+
+    monkeypatch.setattr(vae, "encode", encoding)
+    monkeypatch.setattr(vae, "decode", decoding)
+    return means, decoded
+
+
+def test_strength_says_how_far_an_edit_leaves_its_start(
+        engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measured in latents: random weights decode any latent to much the same grey, but a
+    strength of 0.2 starts (and so ends) near the encoded picture and 1.0 from pure noise.
+    The encoder samples around its mean (a spread near 1 here), hence the bound of 2."""
+    means, decoded = capture_latents(engine, monkeypatch)
+    distance = {}
+    for strength in (0.2, 1.0):
+        means.clear()
+        decoded.clear()
+        engine.generate([edit(seed=3, strength=strength)])
+        distance[strength] = float((decoded[-1] - means[0]).abs().mean())
+    assert distance[0.2] < 2.0 and distance[1.0] > 10 * distance[0.2]
+    # Inpainting keeps the unmasked (right) half at the start's latents, even at strength 1.
+    means.clear()
+    decoded.clear()
+    engine.generate([edit(seed=3, strength=1.0, mask=left_half())])
+    away = (decoded[-1] - means[0]).abs()
+    half = away.shape[-1] // 2
+    kept, redrawn = float(away[..., half:].mean()), float(away[..., :half].mean())
+    assert kept < 2.0 and redrawn > 10 * kept
+
+
+def test_edit_inputs_are_drawn_at_the_draw_size(engine: DiffusersEngine) -> None:
+    """The starting picture comes at the request's size and goes in at the draw size (here
+    128x64 for 384x128), transparent pixels white; the mask stays two-valued."""
+    start = Image.new("RGBA", (384, 128), (10, 200, 30, 255))
+    start.paste((0, 0, 0, 0), (0, 0, 192, 128))  # the left half transparent (black beneath)
+    mask = Image.new("L", (384, 128), 0)
+    mask.paste(255, (0, 0, 97, 128))  # ends inside a drawn pixel: that pixel is redrawn
+    params = GenerationParams(prompt="a fox", width=384, height=128, seeds=(1, 2),
+                              init_image=start, mask=mask, strength=0.6)
+    size = engine._draw_size(384, 128)
+    assert size == (128, 64)
+    inputs = _edit_inputs([params], size)
+    assert len(inputs["image"]) == len(inputs["mask_image"]) == 2
+    image, drawn_mask = inputs["image"][0], inputs["mask_image"][0]
+    assert image.mode == "RGB" and image.size == drawn_mask.size == size
+    assert image.getpixel((10, 32)) == (255, 255, 255)
+    assert image.getpixel((120, 32)) == (10, 200, 30)
+    assert set(np.unique(np.asarray(drawn_mask))) == {0, 255}
+    assert drawn_mask.getpixel((32, 10)) == 255 and drawn_mask.getpixel((33, 10)) == 0
+    out = engine.generate([params])
+    assert [im.size for im in out[0]] == [size, size]
+    assert list(_edit_inputs([edit()], (64, 64))) == ["image"]
+
+
+def test_a_pipeline_without_edit_pipelines_does_not_edit(
+        tiny_sd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import diffusers
+
+    def unknown(pipeline: Any, **kwargs: Any) -> Any:
+        raise ValueError("AutoPipeline can't find a pipeline linked to SomePipeline")
+
+    monkeypatch.setattr(diffusers.AutoPipelineForImage2Image, "from_pipe", unknown)
+    engine = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, prepack=False)
+    engine.load()
+    assert not engine.info.edits and not any(s.startswith("edits") for s in engine.applied)
+    with pytest.raises(EngineError, match="cannot draw over a starting picture"):
+        engine.generate([edit()])
+    assert engine.generate([request()])[0][0].size == (64, 64)

@@ -24,7 +24,8 @@ from limner.input_images import Upload
 from limner.server.parsing import coerce_form_value
 
 _BRACKETS = re.compile(r"([A-Za-z_]+)((?:\[[A-Za-z_]+\])*)")
-FILE_FIELDS = {"image": "one of an array of files or file", "mask": "a file"}
+FILE_FIELDS = {"image": "one of an array of files or file", "mask": "a file",
+               "markup": "a file"}
 """The parts that carry files, and how the type error describes what was expected."""
 
 

@@ -120,6 +120,9 @@ class DiffusersEngine:
                                   tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
         self._samplers: dict[str, Any] = {}
         self._negative: torch.Tensor | None = None
+        self._editors: dict[str, Any] = {}
+        """`redraw` and `inpaint` -> diffusers' image-to-image and inpainting pipelines,
+        made from the loaded pipeline's own components; empty where it cannot edit."""
         self._cfg = False
         self._cache_prompts = False
         self._sd_encode = False
@@ -135,7 +138,7 @@ class DiffusersEngine:
                           draws_alpha=False, max_batch_images=self._max_batch,
                           controls=frozenset({"negative_prompt", "guidance_scale",
                                               "scheduler"}),
-                          max_steps=MAX_STEPS,
+                          max_steps=MAX_STEPS, edits=bool(self._editors),
                           speedups=self._running() if self.pipe is not None else ())
 
     def _running(self) -> tuple[str, ...]:
@@ -157,6 +160,7 @@ class DiffusersEngine:
         self._samplers.clear()
         self._negative = None
         self._preview_decoder = None
+        self._editors = {}
         self.applied = []
         steps: list[tuple[str, Callable[[Any], str | None]]] = [
             ("layout", self._lay_out),
@@ -167,6 +171,7 @@ class DiffusersEngine:
             ("prompt cache", self._prepare_prompts),
             ("openvino", self._to_openvino),
             ("compile", self._compile_models),
+            ("edits", self._make_editors),
         ]
         for name, step in steps:
             done = step(pipe)
@@ -334,6 +339,12 @@ class DiffusersEngine:
             update.preview()
 
         self.generate([params], preview)
+        if self._editors:
+            # Edits also run the VAE's encoder, which a text-to-image draw never calls: its
+            # layers meet the native size here, and a fused call it turns down is found now.
+            pixels = torch.zeros(1, 3, native, native, dtype=self.dtype, device=self.device)
+            with torch.inference_mode():
+                self.pipe.vae.encode(pixels)
         # The throw-away prompt's encodings leave with it: requests find the cache as new.
         self._embeds.clear()
         self._negative = None
@@ -408,8 +419,41 @@ class DiffusersEngine:
         self._preview_decoder = compiled.preview_decoder
         return f"{', '.join(compiled.parts)} ({mode})"
 
+    def _make_editors(self, pipe: Any) -> str | None:
+        """Image-to-image and inpainting pipelines made from `pipe`'s components, last so
+        that they hold the components as every other step left them (packed, compiled,
+        converted), sharing their weights. None where diffusers has no such pipeline for its
+        class, where one takes no `strength`, or where the VAE cannot encode (OpenVINO's
+        tiny decoder): then the engine does not edit."""
+        if not callable(getattr(getattr(pipe, "vae", None), "encode", None)):
+            log.info("%s: no image edits: its VAE has no encoder", self._name)
+            return None
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+        try:
+            editors = {"redraw": AutoPipelineForImage2Image.from_pipe(pipe),
+                       "inpaint": AutoPipelineForInpainting.from_pipe(pipe)}
+        except ValueError as exc:  # AutoPipeline has no edit pipeline for this class
+            log.info("%s: no image edits for %s: %s", self._name, type(pipe).__name__, exc)
+            return None
+        except Exception as exc:
+            log.warning("%s: no image edits: could not make the edit pipelines from %s: %s",
+                        self._name, type(pipe).__name__, exc)
+            return None
+        for kind, needed in (("redraw", {"image", "strength"}),
+                             ("inpaint", {"image", "mask_image", "strength"})):
+            if not needed <= set(_call_parameters(editors[kind])):
+                log.info("%s: no image edits: %s takes no %s", self._name,
+                         type(editors[kind]).__name__, ", ".join(sorted(needed)))
+                return None
+        for editor in editors.values():
+            editor.set_progress_bar_config(disable=True)
+        self._editors = editors
+        return ", ".join(type(editor).__name__ for editor in editors.values())
+
     def close(self) -> None:
         self.pipe = None
+        self._editors = {}
         self._embeds.clear()
         self._negative = None
 
@@ -424,8 +468,16 @@ class DiffusersEngine:
         if self.pipe is None:
             raise EngineError("the engine is not loaded")
         first = batch[0]
+        kind = first.edit
+        pipe = self.pipe if kind == "generate" else self._editor(kind, first.strength)
         width, height = self._draw_size(first.width, first.height)
-        total = max(first.steps or self.steps[first.quality], first.min_steps)
+        steps = first.steps or self.steps[first.quality]
+        if kind == "generate":
+            total = asked = max(steps, first.min_steps)
+        else:
+            # diffusers runs only int(asked * strength) of the steps asked for an edit.
+            asked = _edit_steps(steps, first.strength, max(1, first.min_steps))
+            total = min(int(asked * first.strength), asked)
         prompts = [p.prompt for p in batch for _ in p.seeds]
         generators = [torch.Generator("cpu").manual_seed(s) for p in batch for s in p.seeds]
         counts = [p.n for p in batch]
@@ -434,24 +486,37 @@ class DiffusersEngine:
                 str, Any]:
             if on_step is not None:
                 latents = tensors["latents"]
-                on_step(StepUpdate(step + 1, total,
+                # An edit's loop is the pipeline's own count where it keeps one (a sampler of
+                # a higher order steps more than once per step asked).
+                steps_run = getattr(pipe, "_num_timesteps", None) if kind != "generate" \
+                    else None
+                on_step(StepUpdate(step + 1, steps_run if isinstance(steps_run, int) else total,
                                    lambda: split_per_request(self._preview(latents), counts)))
             return tensors
 
         kwargs: dict[str, Any] = {
-            "prompt": prompts, "num_inference_steps": total, "width": width, "height": height,
+            "prompt": prompts, "num_inference_steps": asked, "width": width, "height": height,
             "generator": generators, "output_type": "pil",
             "callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": ["latents"],
         }
+        if kind != "generate":
+            kwargs.update(_edit_inputs(batch, (width, height)), strength=first.strength)
+            accepted = _call_parameters(pipe)
+            for name in ("width", "height"):  # image-to-image draws at its image's size
+                if name not in accepted:
+                    del kwargs[name]
         # A batch shares its guidance, negative prompt and sampler (the scheduler's batch key).
         guidance = self.guidance if first.guidance is None else first.guidance
         if guidance is not None:
             kwargs["guidance_scale"] = guidance
-        cfg = self._cfg if first.guidance is None else (
-            self._sd_encode and _uses_cfg(self.pipe, guidance))
-        own_scheduler = self.pipe.scheduler
+        if kind != "generate":
+            cfg = self._sd_encode and _uses_cfg(pipe, guidance)
+        else:
+            cfg = self._cfg if first.guidance is None else (
+                self._sd_encode and _uses_cfg(pipe, guidance))
+        own_scheduler = pipe.scheduler
         if first.scheduler is not None:
-            self.pipe.scheduler = self._sampler(first.scheduler)
+            pipe.scheduler = self._sampler(first.scheduler)
         try:
             with torch.inference_mode():
                 if self._cache_prompts:
@@ -459,10 +524,19 @@ class DiffusersEngine:
                     kwargs.update(self._prompt_embeds(batch, cfg))
                 elif first.negative_prompt is not None:
                     kwargs["negative_prompt"] = [first.negative_prompt] * len(prompts)
-                images = self.pipe(**kwargs).images
+                images = pipe(**kwargs).images
         finally:
-            self.pipe.scheduler = own_scheduler
+            pipe.scheduler = own_scheduler
         return split_per_request([image.convert("RGB") for image in images], counts)
+
+    def _editor(self, kind: str, strength: float) -> Any:
+        """The pipeline that draws an edit of this kind (`GenerationParams.edit`)."""
+        editor = self._editors.get(kind)
+        if editor is None:
+            raise EngineError(f"{self._name} cannot draw over a starting picture")
+        if not 0.0 < strength <= 1.0:
+            raise EngineError(f"an edit's strength must be in (0, 1], not {strength}")
+        return editor
 
     def _sampler(self, name: str) -> Any:
         """The requested sampler, made from the pipeline's own scheduler config (kept)."""
@@ -524,6 +598,55 @@ class DiffusersEngine:
         decoded = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
         rgb = ((decoded.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray((x * 255).astype(np.uint8)) for x in rgb]
+
+
+def _edit_steps(steps: int, strength: float, at_least: int = 1) -> int:
+    """The steps to ask diffusers for an edit at `strength`: `steps`, raised until at least
+    `at_least` of them run, since diffusers runs `int(asked * strength)` of those asked and
+    fails when that is 0 (a one-step model at strength 0.5)."""
+    asked = max(steps, math.ceil(at_least / strength))
+    while int(asked * strength) < at_least:  # the product may round below a whole number
+        asked += 1
+    return asked
+
+
+def _edit_inputs(batch: Sequence[GenerationParams],
+                 size: tuple[int, int]) -> dict[str, list[Image.Image]]:
+    """`image` (and `mask_image` for an inpainting batch) at the draw size, one per image:
+    each request's pictures converted once and repeated for its seeds."""
+    images, masks = [], []
+    for params in batch:
+        if params.init_image is None:
+            raise EngineError("an edit batch holds only edits, each with its starting picture")
+        image = _rgb_on_white(params.init_image, size)
+        images += [image] * params.n
+        if params.mask is not None:
+            masks += [_draw_mask(params.mask, size)] * params.n
+    if masks and len(masks) != len(images):
+        raise EngineError("an inpainting batch holds only requests with a mask")
+    return {"image": images, "mask_image": masks} if masks else {"image": images}
+
+
+def _rgb_on_white(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """An RGB picture at `size`: transparent pixels become white, as a viewer shows them,
+    rather than whatever colour their RGB channels happen to hold."""
+    rgba = image.convert("RGBA")
+    rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)),
+                                rgba).convert("RGB")
+    return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.LANCZOS)
+
+
+def _draw_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The mask at `size`, 255 wherever any of the redrawn region falls on a pixel: the
+    whole region is drawn anew, and the service keeps the input outside it."""
+    grey = mask.convert("L")
+    if grey.size != size:
+        grey = grey.resize(size, Image.Resampling.BOX)
+    return grey.point(lambda value: 255 if value > 0 else 0)
+
+
+def _call_parameters(pipe: Any) -> Mapping[str, inspect.Parameter]:
+    return inspect.signature(type(pipe).__call__).parameters
 
 
 def _on(flag: bool) -> str:

@@ -25,7 +25,7 @@ from limner.server.state import app_state
 
 router = APIRouter()
 MAX_FILES = 17
-"""Sixteen images and a mask."""
+"""Sixteen images and a mask (or a markup)."""
 
 
 @router.post("/v1/images/edits")
@@ -44,6 +44,7 @@ async def _create_edit(request: Request) -> Response:
     state = app_state(request.app)
     settings = state.settings
     kind = _content_kind(request, json_allowed=True)
+    markups: list[Upload] = []
     if kind == "json":
         body = await read_limited(request, settings.max_upload_bytes)
         document = await asyncio.to_thread(parse_json, body)
@@ -60,11 +61,13 @@ async def _create_edit(request: Request) -> Response:
             settings.max_upload_bytes)
     else:
         form = await read_form(request, settings.max_upload_bytes,
-                               file_fields=("image", "mask"), max_files=MAX_FILES)
+                               file_fields=("image", "mask", "markup"), max_files=MAX_FILES)
         edit = parse_as(CreateImageEditRequest, form.document)
         edit_images, masks = form.files.get("image", []), form.files.get("mask", [])
-    plan = await asyncio.to_thread(plan_edit, edit, edit_images, masks[0] if masks else None,
-                                   state.catalogue, json_body=kind == "json")
+        markups = form.files.get("markup", [])
+    plan = await asyncio.to_thread(
+        plan_edit, edit, edit_images, masks[0] if masks else None, state.catalogue,
+        json_body=kind == "json", markup=markups[0] if markups else None)
     return await respond(request, plan)
 
 
