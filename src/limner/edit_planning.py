@@ -94,8 +94,10 @@ def plan_edit(request: CreateImageEditRequest, images: list[Upload], mask: Uploa
                                                                 GPT_MAX_BYTES))
     if dall_e:
         _check_dall_e_image(decoded[0], has_mask=mask is not None)
-        if mask is None:  # the picture's own transparency says where to draw
+        if mask is None:  # the picture's own transparency says where to draw, if it has any
             mask_image = input_images.mask_from(decoded[0])
+            if mask_image.getbbox() is None:
+                mask_image = None
 
     if auto:
         fields["size"] = _auto_size(decoded[0], entry)

@@ -2,7 +2,9 @@
 
 The only module that imports diffusers. Steps are reported through
 `callback_on_step_end`; a `GenerationCancelled` raised there propagates out of the
-pipeline, so a cancelled batch never reaches the (expensive) VAE decode.
+pipeline, so a cancelled batch never reaches the (expensive) VAE decode. Edits run through
+diffusers' image-to-image and inpainting pipelines made from the loaded one's components
+(`AutoPipelineFor*.from_pipe`), so they share its weights and every speed-up applied to them.
 
 Its options are parsed and every default settled by `options` (torch-free), before
 anything loads. Fast paths (engine options): text-encoder outputs are cached per prompt; `backend =
