@@ -288,6 +288,34 @@ def test_served_end_to_end(serve: Callable[..., RunningServer], tiny_sd: Path) -
     assert 'speedup="openvino"' not in metrics
 
 
+def test_edits_served_end_to_end(serve: Callable[..., RunningServer], tiny_sd: Path) -> None:
+    engine = DiffusersEngine(str(tiny_sd), name="tiny-sd", dtype="float32", threads=1)
+    server = serve(engines={"tiny-sd": engine})
+    client = openai.OpenAI(base_url=server.v1, api_key="k", max_retries=0)
+    source = Image.effect_noise((256, 256), 60).convert("RGB")
+    mask = Image.new("RGBA", (256, 256), (0, 0, 0, 255))
+    mask.paste((0, 0, 0, 0), (96, 96, 160, 160))
+    buffers = []
+    for picture in (source, mask):
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        buffers.append(buffer.getvalue())
+    events = list(client.images.edit(prompt="a fox", model="gpt-image-1", image=buffers[0],
+                                     mask=buffers[1], size="1024x1024", stream=True,
+                                     partial_images=1, quality="high"))
+    assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"]
+    edited = Image.open(io.BytesIO(base64.b64decode(events[-1].b64_json))).convert("RGB")
+    assert edited.size == (1024, 1024)
+    expected = source.resize((1024, 1024), Image.Resampling.LANCZOS)
+    kept = (0, 0, 1024, 300)
+    assert np.array_equal(pixels(edited.crop(kept)), pixels(expected.crop(kept)))
+    assert not np.array_equal(pixels(edited.crop((448, 448, 576, 576))),
+                              pixels(expected.crop((448, 448, 576, 576))))
+    variation = client.images.create_variation(image=buffers[0], model="dall-e-2", n=2,
+                                               size="256x256", response_format="b64_json")
+    assert len(images_of(variation)) == 2
+
+
 def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
