@@ -218,6 +218,7 @@ def test_multipart_field_errors(server: RunningServer) -> None:
             "model": "dall-e-2", "prompt": "p", "images": [{"image_url": "data:,"}]})
         fetched = http.post("/v1/images/edits", json={
             "prompt": "p", "images": [{"image_url": "http://169.254.169.254/latest"}]})
+        no_images = http.post("/v1/images/edits", json={"prompt": "p", "images": []})
         plain = http.post("/v1/images/variations", content=b"x",
                           headers={"content-type": "text/plain"})
     assert as_string.status_code == 400
@@ -234,6 +235,7 @@ def test_multipart_field_errors(server: RunningServer) -> None:
     assert fetched.status_code == 400
     assert fetched.json()["error"]["code"] == "image_url_not_allowed"
     assert fetched.json()["error"]["param"] == "images[0].image_url"
+    assert no_images.json()["error"]["message"] == "Missing required parameter: 'images'."
     assert plain.status_code == 415
 
 

@@ -48,14 +48,15 @@ def plan_edit(request: CreateImageEditRequest, images: list[Upload], mask: Uploa
     edit, to guide it; the 2.5 models take it, never with a mask (CONTRACT §11)."""
     entry = edit_model(request, catalogue, json_body)
     dall_e = entry.rules.family == "dall-e-2"
+    field = "images" if json_body else "image"
     if not images:
-        raise InvalidRequest("Missing required parameter: 'image'.", param="image",
+        raise InvalidRequest(f"Missing required parameter: '{field}'.", param=field,
                              code="missing_required_parameter")
     most = 1 if dall_e else MAX_IMAGES
     if len(images) > most:
         raise InvalidRequest(
-            f"Invalid 'image': expected at most {most} image{'s' if most > 1 else ''}, but "
-            f"got {len(images)}.", param="image", code="invalid_value")
+            f"Invalid '{field}': expected at most {most} image{'s' if most > 1 else ''}, but "
+            f"got {len(images)}.", param=field, code="invalid_value")
     fidelity = _fidelity(request.input_fidelity, entry)
     if markup is not None:
         if entry.rules.family != "gpt-image-2.5":
