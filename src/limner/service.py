@@ -39,7 +39,7 @@ from limner.protocol.events import (
 )
 from limner.protocol.images import Image as ImageData
 from limner.protocol.images import ImageGenUsage, ImagesResponse, SvgUsage
-from limner.scheduler import Job, PartialImage, Scheduler
+from limner.scheduler import EngineQueue, Job, PartialImage
 from limner.store.local import LocalImageStore, StoredFile
 from limner.store.signing import Signer
 from limner.usage import generation_usage, stream_usage
@@ -89,7 +89,7 @@ class Delivery:
 
 
 class ImageService:
-    def __init__(self, catalogue: Catalogue, schedulers: Mapping[str, Scheduler],
+    def __init__(self, catalogue: Catalogue, schedulers: Mapping[str, EngineQueue],
                  delivery: Delivery, policy: PromptPolicy,
                  clock: Callable[[], float] = time.time,
                  metrics: Metrics | None = None) -> None:
@@ -120,7 +120,7 @@ class ImageService:
         else:
             self._moderate(plan, request_id)
         scheduler = self.schedulers[plan.entry.engine]
-        info = scheduler.engine.info
+        info = scheduler.info
         _check_controls(plan, info)
         if plan.params.init_image is not None and not info.edits:
             raise InvalidRequest(

@@ -1,5 +1,5 @@
 """Admission, batching and cancellation in front of one engine. No torch, no HTTP."""
 
-from limner.scheduler.scheduler import Job, PartialImage, Scheduler
+from limner.scheduler.scheduler import EngineQueue, Job, PartialImage, Scheduler
 
-__all__ = ["Job", "PartialImage", "Scheduler"]
+__all__ = ["EngineQueue", "Job", "PartialImage", "Scheduler"]

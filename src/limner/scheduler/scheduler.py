@@ -22,10 +22,11 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 
-from limner.engines.base import Engine
+from limner.engines.base import Engine, EngineInfo
 from limner.errors import GenerationFailed, LimnerError, QueueFull, TimedOut, Unavailable
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
 from limner.metrics import Metrics
@@ -137,6 +138,33 @@ def take_compatible(pending: deque[Job], batch: list[Job], max_images: int) -> N
             images += job.params.n
 
 
+class EngineQueue(Protocol):
+    """What the service and the server need of a model's queue: this module's `Scheduler`
+    in front of a local engine, or the proxy to a Ray Serve deployment whose replicas each
+    run one (`limner.ray.remote`)."""
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    def replicas_up(self) -> int | None:
+        """How many replicas serve it; `None` where there is just this process."""
+
+    def submit(self, params: GenerationParams, partial_images: int = 0) -> Job: ...
+
+    def start(self) -> None: ...
+
+    async def load(self) -> None:
+        """Returns once the model can draw (raises if it cannot)."""
+
+    async def stop(self, grace_s: float = 30.0) -> None: ...
+
+    def close(self) -> None:
+        """Lets the model go, after `stop`."""
+
+
 class Scheduler:
     def __init__(
         self,
@@ -175,8 +203,15 @@ class Scheduler:
 
     # Admission -------------------------------------------------------------------------
     @property
+    def info(self) -> EngineInfo:
+        return self.engine.info
+
+    @property
     def queue_depth(self) -> int:
         return len(self._pending)
+
+    def replicas_up(self) -> int | None:
+        return None
 
     def submit(self, params: GenerationParams, partial_images: int = 0) -> Job:
         if self._closing:
@@ -242,6 +277,12 @@ class Scheduler:
     def start(self) -> None:
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self.engine.load)
+
+    def close(self) -> None:
+        self.engine.close()
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Refuse new work, let queued and running work finish within `grace_s`, then cancel."""

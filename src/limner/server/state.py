@@ -8,7 +8,7 @@ from typing import Any
 from limner.catalogue import Catalogue
 from limner.config import Settings
 from limner.engines.base import Engine
-from limner.scheduler import Scheduler
+from limner.scheduler import EngineQueue
 from limner.service import Delivery, ImageService
 from limner.store.files import FileStore
 
@@ -18,7 +18,7 @@ class AppState:
     settings: Settings
     catalogue: Catalogue
     engines: dict[str, Engine]
-    schedulers: dict[str, Scheduler]
+    schedulers: dict[str, EngineQueue]
     service: ImageService
     delivery: Delivery
     started_at: int

@@ -22,6 +22,10 @@ async def healthz(request: Request) -> JSONResponse:
         "loaded": sorted(state.loaded),
         "queue_depth": {name: s.queue_depth for name, s in state.schedulers.items()},
     }
+    replicas = {name: up for name, s in state.schedulers.items()
+                if (up := s.replicas_up()) is not None}
+    if replicas:  # served through Ray: how many replicas each model has up
+        body["replicas"] = replicas
     if state.load_errors:
         body["status"] = "error" if default in state.load_errors else body["status"]
         body["errors"] = state.load_errors
