@@ -41,10 +41,13 @@ def test_serve_a_diffusers_folder_with_keys(tmp_path: Path) -> None:
         image = Image.open(io.BytesIO(base64.b64decode(b64)))
         assert image.size == (1024, 1024)
         assert httpx.get(base + "/v1/models").status_code == 401
+        assert httpx.get(base + "/").status_code == 200, "the playground needs no key"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         assert process.stderr is not None
-        assert "reachable from this machine only" in process.stderr.read().decode()
+        log = process.stderr.read().decode()
+        assert "reachable from this machine only" in log
+        assert f"playground: {base}/" in log
         secret = tmp_path / "data" / "signing.key"
         assert secret.stat().st_mode & 0o777 == 0o600
     finally:

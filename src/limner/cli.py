@@ -148,7 +148,7 @@ def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
         "no API keys (any key is accepted)"
     click.echo(f"limner {__version__} on http://{settings.host}:{settings.port} "
                f"(reachable from {exposure}; {auth}); OpenAI base URL: "
-               f"{settings.base_url}/v1", err=True)
+               f"{settings.base_url}/v1; playground: {settings.base_url}/", err=True)
     LimnerServer(uvicorn_config(app, settings), app).run(sockets=[listener])
     click.echo("limner stopped", err=True)
 

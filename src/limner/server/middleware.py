@@ -20,7 +20,11 @@ from limner.server.sse import frame_error
 
 log = logging.getLogger("limner.access")
 
-OPEN_PATHS = ("/healthz", "/v1/files/images/")
+OPEN_PATHS = ("/healthz", "/v1/files/images/", "/playground/")
+"""Prefixes served without a key: health, signed image links, the playground's own files."""
+OPEN_EXACT = ("/",)
+"""Paths served without a key only as written: `/` is the playground page, and as a prefix
+it would open everything."""
 
 
 def _digest(key: str) -> bytes:
@@ -61,7 +65,8 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            if self._keys and not scope["path"].startswith(OPEN_PATHS):
+            path = scope["path"]
+            if self._keys and not (path in OPEN_EXACT or path.startswith(OPEN_PATHS)):
                 problem = self._check_key(headers.get("authorization"))
                 if problem is not None:
                     await _send_json(send_with_id, 401, error_payload(
