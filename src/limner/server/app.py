@@ -19,7 +19,7 @@ from limner.engines.base import Engine
 from limner.engines.registry import build_engine
 from limner.metrics import Gauge, Metrics
 from limner.moderation import PromptPolicy
-from limner.scheduler import Scheduler
+from limner.scheduler import EngineQueue, Scheduler
 from limner.server.errors import install_error_handlers
 from limner.server.middleware import RequestContextMiddleware
 from limner.server.routes import (
@@ -43,16 +43,22 @@ SWEEP_EVERY_S = 60.0
 
 
 def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = None,
+               queues: Mapping[str, EngineQueue] | None = None,
                clock: Callable[[], float] = time.time) -> FastAPI:
-    """The service. `engines` replaces the configured ones (tests pass fakes); `clock` is the
-    wall clock of URL expiry, injectable so tests can jump an hour ahead."""
-    built = dict(engines) if engines is not None else {
-        config.name: build_engine(config, settings.threads, settings.data_dir)
-        for config in settings.engines
-    }
-    default_engine = settings.default_engine if settings.default_engine in built \
-        else next(iter(built))
-    catalogue = Catalogue(list(built), default_engine, settings.models, settings.gpt_default)
+    """The service. `engines` replaces the configured ones (tests pass fakes); `queues`
+    serves models that are loaded elsewhere instead (a Ray Serve deployment's replicas, by
+    `limner.ray`); `clock` is the wall clock of URL expiry, injectable so tests can jump an
+    hour ahead."""
+    built: dict[str, Engine] = {}
+    if queues is None:
+        built = dict(engines) if engines is not None else {
+            config.name: build_engine(config, settings.threads, settings.data_dir)
+            for config in settings.engines
+        }
+    names = list(queues) if queues is not None else list(built)
+    default_engine = settings.default_engine if settings.default_engine in names \
+        else names[0]
+    catalogue = Catalogue(names, default_engine, settings.models, settings.gpt_default)
     store = LocalImageStore(settings.data_dir / "images", settings.url_ttl_s, clock)
     secret = settings.signing_secret.encode() if settings.signing_secret \
         else load_or_create_secret(settings.data_dir / "signing.key")
@@ -63,16 +69,16 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state: AppState = app.state.limner
-        for name, engine in built.items():
-            scheduler = Scheduler(
-                engine,
+        for name in names:
+            queue: EngineQueue = queues[name] if queues is not None else Scheduler(
+                built[name],
                 max_queue=settings.max_queue,
                 batch_wait_s=settings.batch_wait_ms / 1000,
                 request_timeout_s=settings.request_timeout_s,
                 metrics=metrics,
             )
-            scheduler.start()
-            state.schedulers[name] = scheduler
+            queue.start()
+            state.schedulers[name] = queue
         state.tasks.append(asyncio.create_task(_load_engines(state)))
         state.tasks.append(asyncio.create_task(_sweep(store)))
         try:
@@ -81,14 +87,14 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
             for task in state.tasks:
                 task.cancel()
             await drain(app)
-            for engine in built.values():
+            for queue in state.schedulers.values():
                 with contextlib.suppress(Exception):
-                    engine.close()
+                    queue.close()
             state.service.close()
 
     app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None)
-    schedulers: dict[str, Scheduler] = {}
+    schedulers: dict[str, EngineQueue] = {}
     app.state.limner = AppState(
         settings=settings, catalogue=catalogue, engines=built, schedulers=schedulers,
         service=ImageService(catalogue, schedulers, delivery, policy, clock, metrics),
@@ -100,11 +106,16 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
                                      for n, s in schedulers.items()}))
     metrics.add_gauge(Gauge("limner_engine_loaded", "1 once an engine has loaded.",
                             lambda: {(("model", n),): float(n in app.state.limner.loaded)
-                                     for n in built}))
+                                     for n in names}))
     metrics.add_gauge(Gauge("limner_engine_speedup",
                             "1 for each speed-up an engine runs with, as its load settled it.",
                             lambda: {(("model", n), ("speedup", s)): 1.0
-                                     for n, e in built.items() for s in e.info.speedups}))
+                                     for n, q in schedulers.items()
+                                     if n in app.state.limner.loaded
+                                     for s in q.info.speedups}))
+    metrics.add_gauge(Gauge("limner_replicas", "Replicas serving a model (with --ray).",
+                            lambda: {(("model", n),): float(up) for n, q in schedulers.items()
+                                     if (up := q.replicas_up()) is not None}))
     install_error_handlers(app)
     # `files` before `uploads`: `/v1/files/images/{name}` must win over `/v1/files/{id}/content`.
     for module in (images, edits, models, files, uploads, health, metrics_route, playground):
@@ -123,9 +134,9 @@ async def drain(app: FastAPI) -> None:
 
 
 async def _load_engines(state: AppState) -> None:
-    for name, engine in state.engines.items():
+    for name, queue in state.schedulers.items():
         try:
-            await asyncio.to_thread(engine.load)
+            await queue.load()
         except Exception as exc:
             log.exception("engine %s failed to load", name)
             state.load_errors[name] = f"{type(exc).__name__}: {exc}"
