@@ -17,12 +17,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import httpx
 
 from limner import __version__
+
+if TYPE_CHECKING:
+    from limner.config import Settings
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,13 +102,20 @@ def main(ctx: click.Context, base_url: str | None, api_key: str | None,
 @click.option("--keep-alive-timeout", "keep_alive_timeout_s", default=None,
               type=click.FloatRange(min=1), help="Seconds an idle connection is kept open "
               "between requests (default 5).")
+@click.option("--ray", "on_ray", is_flag=True,
+              help="Serve through Ray Serve: each engine a deployment (needs limner[ray]).")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="The Ray cluster to join (default RAY_ADDRESS, else a local instance).")
+@click.option("--replicas", default=None, type=click.IntRange(min=1),
+              help="With --ray: replicas of every engine (else each engine's config).")
 @click.option("--log-level", default="info",
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
           config_file: Path | None, model: str | None, public_base_url: str | None,
           data_dir: Path | None, threads: int | None, max_connections: int | None,
           header_timeout_s: float | None, body_timeout_s: float | None,
-          keep_alive_timeout_s: float | None, log_level: str) -> None:
+          keep_alive_timeout_s: float | None, on_ray: bool, ray_address: str | None,
+          replicas: int | None, log_level: str) -> None:
     """Run the HTTP service."""
     from limner.allocator import keep_freed_memory
 
@@ -127,6 +137,9 @@ def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
         settings = load_settings(config_file, **overrides)
     except (ValueError, KeyError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if on_ray or ray_address or replicas:
+        _serve_on_ray(settings, model, ray_address, replicas)
+        return
     try:
         listener = bind(settings.host, settings.port)
     except OSError as exc:
@@ -150,6 +163,31 @@ def serve(host: str | None, port: int | None, api_keys: tuple[str, ...],
                f"(reachable from {exposure}; {auth}); OpenAI base URL: "
                f"{settings.base_url}/v1; playground: {settings.base_url}/", err=True)
     LimnerServer(uvicorn_config(app, settings), app).run(sockets=[listener])
+    click.echo("limner stopped", err=True)
+
+
+def _serve_on_ray(settings: Settings, model: str | None, address: str | None,
+                  replicas: int | None) -> None:
+    """`serve --ray`: the same application, each engine a Ray Serve deployment."""
+    import importlib.util
+
+    from limner.config import EngineConfig
+    from limner.engines.diffusers.presets import resolve_model
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.serve") is None:
+        raise click.ClickException("--ray needs Ray Serve, which is not installed: "
+                                   "pip install 'limner[ray]'")
+    from limner.ray.runner import run
+
+    if model is not None:
+        name, source, options = resolve_model(model, settings.data_dir)
+        settings = dataclasses.replace(
+            settings, engines=(EngineConfig(name, "diffusers", source, options),),
+            default_engine=name)
+    click.echo(f"limner {__version__} on Ray Serve: starting; OpenAI base URL: "
+               f"{settings.base_url}/v1", err=True)
+    run(settings, address=address, replicas=replicas,
+        on_ready=f"limner is ready on Ray Serve at {settings.base_url}/v1")
     click.echo("limner stopped", err=True)
 
 

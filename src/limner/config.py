@@ -24,6 +24,13 @@ class EngineConfig:
     kind: str
     path: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    ray: Mapping[str, Any] = field(default_factory=dict)
+    """Its Ray Serve deployment (`limner serve --ray`): `RAY_KEYS` from its TOML table."""
+
+
+RAY_KEYS = ("replicas", "autoscaling", "num_cpus", "num_gpus", "max_ongoing_requests",
+            "max_queued_requests")
+"""An engine table's keys that shape its deployment under Ray, not the engine itself."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,9 @@ def _from_toml(doc: Mapping[str, Any]) -> dict[str, Any]:
             table = dict(table)
             kind = table.pop("kind")
             path = table.pop("path", None)
-            engines.append(EngineConfig(name=name, kind=kind, path=path, options=table))
+            ray = {key: table.pop(key) for key in RAY_KEYS if key in table}
+            engines.append(EngineConfig(name=name, kind=kind, path=path, options=table,
+                                        ray=ray))
         values["engines"] = tuple(engines)
     if "models" in doc:
         values["models"] = dict(doc["models"])
