@@ -23,6 +23,7 @@ from limner.engines.base import EngineInfo
 from limner.engines.registry import build_engine
 from limner.errors import LimnerError
 from limner.jobs import GenerationParams
+from limner.metrics import Gauge
 from limner.ray.remote import Message, RemoteQueue, error_to_wire
 from limner.scheduler import Scheduler
 
@@ -40,6 +41,8 @@ class ModelReplica:
         self.engine = build_engine(config, settings.threads, settings.data_dir)
         self.engine.load()
         self._scheduler: Scheduler | None = None
+        self._replica = serve.get_replica_context().replica_id.unique_id
+        """Named in each answer, so the ingress can count who answered (`/metrics`)."""
 
     def _queue(self) -> Scheduler:
         """Made on first use: it belongs to the replica's event loop."""
@@ -77,7 +80,7 @@ class ModelReplica:
             except LimnerError as exc:
                 yield "error", error_to_wire(exc)
             else:
-                yield "done", images
+                yield "done", (images, self._replica)
         finally:
             job.cancel()
 
@@ -106,7 +109,13 @@ class Ingress:
         queues = {name: RemoteQueue(name, handle, app_name=APP_NAME,
                                     max_queue=self.settings.max_queue)
                   for name, handle in self.handles.items()}
-        return create_app(self.settings, queues=queues)
+        app = create_app(self.settings, queues=queues)
+        app.state.limner.service.metrics.add_gauge(Gauge(
+            "limner_replica_answers", "Answers this ingress had from each model replica.",
+            lambda: {(("model", name), ("replica", replica)): float(count)
+                     for name, queue in queues.items()
+                     for replica, count in queue.answered_by.items()}))
+        return app
 
 
 def build_app(settings: Settings, *, replicas: int | None = None,

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from limner import errors
@@ -24,7 +25,8 @@ from limner.scheduler import Job, PartialImage
 
 log = logging.getLogger("limner.ray")
 Message = tuple[str, Any]
-"""What a replica sends: ("partial", PartialImage), ("done", images) or ("error", wire)."""
+"""What a replica sends: ("partial", PartialImage), ("done", (images, replica id)) or
+("error", wire)."""
 RETRY_AFTER_S = 1.0
 
 
@@ -59,6 +61,8 @@ class RemoteQueue:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
         self._replicas: tuple[float, int] = (0.0, 0)
+        self.answered_by: Counter[str] = Counter()
+        """Answers by replica id: where the requests went."""
 
     @property
     def info(self) -> EngineInfo:
@@ -151,7 +155,9 @@ class RemoteQueue:
                     assert isinstance(payload, PartialImage)
                     job.partials.put_nowait(payload)
                 elif kind == "done":
-                    job.succeed(list(payload))
+                    images, replica = payload
+                    self.answered_by[replica] += 1
+                    job.succeed(list(images))
                 else:
                     job.fail(error_from_wire(payload))
         except (ActorDiedError, ActorUnavailableError, RayActorError):

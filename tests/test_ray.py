@@ -1,0 +1,165 @@
+"""limner on Ray Serve: a local Ray instance (2 CPUs, no dashboard), started once for the module,
+serving the fake engine on two replicas, driven by the official `openai` client."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from conftest import free_port, images_of
+from PIL import Image
+
+from limner.config import EngineConfig, Settings
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+pytestmark = pytest.mark.slow
+SECRET = "a-shared-signing-secret-of-32-bytes"
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from limner.ray.deployments import APP_NAME, build_app
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        settings = Settings(port=port, data_dir=tmp_path_factory.mktemp("ray-data"),
+                            signing_secret=SECRET, max_queue=8, default_engine="fake",
+                            engines=(EngineConfig("fake", "fake",
+                                                  options={"step_s": 0.05}),))
+        serve.run(build_app(settings, replicas=2), name=APP_NAME, route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture
+def client(base_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url + "/v1", api_key="k", max_retries=0, timeout=60)
+
+
+def decoded(b64: str | None) -> Image.Image:
+    assert b64 is not None
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def test_the_api_through_ray(client: openai.OpenAI, base_url: str) -> None:
+    result = client.images.generate(prompt="a fox", model="gpt-image-1", size="1024x1536",
+                                    output_format="webp")
+    picture = decoded(images_of(result)[0].b64_json)
+    assert (picture.format, picture.size) == ("WEBP", (1024, 1536))
+    by_url = client.images.generate(prompt="a fox", model="dall-e-2", size="256x256", n=2)
+    for image in images_of(by_url):
+        assert image.url is not None and image.url.startswith(base_url)
+        assert Image.open(io.BytesIO(httpx.get(image.url).content)).size == (256, 256)
+    events = list(client.images.generate(prompt="a fox", model="gpt-image-1", stream=True,
+                                         partial_images=2))
+    assert [e.type for e in events] == ["image_generation.partial_image"] * 2 + [
+        "image_generation.completed"]
+    edit = client.images.edit(prompt="a hat", model="gpt-image-1",
+                              image=_png(Image.new("RGB", (64, 64), "red")))
+    assert decoded(images_of(edit)[0].b64_json).size == (1024, 1024)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(prompt="a fox", model="gpt-image-1", size="13x13")
+    assert caught.value.body == {
+        "message": "Invalid value: '13x13'. Supported values are: '1024x1024', '1024x1536', "
+                   "'1536x1024', and 'auto'.",
+        "type": "invalid_request_error", "param": "size", "code": "invalid_value"}
+    health = httpx.get(base_url + "/healthz").json()
+    assert health["status"] == "ok" and health["replicas"] == {"fake": 2}
+
+
+def test_both_replicas_answer(client: openai.OpenAI, base_url: str) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: client.images.generate(
+            prompt=f"a fox {i}", model="gpt-image-1", quality="high"), range(8)))
+    assert all(len(images_of(r)) == 1 for r in results)
+    metrics = httpx.get(base_url + "/metrics").text
+    replicas = [line for line in metrics.splitlines()
+                if line.startswith('limner_replica_answers{model="fake"')]
+    assert len(replicas) == 2, replicas
+    assert 'limner_replicas{model="fake"} 2' in metrics
+
+
+def test_a_killed_replica_leaves_no_request_hanging(client: openai.OpenAI,
+                                                    base_url: str) -> None:
+    def one(i: int) -> int:
+        try:
+            client.images.generate(prompt=f"a fox {i}", model="gpt-image-2.5-flare",
+                                   quality="max")
+        except openai.APIStatusError as exc:
+            assert exc.status_code in (429, 503), exc.body
+            assert isinstance(exc.body, dict) and "message" in exc.body
+            assert exc.response.headers.get("retry-after"), "a refusal says when to retry"
+            return exc.status_code
+        return 200
+
+    replicas = _replica_pids("model-fake")
+    assert len(replicas) == 2
+    with ThreadPoolExecutor(12) as pool:
+        answers = [pool.submit(one, i) for i in range(24)]
+        time.sleep(0.5)  # load is running: kill one replica's process mid-request
+        os.kill(replicas[0], signal.SIGKILL)
+        statuses = [answer.result(timeout=90) for answer in answers]
+    # Every request answered, none hung: drawn, or refused with the time to come back.
+    assert set(statuses) <= {200, 429, 503} and 200 in statuses
+    # Ray brings the replica back, and the service answers again.
+    deadline = time.monotonic() + 60
+    while httpx.get(base_url + "/healthz").json().get("replicas") != {"fake": 2}:
+        assert time.monotonic() < deadline, "the replica did not come back"
+        time.sleep(0.5)
+    assert len(images_of(client.images.generate(prompt="again", model="gpt-image-1"))) == 1
+
+
+def _replica_pids(deployment: str) -> list[int]:
+    """Ray names a replica's worker process after it (`ray::ServeReplica:app:deployment`)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if command.startswith(b"ray::ServeReplica:") and deployment.encode() in command:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_without_ray_the_flag_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from limner.cli import main
+
+    real_find_spec = __import__("importlib.util").util.find_spec
+
+    def missing(name: str, *args: Any) -> Any:
+        return None if name.startswith("ray") else real_find_spec(name, *args)
+
+    monkeypatch.setattr("importlib.util.find_spec", missing)
+    result = CliRunner().invoke(main, ["serve", "--ray", "--data-dir", str(tmp_path),
+                                       "--port", str(free_port())])
+    assert result.exit_code == 1
+    assert "pip install 'limner[ray]'" in result.output
