@@ -163,3 +163,24 @@ def test_without_ray_the_flag_says_how_to_install(monkeypatch: pytest.MonkeyPatc
                                        "--port", str(free_port())])
     assert result.exit_code == 1
     assert "pip install 'limner[ray]'" in result.output
+
+
+def test_the_builder_reads_the_config_as_serve_run_does(tmp_path: Path) -> None:
+    from ray.serve import Application
+
+    from limner.ray import app
+
+    config = tmp_path / "limner.toml"
+    config.write_text('[engines.fake]\nkind = "fake"\nnum_cpus = 0.5\n'
+                      'autoscaling = {min = 1, max = 3, target_ongoing_requests = 2}\n')
+    built = app({"config": str(config)})
+    assert isinstance(built, Application)
+    from limner.config import load_settings
+    from limner.ray.deployments import _model_deployment
+
+    [engine] = load_settings(config).engines
+    assert engine.options == {} and engine.ray["num_cpus"] == 0.5
+    deployment = _model_deployment(engine, load_settings(config), None)
+    scaling = deployment._deployment_config.autoscaling_config
+    assert (scaling.min_replicas, scaling.max_replicas) == (1, 3)
+    assert deployment.ray_actor_options["num_cpus"] == 0.5

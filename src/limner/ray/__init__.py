@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 
 
 def app(args: dict[str, Any] | None = None) -> Application:
-    """Ray Serve's application builder: `serve run limner.ray:app [config=FILE] [replicas=N]`,
-    and the `import_path` of a `serve build` config or a KubeRay `RayService`."""
+    """Ray Serve's application builder: `serve run limner.ray:app [config=FILE] [replicas=N]
+    [ingress_replicas=N]`, and the `import_path` of a Serve config or a KubeRay
+    `RayService`."""
     from limner.config import load_settings
     from limner.ray.deployments import build_app
 
@@ -21,4 +22,5 @@ def app(args: dict[str, Any] | None = None) -> Application:
     config = args.get("config") or os.environ.get("LIMNER_CONFIG")
     settings = load_settings(Path(config) if config else None)
     replicas = int(args["replicas"]) if args.get("replicas") else None
-    return build_app(settings, replicas=replicas)
+    return build_app(settings, replicas=replicas,
+                     ingress_replicas=int(args.get("ingress_replicas") or 1))

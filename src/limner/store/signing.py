@@ -10,7 +10,12 @@ from pathlib import Path
 
 
 def load_or_create_secret(path: Path) -> bytes:
-    """The signing secret persisted at `path`, created with 0600 permissions if missing."""
+    """The signing secret persisted at `path`, created with 0600 permissions if missing.
+
+    Created by linking a finished file into place, which fails if another process (another
+    ingress replica on a shared data dir) got there first: then its secret is the one read,
+    so every process signs alike.
+    """
     try:
         data = path.read_bytes().strip()
         if len(data) >= 32:
@@ -19,10 +24,21 @@ def load_or_create_secret(path: Path) -> bytes:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_hex(32).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secret)
-    os.chmod(path, 0o600)
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secret)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            data = path.read_bytes().strip()
+            if len(data) >= 32:
+                return data
+            os.replace(draft, path)  # a short or empty file: ours replaces it
+            return secret
+    finally:
+        draft.unlink(missing_ok=True)
     return secret
 
 
