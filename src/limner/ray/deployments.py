@@ -106,8 +106,7 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> Any:
         from limner.server.app import create_app
 
-        queues = {name: RemoteQueue(name, handle, app_name=APP_NAME,
-                                    max_queue=self.settings.max_queue)
+        queues = {name: RemoteQueue(name, handle, app_name=APP_NAME)
                   for name, handle in self.handles.items()}
         app = create_app(self.settings, queues=queues)
         app.state.limner.service.metrics.add_gauge(Gauge(

@@ -50,13 +50,13 @@ def error_from_wire(wire: dict[str, Any]) -> LimnerError:
 class RemoteQueue:
     """One model's deployment, seen from an ingress replica (an `EngineQueue`)."""
 
-    def __init__(self, name: str, handle: Any, *, app_name: str = "limner",
-                 max_queue: int = 64) -> None:
+    def __init__(self, name: str, handle: Any, *, app_name: str = "limner") -> None:
         self.name = name
         self.handle = handle
-        """A Ray Serve `DeploymentHandle` to the model's deployment."""
+        """A Ray Serve `DeploymentHandle` to the model's deployment. How much it admits is
+        Ray's to say (each replica's `max_ongoing_requests`, the deployment's
+        `max_queued_requests`) and each replica's scheduler's: their refusals are 429s."""
         self.app_name = app_name
-        self.max_queue = max_queue
         self._info: EngineInfo | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -105,9 +105,6 @@ class RemoteQueue:
     def submit(self, params: GenerationParams, partial_images: int = 0) -> Job:
         if self._closing:
             raise Unavailable("The server is shutting down; retry shortly.", code="shutting_down")
-        if len(self._in_flight) >= self.max_queue:
-            raise QueueFull("Too many requests are queued for this model. Please retry after "
-                            "a short wait.", retry_after_s=RETRY_AFTER_S)
         loop = asyncio.get_running_loop()
         calls: list[asyncio.Task[None]] = []
 
