@@ -1,7 +1,15 @@
 // "Show the API call": the same request as curl and as Python with the openai SDK. The key is
 // always the OPENAI_API_KEY placeholder, never the one this browser keeps.
 
-const EXTENSIONS = ["seed", "steps", "guidance_scale", "negative_prompt", "scheduler"];
+// What each method of the openai SDK takes as a keyword (openai 3.x); anything else, limner's
+// extensions included, travels in `extra_body`, which the SDK merges into the body or form.
+const SHARED = ["prompt", "background", "model", "n", "output_compression", "output_format",
+  "partial_images", "quality", "response_format", "size", "stream", "user"];
+const SDK_PARAMS = {
+  generate: [...SHARED, "moderation", "style"],
+  edit: [...SHARED, "input_fidelity"],
+  create_variation: ["model", "n", "response_format", "size", "user"],
+};
 
 function shellQuote(text) {
   return `'${String(text).replace(/'/g, `'\\''`)}'`;
@@ -41,8 +49,8 @@ export function pythonSdk(call, base) {
   const args = [];
   const extra = {};
   for (const [name, value] of Object.entries(call.fields)) {
-    if (EXTENSIONS.includes(name)) extra[name] = value;
-    else args.push(`${name}=${python(value)}`);
+    if (SDK_PARAMS[method].includes(name)) args.push(`${name}=${python(value)}`);
+    else extra[name] = value;
   }
   if (call.files.image) args.push(`image=open(${python(call.files.image)}, "rb")`);
   if (call.files.mask) args.push(`mask=open(${python(call.files.mask)}, "rb")`);
