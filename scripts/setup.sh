@@ -15,3 +15,27 @@ if [ -n "$extras" ]; then
 else
   python -m pip install --quiet -e .
 fi
+# The playground's browser tests drive Debian's chromium package; Playwright's own browser
+# download cannot run here. Installed as root or with passwordless sudo; otherwise those
+# tests skip, saying what is missing.
+if [[ ",$extras," == *",dev,"* ]] && ! command -v chromium >/dev/null 2>&1; then
+  as_root=""
+  can_install=no
+  if [ "$(id -u)" = 0 ]; then
+    can_install=yes
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    can_install=yes
+    as_root="sudo -n"
+  fi
+  if [ "$can_install" = yes ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium (apt-get) for the playground's browser tests" >&2
+    if ! { $as_root apt-get update -qq \
+           && $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }; then
+      echo "setup: 'apt-get install chromium' failed; the playground's browser tests will" \
+           "be skipped" >&2
+    fi
+  else
+    echo "setup: chromium is missing and cannot be installed here (it needs apt-get, as" \
+         "root or with passwordless sudo); the playground's browser tests will be skipped" >&2
+  fi
+fi
