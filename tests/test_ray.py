@@ -4,10 +4,12 @@ serving the fake engine on two replicas, driven by the official `openai` client.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
-import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +22,6 @@ import pytest
 from conftest import free_port, images_of
 from PIL import Image
 
-from limner.config import EngineConfig, Settings
-
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 pytestmark = pytest.mark.slow
@@ -30,22 +30,34 @@ SECRET = "a-shared-signing-secret-of-32-bytes"
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from limner.ray.deployments import APP_NAME, build_app
-
+    """`limner serve --ray --replicas 2` itself, in its own process with its own local Ray."""
+    folder = tmp_path_factory.mktemp("ray")
+    config = folder / "limner.toml"
+    config.write_text(f'signing_secret = "{SECRET}"\nmax_queue = 8\n'
+                      '[engines.fake]\nkind = "fake"\nstep_s = 0.05\n')
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=False)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "limner", "serve", "--ray", "--replicas", "2", "--port",
+         str(port), "--config", str(config), "--data-dir", str(folder / "data")],
+        stdout=subprocess.DEVNULL, stderr=(folder / "serve.log").open("wb"))
+    base = f"http://127.0.0.1:{port}"
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        settings = Settings(port=port, data_dir=tmp_path_factory.mktemp("ray-data"),
-                            signing_secret=SECRET, max_queue=8, default_engine="fake",
-                            engines=(EngineConfig("fake", "fake",
-                                                  options={"step_s": 0.05}),))
-        serve.run(build_app(settings, replicas=2), name=APP_NAME, route_prefix="/")
-        yield f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, (folder / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "limner serve --ray did not come up"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        yield base
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture
