@@ -21,6 +21,7 @@ import httpx
 import pytest
 from conftest import RunningServer
 from PIL import Image
+from test_security import TRAVERSALS, raw_get
 
 from limner.engines.fake import FakeEngine
 from limner.rules import OPENAI_MODELS
@@ -61,6 +62,22 @@ def test_page_and_files_need_no_key_and_carry_a_strict_policy(serve: Serve) -> N
             refused = http.get(path)
             assert refused.status_code == 401, path
             assert refused.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_the_open_prefix_opens_nothing_else(serve: Serve) -> None:
+    """`/playground/` needs no key, so a path that climbs out of it must reach nothing: the
+    files are served from their own folder only, and the API is never routed to from it."""
+    server = serve(api_keys=("sk-right",))
+    secret = (server.settings.data_dir / "signing.key").read_bytes()
+    climbs = [*TRAVERSALS, "../v1/models", "..%2Fv1%2Fmodels", "%2e%2e/v1/models",
+              "../metrics", "./../v1/models", "../../../../../../etc/passwd"]
+    for attempt in climbs:
+        target = f"/playground/{attempt}"
+        status, headers, body = raw_get(server, target)
+        assert status in (400, 401, 403, 404), (target, status, body[:200])
+        assert secret not in body and b"root:" not in body, target
+        assert b'"object":"list"' not in body and b"limner_" not in body, target
+        assert headers.get("x-request-id"), target
 
 
 def test_the_page_and_its_files_answer_304_to_their_validators(serve: Serve) -> None:
