@@ -414,7 +414,7 @@ def test_api_key_prompt_wrong_key_then_right_key(serve: Serve,
     assert "sk-right" not in snippets and "$OPENAI_API_KEY" in snippets
 
 
-def test_a_400_highlights_its_control_and_a_429_says_when_to_retry(
+def test_a_400_highlights_its_control_a_block_and_a_429_say_why(
         serve: Serve, open_tab: Callable[..., Tab]) -> None:
     engine = FakeEngine(gated=True)
     server = serve(engines={"fake": engine}, max_queue=1)
@@ -438,6 +438,10 @@ def test_a_400_highlights_its_control_and_a_429_says_when_to_retry(
     expect(alert).to_contain_text("seed")
     expect(page.get_by_label("Seed")).to_have_attribute("aria-invalid", "true")
     page.get_by_label("Seed").fill("")
+    prompt_box(page).fill("a gory dismembered body")
+    prompt_box(page).press("Enter")
+    expect(alert).to_contain_text("safety_violations=[violence/graphic]")
+    expect(alert).to_contain_text("moderation_blocked")
 
     # One request drawing (held at the gate), one queued: the page's is the one too many.
     url = server.v1 + "/images/generations"
@@ -449,6 +453,7 @@ def test_a_400_highlights_its_control_and_a_429_says_when_to_retry(
         thread.start()
         time.sleep(0.3)
     try:
+        prompt_box(page).fill("one too many")
         prompt_box(page).press("Enter")
         expect(alert).to_contain_text(re.compile(r"Retry in \d+ s\."))
         expect(alert).to_contain_text("429")
