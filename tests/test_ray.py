@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import openai
@@ -28,8 +28,13 @@ pytestmark = pytest.mark.slow
 SECRET = "a-shared-signing-secret-of-32-bytes"
 
 
+class Served(NamedTuple):
+    base_url: str
+    pid: int
+
+
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`limner serve --ray --replicas 2` itself, in its own process with its own local Ray."""
     folder = tmp_path_factory.mktemp("ray")
     config = folder / "limner.toml"
@@ -50,7 +55,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 if httpx.get(base + "/healthz", timeout=2).status_code == 200:
                     break
             time.sleep(0.5)
-        yield base
+        yield Served(base, process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -58,6 +63,11 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def base_url(served: Served) -> str:
+    return served.base_url
 
 
 @pytest.fixture
@@ -109,7 +119,8 @@ def test_both_replicas_answer(client: openai.OpenAI, base_url: str) -> None:
 
 
 def test_a_killed_replica_leaves_no_request_hanging(client: openai.OpenAI,
-                                                    base_url: str) -> None:
+                                                    served: Served) -> None:
+    base_url = served.base_url
     def one(i: int) -> int:
         try:
             client.images.generate(prompt=f"a fox {i}", model="gpt-image-2.5-flare",
@@ -121,7 +132,7 @@ def test_a_killed_replica_leaves_no_request_hanging(client: openai.OpenAI,
             return exc.status_code
         return 200
 
-    replicas = _replica_pids("model-fake")
+    replicas = _replica_pids("model-fake", served.pid)
     assert len(replicas) == 2
     with ThreadPoolExecutor(12) as pool:
         answers = [pool.submit(one, i) for i in range(24)]
@@ -138,19 +149,31 @@ def test_a_killed_replica_leaves_no_request_hanging(client: openai.OpenAI,
     assert len(images_of(client.images.generate(prompt="again", model="gpt-image-1"))) == 1
 
 
-def _replica_pids(deployment: str) -> list[int]:
-    """Ray names a replica's worker process after it (`ray::ServeReplica:app:deployment`)."""
-    pids = []
+def _replica_pids(deployment: str, root: int) -> list[int]:
+    """Ray names a replica's worker process after it (`ray::ServeReplica:app:deployment`);
+    only those under `root` (our server's own Ray), not another Ray's on the machine."""
+    parents: dict[int, int] = {}
+    commands: dict[int, bytes] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            command = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if command.startswith(b"ray::ServeReplica:") and deployment.encode() in command:
-            pids.append(int(entry.name))
-    return pids
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def under_root(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return [pid for pid, command in commands.items()
+            if command.startswith(b"ray::ServeReplica:") and deployment.encode() in command
+            and under_root(pid)]
 
 
 def _png(image: Image.Image) -> bytes:
