@@ -19,28 +19,31 @@ class _ImageEvent(BaseModel):
     output_format: str
 
 
-class ImageGenPartialImageEvent(_ImageEvent):
-    type: Literal["image_generation.partial_image"] = "image_generation.partial_image"
+class _PartialImageEvent(_ImageEvent):
     partial_image_index: int
 
 
-class ImageGenCompletedEvent(_ImageEvent):
+class _CompletedEvent(_ImageEvent):
     """Serialised without null fields: `safety_identifier` only when the request had one."""
 
+    usage: ImagesUsage
+    safety_identifier: str | None = None
+
+
+class ImageGenPartialImageEvent(_PartialImageEvent):
+    type: Literal["image_generation.partial_image"] = "image_generation.partial_image"
+
+
+class ImageGenCompletedEvent(_CompletedEvent):
     type: Literal["image_generation.completed"] = "image_generation.completed"
-    usage: ImagesUsage
-    safety_identifier: str | None = None
 
 
-class ImageEditPartialImageEvent(_ImageEvent):
+class ImageEditPartialImageEvent(_PartialImageEvent):
     type: Literal["image_edit.partial_image"] = "image_edit.partial_image"
-    partial_image_index: int
 
 
-class ImageEditCompletedEvent(_ImageEvent):
+class ImageEditCompletedEvent(_CompletedEvent):
     type: Literal["image_edit.completed"] = "image_edit.completed"
-    usage: ImagesUsage
-    safety_identifier: str | None = None
 
 
 ImageGenStreamEvent = ImageGenPartialImageEvent | ImageGenCompletedEvent

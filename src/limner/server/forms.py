@@ -10,16 +10,17 @@ to their JSON type (`parsing.coerce_form_value`), `image[]` is the list form of 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
-from limner.errors import InvalidRequest, PayloadTooLarge
+from limner.errors import InvalidRequest, LimnerError, PayloadTooLarge
 from limner.input_images import Upload
 from limner.server.parsing import coerce_form_value
 
@@ -40,6 +41,32 @@ class FormBody:
 async def read_form(request: Request, limit: int, *, file_fields: tuple[str, ...],
                     max_files: int = 17, max_fields: int = 64) -> FormBody:
     """Parses the body, refusing it (413) once more than `limit` bytes have arrived."""
+    form = await parse_limited(request, limit, max_files=max_files, max_fields=max_fields)
+    body = FormBody()
+    try:
+        for key, value in form.multi_items():
+            await _add(body, key, value, file_fields)
+    finally:
+        await form.close()  # spooled parts on disk go now, whatever happened
+    return body
+
+
+async def parse_limited(request: Request, limit: int, *, max_files: int, max_fields: int,
+                        max_part_size: int = 1024 * 1024,
+                        too_large: Callable[[], LimnerError] | None = None) -> FormData:
+    """Starlette's form parse, its body counted as it arrives: past `limit` the parse stops
+    with `too_large()` (413 by default), and the parser closes (so deletes) what it had
+    spooled. A malformed body is a 400."""
+    def refuse() -> LimnerError:
+        if too_large is not None:
+            return too_large()
+        return PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.",
+                               code="request_too_large")
+
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared) > 15
+                                                      or int(declared) > limit):
+        raise refuse()
     received = 0
 
     async def receive() -> Message:
@@ -48,32 +75,18 @@ async def read_form(request: Request, limit: int, *, file_fields: tuple[str, ...
         if message["type"] == "http.request":
             received += len(message.get("body", b""))
             if received > limit:
-                raise PayloadTooLarge(
-                    f"The request body is larger than the limit of {limit} bytes.",
-                    code="request_too_large")
+                raise refuse()
         return message
 
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and (len(declared) > 15
-                                                      or int(declared) > limit):
-        raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.",
-                              code="request_too_large")
-    limited = Request(request.scope, receive)
     try:
-        form = await limited.form(max_files=max_files, max_fields=max_fields)
+        return await Request(request.scope, receive).form(
+            max_files=max_files, max_fields=max_fields, max_part_size=max_part_size)
     except (MultiPartException, HTTPException) as exc:
         detail = exc.message if isinstance(exc, MultiPartException) else exc.detail
         raise InvalidRequest(f"The multipart body could not be parsed: {detail}",
                              code="invalid_multipart") from exc
     except ClientDisconnect as exc:
         raise InvalidRequest("The client disconnected while sending the body.") from exc
-    body = FormBody()
-    try:
-        for key, value in form.multi_items():
-            await _add(body, key, value, file_fields)
-    finally:
-        await form.close()  # spooled parts on disk go now, whatever happened
-    return body
 
 
 async def _add(body: FormBody, key: str, value: UploadFile | str,

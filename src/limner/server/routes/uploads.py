@@ -14,11 +14,9 @@ from typing import BinaryIO
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
-from starlette.types import Message
 
 from limner.errors import InvalidRequest, invalid_value
+from limner.server.forms import parse_limited
 from limner.server.state import app_state
 from limner.store.files import CHUNK, PURPOSES, too_large
 
@@ -119,29 +117,9 @@ async def _read_form(request: Request, body_limit: int, file_limit: int) -> Form
             f"Invalid content type: '{content_type or 'none'}'. This endpoint takes "
             "'multipart/form-data' with a 'file' and a 'purpose'.",
             code="invalid_content_type")
-    declared = request.headers.get("content-length")
-    if (declared is not None and declared.isascii() and declared.isdigit()
-            and (len(declared) > 15 or int(declared) > body_limit)):
-        raise too_large(file_limit)
-    received = 0
-
-    async def counted() -> Message:
-        nonlocal received
-        message = await request.receive()
-        if message["type"] == "http.request":
-            received += len(message.get("body", b""))
-            if received > body_limit:
-                raise too_large(file_limit)
-        return message
-
-    try:
-        return await Request(request.scope, counted).form(
-            max_files=1, max_fields=16, max_part_size=MAX_FIELD_BYTES)
-    except HTTPException as exc:  # Starlette's answer to a malformed multipart body
-        raise InvalidRequest(f"The multipart body could not be parsed: {exc.detail}",
-                             code="invalid_multipart") from exc
-    except ClientDisconnect as exc:
-        raise InvalidRequest("The client disconnected while sending the body.") from exc
+    return await parse_limited(request, body_limit, max_files=1, max_fields=16,
+                               max_part_size=MAX_FIELD_BYTES,
+                               too_large=lambda: too_large(file_limit))
 
 
 def _fields(form: FormData) -> tuple[UploadFile, str, str]:
