@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import sys
 from collections.abc import Callable
@@ -383,6 +384,8 @@ def test_two_encoder_pipelines_keep_prompt() -> None:
     ({"channels_last": True, "backend": "openvino"}, "needs backend = 'torch'"),
     ({"backend": "openvino", "device": "cuda"}, "CPU"),
     ({"backend": "openvino", "dtype": "float16"}, "f32 or bf16"),
+    ({"quantize": "int4", "backend": "openvino"}, "quantize must be one of 'none', 'int8'"),
+    ({"quantize": "int8"}, "needs backend = 'openvino'"),
 ])
 def test_fast_path_options_are_checked(options: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -435,6 +438,16 @@ def test_openvino_missing_is_a_clear_error(tiny_sd: Path, monkeypatch: pytest.Mo
                              cache_dir=str(tmp_path))
     with pytest.raises(EngineError, match=r"pip install 'limner\[openvino\]'"):
         engine.load()
+
+
+def test_nncf_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 is refused when the engine is made, before any load: NNCF is an opt-in extra."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "nncf" else real(name, *a))
+    with pytest.raises(ValueError, match=r"needs NNCF.*pip install 'limner\[int8\]'"):
+        DiffusersEngine("/models/x", backend="openvino", quantize="int8")
+    assert DiffusersEngine("/models/x", backend="openvino").quantize == "none"
 
 
 def test_previews_decode_small_latents() -> None:

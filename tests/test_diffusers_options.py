@@ -58,6 +58,17 @@ def test_openvino_runs_on_the_cpu_with_torch_left_in_float32() -> None:
     assert plan(AMX, backend="openvino", dtype="fp32").openvino_precision == "f32"
 
 
+def test_int8_is_opt_in_and_calibrated_on_a_few_draws() -> None:
+    assert (plan(backend="openvino").quantize, plan(backend="openvino").quantize_samples) == (
+        "none", 0)
+    p = plan(AVX2, backend="openvino", quantize="int8")
+    assert (p.quantize, p.quantize_samples, p.openvino_precision) == ("int8", 8, "f32")
+    assert "int8 (NNCF), calibrated on 8 draws" in p.reasons
+    assert plan(AMX, backend="openvino", quantize="int8", quantize_samples=3).quantize_samples \
+        == 3
+    assert plan(backend="openvino", quantize="none").quantize == "none"
+
+
 def test_what_was_asked_wins_and_says_so() -> None:
     p = plan(prepack=False, max_batch_images=3, steps={"low": 2})
     assert (p.prepack, p.fuse, p.warmup, p.max_batch_images) == (False, False, False, 3)
@@ -83,6 +94,10 @@ def test_what_was_asked_wins_and_says_so() -> None:
     ({"dtype": "int8"}, "dtype must be one of"),
     ({"decoder": "small"}, "decoder must be 'full' or 'tiny'"),
     ({"compile": 1}, "true, false or a torch.compile mode"),
+    ({"quantize": "int4"}, "quantize must be one of 'none', 'int8', not 'int4'"),
+    ({"quantize": True}, "quantize must be a string"),
+    ({"quantize_samples": 0}, "quantize_samples must be a positive integer"),
+    ({"quantize_samples": "8"}, "quantize_samples must be an integer"),
 ])
 def test_ill_typed_or_unknown_options_name_the_key(options: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -98,6 +113,9 @@ def test_ill_typed_or_unknown_options_name_the_key(options: dict[str, Any], matc
     (AVX2, {"prepack": True, "compile": True}, "without compile"),
     (AVX2, {"prepack": True, "dtype": "float16"}, "in float32"),
     (AVX2, {"fuse": True, "prepack": False}, "it needs prepack"),
+    (AVX2, {"quantize": "int8"}, "it needs backend = 'openvino'"),
+    (GPU, {"quantize": "int8", "backend": "torch"}, "it needs backend = 'openvino'"),
+    (AVX2, {"quantize_samples": 4, "backend": "openvino"}, "it needs quantize = 'int8'"),
 ])
 def test_options_that_exclude_each_other_are_refused(platform: Platform,
                                                      options: dict[str, Any],

@@ -175,3 +175,91 @@ def test_openvino_warms_up_at_load(parts: tuple[Path, Path], cache: Path) -> Non
     assert DiffusersEngine(str(sd), device="cpu", compile=True).warmup
     with pytest.raises(ValueError, match="warmup must be true or false"):
         DiffusersEngine(str(sd), warmup="yes")
+
+
+@pytest.fixture(scope="module")
+def int8_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("int8-cache")
+
+
+def make_int8(parts: tuple[Path, Path], cache: Path, samples: int = 2,
+              native_size: int | None = None) -> DiffusersEngine:
+    sd, taesd = parts
+    engine = DiffusersEngine(str(sd), dtype="float32", threads=1, backend="openvino",
+                             cache_dir=str(cache), tiny_decoder=str(taesd), decoder="tiny",
+                             quantize="int8", quantize_samples=samples, native_size=native_size)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def int8_engine(parts: tuple[Path, Path], int8_cache: Path) -> DiffusersEngine:
+    return make_int8(parts, int8_cache)
+
+
+def test_int8_quantizes_the_unet_and_decoder_once_and_draws(
+        int8_engine: DiffusersEngine, int8_cache: Path) -> None:
+    assert any(step.startswith("int8: quantized unet, tiny_decoder from 2 draws")
+               for step in int8_engine.applied), int8_engine.applied
+    assert "int8" in int8_engine.info.speedups
+    saved = sorted(p.parent.name.rsplit("-", 1)[0]
+                   for p in int8_cache.glob("openvino/*-int8-*/model.xml"))
+    assert saved == ["tiny_decoder-int8", "unet-int8"]
+    xml = next(int8_cache.glob("openvino/unet-int8-*/model.xml")).read_text()
+    assert "FakeQuantize" in xml or "FakeConvert" in xml  # int8 really is in the IR
+    images = int8_engine.generate(request())[0]
+    assert [im.size for im in images] == [(64, 64), (64, 64)]
+    assert np.abs(pixels(images[0]) - pixels(images[1])).mean() > 1  # two seeds, two pictures
+
+
+def test_int8_ir_is_cached_and_reused(int8_engine: DiffusersEngine, parts: tuple[Path, Path],
+                                      int8_cache: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    first = int8_engine.generate(request(seed=5))[0]
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("quantized or converted again instead of reading the cached IR")
+
+    monkeypatch.setattr(openvino_backend, "quantize_model", forbidden)
+    monkeypatch.setattr(openvino_backend, "convert_model", forbidden)  # all three IRs cached
+    again = make_int8(parts, int8_cache)
+    assert "int8: int8 IR read from the cache: unet, tiny_decoder" in again.applied
+    assert [im.tobytes() for im in again.generate(request(seed=5))[0]] == \
+        [im.tobytes() for im in first]
+
+
+def test_a_new_calibration_quantizes_again(int8_engine: DiffusersEngine,
+                                           parts: tuple[Path, Path], int8_cache: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    quantized: list[tuple[str, int]] = []
+    real = openvino_backend.quantize_model
+
+    def counting(model: Any, samples: Any, component: str) -> Any:
+        quantized.append((component, len(samples)))
+        return real(model, samples, component)
+
+    monkeypatch.setattr(openvino_backend, "quantize_model", counting)
+    make_int8(parts, int8_cache, samples=3)
+    # Three draws at the step counts 1, 2, 4 in turn: 7 UNet calls, one decode per draw.
+    assert quantized == [("unet", 7), ("tiny_decoder", 3)]
+    # Another native size calibrates at that size: quantized anew, and drawn at the size asked.
+    wide = make_int8(parts, int8_cache, native_size=128)
+    assert [component for component, _ in quantized[2:]] == ["unet", "tiny_decoder"]
+    [[picture]] = wide.generate(request(n=1, width=1536, height=768))
+    assert picture.size == (192, 64)
+    assert len(list(int8_cache.glob("openvino/unet-int8-*/model.xml"))) == 3
+
+
+def test_a_tiny_decoder_for_previews_only_stays_in_floating_point(
+        parts: tuple[Path, Path], int8_cache: Path) -> None:
+    """With the full VAE drawing the image, calibration never meets the tiny decoder (it
+    draws previews only): the UNet is quantized, the decoder left as it was."""
+    sd, taesd = parts
+    engine = DiffusersEngine(str(sd), dtype="float32", threads=1, backend="openvino",
+                             cache_dir=str(int8_cache), tiny_decoder=str(taesd),
+                             decoder="full", quantize="int8", quantize_samples=2)
+    engine.load()
+    assert any(step.startswith("int8: quantized unet from 2 draws") for step in engine.applied)
+    previews: list[list[list[Image.Image]]] = []
+    [[image]] = engine.generate(request(n=1), lambda update: previews.append(update.preview()))
+    assert image.size == (64, 64) and len(previews) == 4

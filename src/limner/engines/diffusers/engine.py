@@ -9,8 +9,9 @@ diffusers' image-to-image and inpainting pipelines made from the loaded one's co
 Its options are parsed and every default settled by `options` (torch-free), before
 anything loads. Fast paths (engine options): text-encoder outputs are cached per prompt; `backend =
 "openvino"` runs the UNet, tiny decoder and text encoder in OpenVINO on the CPU (see
-`accel.openvino`, imported only then); `compile = true` (or a `torch.compile` mode name)
-wraps the UNet and the VAE's decoder in `torch.compile`; eager torch on a CPU packs its
+`accel.openvino`, imported only then), and `quantize = "int8"` quantizes its UNet and tiny
+decoder once with NNCF from a few calibration draws; `compile = true` (or a `torch.compile`
+mode name) wraps the UNet and the VAE's decoder in `torch.compile`; eager torch on a CPU packs its
 convolution and linear weights once for oneDNN (`prepack`) and runs the elementwise work
 around them inside those calls (`fuse`, see `fusion`), each where a check on small layers
 finds this CPU's oneDNN computing what torch computes (`kernel_check`); on a CPU in bf16 the
@@ -21,6 +22,7 @@ from there afterwards (see `weight_cache`), which halves the memory a load peaks
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import logging
 import math
@@ -97,6 +99,13 @@ class DiffusersEngine:
         self.device = plan.device
         self.dtype = TORCH_DTYPES[plan.dtype]
         self.ov_precision = plan.openvino_precision or "f32"
+        self.quantize = plan.quantize
+        self.quantize_samples = plan.quantize_samples
+        if self.quantize == "int8" and importlib.util.find_spec("nncf") is None:
+            raise ValueError("quantize = 'int8' needs NNCF, which is not installed: "
+                             "pip install 'limner[int8]'")
+        self._ov_runtime: Any = None
+        """The OpenVINO runtime of the last load, until its int8 quantization is done."""
         self.channels_last = plan.channels_last
         self.cache_weights = o.cache_weights
         self.warmup = plan.warmup
@@ -144,7 +153,8 @@ class DiffusersEngine:
                           speedups=self._running() if self.pipe is not None else ())
 
     def _running(self) -> tuple[str, ...]:
-        running = {"openvino": self.backend == "openvino", "compile": bool(self.compile),
+        running = {"openvino": self.backend == "openvino", "int8": self.quantize == "int8",
+                   "compile": bool(self.compile),
                    "channels_last": self.channels_last, "prepack": self.prepack,
                    "fuse": self.fuse, "prompt_cache": self._cache_prompts,
                    "weight_cache": bool(self.weights_from_cache or self.weights_saved)}
@@ -172,6 +182,7 @@ class DiffusersEngine:
             ("fuse", self._fuse),
             ("prompt cache", self._prepare_prompts),
             ("openvino", self._to_openvino),
+            ("int8", self._quantize),
             ("compile", self._compile_models),
             ("edits", self._make_editors),
         ]
@@ -382,7 +393,9 @@ class DiffusersEngine:
                               "pipelines (SD-Turbo, SDXS, LCM); use backend = 'torch' for "
                               f"{type(pipe).__name__}")
         cache = Path(self.cache_dir) / "openvino" if self.cache_dir else None
-        runtime = ovb.OpenVINORuntime(cache, self.threads, self.ov_precision)
+        calibration = self._calibration() if self.quantize == "int8" else None
+        runtime = ovb.OpenVINORuntime(cache, self.threads, self.ov_precision, calibration)
+        self._ov_runtime = runtime
         try:
             object.__setattr__(pipe, "unet", runtime.unet(unet, self.model))
             if self.tiny is not None and self.tiny_decoder:
@@ -405,6 +418,61 @@ class DiffusersEngine:
             raise EngineError(f"could not convert {self.model!r} to OpenVINO: {exc}") from exc
         return (f"{self.ov_precision}; converted {', '.join(runtime.converted) or 'nothing'}, "
                 "the rest read from the IR cache")
+
+    def _calibration_steps(self) -> list[int]:
+        """The distinct step counts of the quality levels a request names by default."""
+        return sorted({self.steps[quality] for quality in ("low", "medium", "high")})
+
+    def _calibration(self) -> dict[str, Any]:
+        """Everything that decides the int8 calibration's recorded inputs, for its cache
+        key: the draws, the pipeline's and the tiny decoder's files (the text encoder, the
+        scheduler and the tokenizer shape the UNet's inputs), the sampler and the precision
+        the other components ran in."""
+        folders = {"model": self.model, "tiny_decoder": self.tiny_decoder}
+        return {"samples": self.quantize_samples, "steps": self._calibration_steps(),
+                "size": self._native, "guidance": self.guidance, "decoder": self.decoder,
+                "scheduler": self.scheduler, "precision": self.ov_precision,
+                "files": {name: weight_cache.weight_files(Path(folder)) if folder else None
+                          for name, folder in folders.items()}}
+
+    def _quantize(self, pipe: Any) -> str | None:
+        """`quantize = "int8"`: the components with no cached int8 IR are quantized from
+        the inputs they meet in a few fixed calibration draws, drawn by this very engine
+        (fp32 or bf16 OpenVINO, the native size), so that their activation ranges are those
+        served images meet."""
+        runtime, self._ov_runtime = self._ov_runtime, None
+        if self.quantize != "int8" or runtime is None:
+            return None
+        cached = f"int8 IR read from the cache: {', '.join(runtime.int8_cached)}" \
+            if runtime.int8_cached else ""
+        if not runtime.pending:
+            return cached or None
+        from limner.engines.diffusers.accel import openvino as ovb
+
+        started = time.perf_counter()
+        for _, runner, _ in runtime.pending:
+            runner.recorded = []
+        requests = ovb.calibration_requests(self.quantize_samples, self._calibration_steps(),
+                                            self._native or 512)
+        self.pipe = pipe
+        try:
+            for params in requests:
+                self.generate([params])
+            runtime.quantize_pending()
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"could not quantize {self.model!r} to int8: {exc}") from exc
+        finally:
+            self.pipe = None
+            for _, runner, _ in runtime.pending:
+                runner.recorded = None
+            # The calibration prompts' encodings leave with them.
+            self._embeds.clear()
+            self._negative = None
+        done = (f"quantized {', '.join(runtime.quantized)} from {len(requests)} draws in "
+                f"{time.perf_counter() - started:.0f} s")
+        return f"{done}; {cached}" if cached else done
 
     @property
     def compile_mode(self) -> str | None:

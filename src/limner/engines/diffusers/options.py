@@ -2,7 +2,7 @@
 
 `DiffusersOptions.parse` turns a config table into a frozen, typed object; an unknown key or
 an ill-typed value is a `ValueError` naming it. `resolve` then decides what the load will do
-(device, dtype, layout, packing, fusion, warm-up, weight cache, batch size) from the options
+(device, dtype, layout, packing, fusion, warm-up, int8, weight cache, batch size) from the options
 and a description of the machine, refuses combinations that cannot work, and says why each
 choice came out as it did. Both are torch-free, so every combination is tested without a
 model. What the load then really runs can differ (a kernel check may turn packing off); the
@@ -18,6 +18,12 @@ from typing import Any, Literal
 
 QUALITY_LEVELS = ("low", "medium", "high", "xhigh", "max")
 BACKENDS = ("torch", "openvino")
+QUANTIZE = ("none", "int8")
+"""`quantize = "int8"`: OpenVINO's models quantized once with NNCF from calibration draws."""
+DEFAULT_QUANTIZE_SAMPLES = 8
+"""Calibration draws for `quantize = "int8"`: each a fixed prompt and seed, at the native
+size; enough for the activation ranges of a one-to-four-step model, small enough that
+quantizing SD-Turbo's UNet takes minutes once, not tens of them."""
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """`torch.compile` modes: "reduce-overhead" also replays CUDA graphs, which pays on a GPU
 where a one-step model's time goes to launching a thousand small kernels."""
@@ -51,6 +57,8 @@ class DiffusersOptions:
     warmup: bool | None = None
     prepack: bool | None = None
     fuse: bool | None = None
+    quantize: str = "none"
+    quantize_samples: int | None = None
 
     @classmethod
     def parse(cls, table: Mapping[str, Any]) -> DiffusersOptions:
@@ -78,6 +86,9 @@ class DiffusersOptions:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, "
                              f"not {self.backend!r}")
+        if self.quantize not in QUANTIZE:
+            raise ValueError(f"quantize must be one of {', '.join(map(repr, QUANTIZE))}, "
+                             f"not {self.quantize!r}")
         if self.decoder not in ("full", "tiny"):
             raise ValueError(f"decoder must be 'full' or 'tiny', not {self.decoder!r}")
         if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
@@ -87,7 +98,7 @@ class DiffusersOptions:
             if quality not in QUALITY_LEVELS or not isinstance(steps, int) or steps < 1:
                 raise ValueError(f"steps must map low, medium, high, xhigh and max to positive "
                                  f"integers, not {dict(self.steps)!r}")
-        for key in ("threads", "native_size", "max_batch_images"):
+        for key in ("threads", "native_size", "max_batch_images", "quantize_samples"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"{key} must be a positive integer, not {value!r}")
@@ -98,7 +109,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "guidance": (int, float), "native_size": int, "max_batch_images": int,
     "tiny_decoder": str, "decoder": str, "scheduler": Mapping, "backend": str,
     "cache_dir": str, "compile": (bool, str), "channels_last": bool, "cache_weights": bool,
-    "warmup": bool, "prepack": bool, "fuse": bool,
+    "warmup": bool, "prepack": bool, "fuse": bool, "quantize": str, "quantize_samples": int,
 }
 
 
@@ -148,6 +159,9 @@ class LoadPlan:
     warmup: bool
     cache_weights: bool
     """Whether a folder model's large components are kept in `dtype` under the cache."""
+    quantize: Literal["none", "int8"]
+    quantize_samples: int
+    """Calibration draws for int8 (0 without it)."""
     max_batch_images: int
     steps: Mapping[str, int]
     reasons: tuple[str, ...]
@@ -203,12 +217,24 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
     # 4. Warm-up: where a shape's first call compiles or packs, that cost falls on the load.
     warmup = _default(options.warmup, openvino or bool(options.compile) or prepack, "warmup",
                       "OpenVINO, compile or prepack pay on a shape's first call", reasons)
-    # 5. Weight cache: on a CPU below float32, a folder's components kept in that dtype.
+    # 5. int8: NNCF quantizes OpenVINO models; torch's own int8 kernels are not used.
+    quantize: Literal["none", "int8"] = "int8" if options.quantize == "int8" else "none"
+    if quantize == "int8" and not openvino:
+        raise ValueError("quantize = 'int8' quantizes OpenVINO's models: it needs "
+                         "backend = 'openvino'")
+    if options.quantize_samples is not None and quantize == "none":
+        raise ValueError("quantize_samples sets the int8 calibration: it needs "
+                         "quantize = 'int8'")
+    samples = (options.quantize_samples or DEFAULT_QUANTIZE_SAMPLES) if quantize == "int8" \
+        else 0
+    if quantize == "int8":
+        reasons.append(f"int8 (NNCF), calibrated on {samples} draws")
+    # 6. Weight cache: on a CPU below float32, a folder's components kept in that dtype.
     cache_weights = (options.cache_weights and options.cache_dir is not None and torch_backend
                      and cpu and dtype != "float32" and model_is_folder)
     if cache_weights:
         reasons.append(f"weights kept in {dtype} under {options.cache_dir}/weights")
-    # 6. Batch size: on a CPU a batch costs as much per image as one at a time, and every
+    # 7. Batch size: on a CPU a batch costs as much per image as one at a time, and every
     # request of it waits for the last image; a GPU draws a batch nearly for the price of one.
     max_batch = options.max_batch_images or (1 if cpu else 4)
     steps = {**DEFAULT_STEPS, **dict(options.steps)}
@@ -216,7 +242,8 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
     steps.setdefault("max", max(steps["xhigh"], steps["high"] * 2))
     return LoadPlan(device=device, dtype=dtype, openvino_precision=precision,
                     channels_last=channels_last, prepack=prepack, fuse=fuse, warmup=warmup,
-                    cache_weights=cache_weights, max_batch_images=max_batch,
+                    cache_weights=cache_weights, quantize=quantize,
+                    quantize_samples=samples, max_batch_images=max_batch,
                     steps=steps, reasons=tuple(reasons))
 
 
