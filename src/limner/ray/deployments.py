@@ -84,6 +84,21 @@ class ModelReplica:
         finally:
             job.cancel()
 
+    async def draw(self, params: GenerationParams) -> Message:
+        """A job without previews, as one answer: ("done", (images, replica)) or its error.
+        A caller that goes away cancels this call, and the job with it."""
+        try:
+            job = self._queue().submit(params, 0)
+        except LimnerError as exc:
+            return "error", error_to_wire(exc)
+        try:
+            images = await job.result
+        except LimnerError as exc:
+            return "error", error_to_wire(exc)
+        finally:
+            job.cancel()
+        return "done", (images, self._replica)
+
     async def check_health(self) -> None:
         """Ray's health check: a replica whose engine is gone is restarted."""
         if self._scheduler is not None and self._scheduler._worker is not None \

@@ -139,24 +139,24 @@ class RemoteQueue:
             job.fail(_from_ray(exc))
 
     async def _call(self, job: Job) -> bool | None:
-        """One streaming call. `None`: the replica died before sending anything (retry)."""
+        """One call: streaming when previews are wanted, else a plain one, which costs
+        Ray less. `None`: the replica died before sending anything (retry)."""
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+        if job.partial_images == 0:
+            try:
+                kind, payload = await self.handle.draw.remote(job.params)
+            except (ActorDiedError, ActorUnavailableError, RayActorError):
+                return None
+            self._settle(job, kind, payload)
+            return True
         sent_any = False
         stream = self.handle.options(stream=True).generate.remote(job.params,
                                                                   job.partial_images)
         try:
             async for kind, payload in stream:
                 sent_any = True
-                if kind == "partial":
-                    assert isinstance(payload, PartialImage)
-                    job.partials.put_nowait(payload)
-                elif kind == "done":
-                    images, replica = payload
-                    self.answered_by[replica] += 1
-                    job.succeed(list(images))
-                else:
-                    job.fail(error_from_wire(payload))
+                self._settle(job, kind, payload)
         except (ActorDiedError, ActorUnavailableError, RayActorError):
             if not sent_any:
                 return None
@@ -165,6 +165,18 @@ class RemoteQueue:
             with contextlib.suppress(Exception):
                 stream.cancel()
         return True
+
+    def _settle(self, job: Job, kind: str, payload: Any) -> None:
+        """One message from a replica, applied to the job."""
+        if kind == "partial":
+            assert isinstance(payload, PartialImage)
+            job.partials.put_nowait(payload)
+        elif kind == "done":
+            images, replica = payload
+            self.answered_by[replica] += 1
+            job.succeed(list(images))
+        else:
+            job.fail(error_from_wire(payload))
 
 
 def _replica_died() -> Unavailable:
