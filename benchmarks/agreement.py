@@ -39,6 +39,7 @@ import gc
 import json
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,10 @@ def draw(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, list[An
     engine, _ = bench_engine.build(argparse.Namespace(
         model=args.model, threads=args.threads, root=args.root, device=args.device,
         options=json.dumps({"cache_weights": False, **options})))
+    started = time.perf_counter()
     engine.load()
+    print(f"  loaded {json.dumps(options)} in {time.perf_counter() - started:.0f} s: "
+          f"{'; '.join(engine.applied)}", flush=True)
     outputs: dict[str, list[Any]] = {name: [] for name in (*CAPTURED, "image")}
 
     def wrap(name: str, method: Any) -> Any:
