@@ -43,7 +43,7 @@ LAYOUT = "limner-ov-1"
 what a wrapper feeds the converted model never reuses an old IR."""
 MAX_SHAPES = 4
 """Compiled models kept per component; each shape is (batch, latent height, width)."""
-INT8_RECIPE = "limner-int8-1"
+INT8_RECIPE = "limner-int8-2"
 """Version of how `quantize_model` quantizes: part of the int8 cache key, so changing the
 recipe never reuses an int8 IR made by the old one."""
 INT8_PARTS = ("unet", "tiny_decoder")
@@ -80,16 +80,20 @@ def quantize_model(model: ov.Model, samples: Sequence[Mapping[str, np.ndarray]],
 
     The transformer model type keeps NNCF from quantizing what int8 breaks in attention
     (softmax and the products of two activations stay in floating point); SmoothQuant is left
-    off (it cost time and gained nothing on SD-Turbo's UNet). The first and last convolutions
-    stay in floating point: the first reads latents whose range moves with the timestep
-    (quantized, it alone raised the UNet's error from 6.7e-2 to 1.1e-1 on random weights),
-    and both have 3-4 channels on one side, so they cost next to nothing."""
+    off (it cost time and gained nothing on SD-Turbo's UNet). Three kinds of convolution stay
+    in floating point, for little time, measured on SD-Turbo's UNet with random weights
+    (relative error against f32, 17 calibration inputs): the first, which reads latents whose
+    range moves with the timestep (quantized, it alone raised the error from 6.7e-2 to
+    1.1e-1), the last, and the 1x1 skip convolutions (`conv_shortcut`), which read the
+    concatenation of a skip connection with the upsampled path, two ranges one int8 scale
+    cannot hold (kept, the error fell from 6.5e-2 to 2.8e-2 for 3% more time)."""
     import nncf
 
     convolutions = [op.get_friendly_name() for op in model.get_ordered_ops()
                     if op.get_type_name() == "Convolution"]
-    kept = nncf.IgnoredScope(names=[convolutions[0], convolutions[-1]]) if convolutions \
-        else None
+    names = [name for i, name in enumerate(convolutions)
+             if i in (0, len(convolutions) - 1) or "conv_shortcut" in name]
+    kept = nncf.IgnoredScope(names=names) if names else None
     advanced = nncf.AdvancedQuantizationParameters(smooth_quant_alpha=-1)
     log.debug("%s: keeping %s in floating point", component, kept)
     with warnings.catch_warnings():
