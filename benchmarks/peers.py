@@ -139,7 +139,8 @@ def worker_sdcpp(args: argparse.Namespace) -> None:
         sd.generate_image(f"{PROMPT}, take {take}", width=SIZE, height=SIZE, cfg_scale=1.0,
                           sample_method="euler_a", sample_steps=1, seed=take)
 
-    diffusers_speed._take_turns(draw, {"load_s": load_s, "precision": args.wtype,
+    weights = "f32 weights (as in the files)" if args.wtype == "default" else args.wtype
+    diffusers_speed._take_turns(draw, {"load_s": load_s, "precision": weights,
                                        "decoder": "tiny"})
 
 
