@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import os
 import socket
 import subprocess
@@ -17,6 +19,7 @@ import httpx
 import pytest
 from openai.types import Image as ImageData
 from openai.types import ImagesResponse
+from PIL import Image
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,6 +29,14 @@ from limner.engines.base import Engine
 from limner.engines.fake import FakeEngine
 from limner.server.app import create_app
 from limner.server.runner import LimnerServer, uvicorn_config
+
+
+def decoded(b64: str | None) -> Image.Image:
+    """An answer's base64 image, decoded (so a test reads its real size, mode and format)."""
+    assert b64 is not None
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    image.load()
+    return image
 
 
 def images_of(response: ImagesResponse) -> list[ImageData]:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import RunningServer, images_of
+from conftest import RunningServer, decoded, images_of
 from PIL import Image, ImageChops, ImageDraw
 
 SIDE = 1024
@@ -38,12 +38,6 @@ def centre_mask(width: int = SIDE, height: int = SIDE, hole: int = 256) -> Image
                                    fill=(0, 0, 0, 0))
     return mask
 
-
-def decoded(b64: str | None) -> Image.Image:
-    assert b64 is not None
-    image = Image.open(io.BytesIO(base64.b64decode(b64)))
-    image.load()
-    return image
 
 
 @pytest.fixture

@@ -12,16 +12,11 @@ import numpy as np
 import openai
 import pytest
 from conftest import RunningServer, images_of
+from conftest import decoded as decode
 from PIL import Image
 
 Serve = Callable[..., RunningServer]
 
-
-def decode(b64: str | None) -> Image.Image:
-    assert b64 is not None
-    image = Image.open(io.BytesIO(base64.b64decode(b64)))
-    image.load()
-    return image
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ serving the fake engine on two replicas, driven by the official `openai` client.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import os
@@ -19,7 +18,7 @@ from typing import Any, NamedTuple
 import httpx
 import openai
 import pytest
-from conftest import free_port, images_of
+from conftest import decoded, free_port, images_of
 from PIL import Image
 
 ray = pytest.importorskip("ray")
@@ -74,10 +73,6 @@ def base_url(served: Served) -> str:
 def client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=base_url + "/v1", api_key="k", max_retries=0, timeout=60)
 
-
-def decoded(b64: str | None) -> Image.Image:
-    assert b64 is not None
-    return Image.open(io.BytesIO(base64.b64decode(b64)))
 
 
 def test_the_api_through_ray(client: openai.OpenAI, base_url: str) -> None:

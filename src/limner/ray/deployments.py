@@ -101,8 +101,7 @@ class ModelReplica:
 
     async def check_health(self) -> None:
         """Ray's health check: a replica whose engine is gone is restarted."""
-        if self._scheduler is not None and self._scheduler._worker is not None \
-                and self._scheduler._worker.done():
+        if self._scheduler is not None and self._scheduler.stopped_by_error:
             raise RuntimeError("the replica's scheduler stopped")
 
     def __del__(self) -> None:

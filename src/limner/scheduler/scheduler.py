@@ -281,6 +281,11 @@ class Scheduler:
     async def load(self) -> None:
         await asyncio.to_thread(self.engine.load)
 
+    @property
+    def stopped_by_error(self) -> bool:
+        """Its worker ended though nobody stopped it: nothing queued will ever run."""
+        return (self._worker is not None and self._worker.done() and not self._closing)
+
     def close(self) -> None:
         self.engine.close()
 

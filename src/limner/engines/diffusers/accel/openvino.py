@@ -80,13 +80,11 @@ def quantize_model(model: ov.Model, samples: Sequence[Mapping[str, np.ndarray]],
 
     The transformer model type keeps NNCF from quantizing what int8 breaks in attention
     (softmax and the products of two activations stay in floating point); SmoothQuant is left
-    off (it cost time and gained nothing on SD-Turbo's UNet). Three kinds of convolution stay
-    in floating point, for little time, measured on SD-Turbo's UNet with random weights
-    (relative error against f32, 17 calibration inputs): the first, which reads latents whose
-    range moves with the timestep (quantized, it alone raised the error from 6.7e-2 to
-    1.1e-1), the last, and the 1x1 skip convolutions (`conv_shortcut`), which read the
-    concatenation of a skip connection with the upsampled path, two ranges one int8 scale
-    cannot hold (kept, the error fell from 6.5e-2 to 2.8e-2 for 3% more time)."""
+    off (it gained nothing). Three kinds of convolution stay in floating point, where one int8
+    scale cannot hold what they read: the first (latents whose range moves with the
+    timestep), the last, and the 1x1 skip convolutions (`conv_shortcut`: a skip connection
+    concatenated with the upsampled path, two ranges). What each choice cost and gained is in
+    `benchmarks/results/2026-11-30-int8/`."""
     import nncf
 
     convolutions = [op.get_friendly_name() for op in model.get_ordered_ops()
