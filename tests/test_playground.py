@@ -183,6 +183,13 @@ def generate(page: Page, prompt: str, count: int = 1) -> None:
     expect(page.locator("#gallery img")).to_have_count(before + count)
 
 
+def natural_size(img: Any) -> list[int]:
+    """The picture's decoded size: a visible <img> may not have decoded yet, so wait for it."""
+    size: list[int] = img.evaluate(
+        "i => i.decode().then(() => [i.naturalWidth, i.naturalHeight])")
+    return size
+
+
 def picture_file(path: Path, size: tuple[int, int], color: tuple[int, ...]) -> Path:
     Image.new("RGBA", size, color).save(path)
     return path
@@ -210,7 +217,7 @@ def test_generate_shows_previews_before_the_picture(serve: Serve,
     expect(page.get_by_role("button", name="Cancel")).to_be_visible()
     final = page.get_by_role("img", name="a red fox", exact=True)
     expect(final).to_be_visible()
-    assert final.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [256, 256]
+    assert natural_size(final) == [256, 256]
     expect(page.locator(".pending")).to_have_count(0)
     expect(page.locator("#notice")).to_contain_text("1 picture in")
 
@@ -237,7 +244,7 @@ def test_download_reload_lightbox_reuse_and_the_api_call(
     page.wait_for_selector("body[data-ready]", state="attached")
     kept = page.get_by_role("img", name="an otter", exact=True)
     expect(kept).to_be_visible()
-    assert kept.evaluate("i => i.naturalWidth") == 512, "the gallery survived the reload"
+    assert natural_size(kept)[0] == 512, "the gallery survived the reload"
 
     kept.click()
     lightbox = page.locator("#lightbox")
@@ -392,7 +399,7 @@ def test_drop_and_paste_load_the_picture_and_dall_e_2_draws_variations(
     assert form["model"] == "dall-e-2" and form["response_format"] == "b64_json"
     variation = page.get_by_role("img", name="Variation of otter.png")
     expect(variation).to_be_visible()
-    assert variation.evaluate("i => i.naturalWidth") == 256
+    assert natural_size(variation)[0] == 256
 
 
 def test_api_key_prompt_wrong_key_then_right_key(serve: Serve,
