@@ -67,8 +67,9 @@ def sample(
         x_in = torch.cat([x, x]) if guided else x
         txt_in = txt_pair if guided else txt
         style_in = style_pair if guided else style
-        t_in = torch.full((x_in.shape[0],), t_now)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        t_in = torch.full((x_in.shape[0],), t_now, device=x.device)
+        # The device's own autocast: the trainer draws its sample sheets on a GPU with this.
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
             pred = net(x_in, t_in, txt_in, style_in)
         pred = pred.float().clamp(-1.0, 1.0)
         if guided:
