@@ -18,7 +18,9 @@
 # folders), libs/cache.json, include/ and cmake/, add openvino_telemetry, and
 # `tar -c openvino openvino_telemetry | xz -9e > .whl/openvino-VERSION-cp312-cpu.tar.xz`.
 #
-# Usage: bash benchmarks/device_check.sh [SECONDS] [all|gpu|cpu]
+# For the int8 step, also `pip download --no-deps ... nncf==3.4.0 pydot` into .whl/.
+#
+# Usage: bash benchmarks/device_check.sh [SECONDS] [all|gpu|cpu|int8]
 #   SECONDS: the total budget (default 530; on H200 machines in 2026-11 "all" took 530 s and
 #   "cpu" was cut at 570 s before its last backends finished, the machine's start not
 #   counted).
@@ -26,7 +28,7 @@
 #   packed and fused calls against torch, memory by stage, every backend (torch, openvino if
 #   carried) with SD-Turbo against plain diffusers, agreement with diffusers' own modules in
 #   fp32, SDXS-512, glibc's malloc and unfused blocks against limner's defaults, an operator
-#   profile.
+#   profile. int8: OpenVINO in f32 and bf16, each with and without int8, on SD-Turbo.
 # One log and a JSON per step go to $OUT (default /tmp/limner-device). Steps run most
 # important first; each gets at most what is left of the budget.
 set -u
@@ -130,6 +132,19 @@ for m in ('sd-turbo', 'sdxs-512'): build_pipeline(m, root)"
         --models sd-turbo,sdxs-512 --reps 3 \
         --variants '{"fuse": false, "malloc": "system"}' '{"fuse": false}' '{}'
     run_step cpu-profile 60 python3 benchmarks/op_profile.py --root /tmp/limner-bench
+elif [[ $which == int8 ]]; then
+    # int8 against OpenVINO's float32 and bf16 on this CPU (issue 21): each part's error
+    # against diffusers' own float32 modules and the speed of each in turns, as
+    # benchmarks/results/2026-11-30-int8/ did on AVX512-BF16. Needs the OpenVINO archive and
+    # the nncf and pydot wheels in .whl/ (nncf's other needs are in the image).
+    run_step cpu-build 60 python3 -c "import sys; sys.path.insert(0, 'benchmarks')
+from pathlib import Path; from random_pipelines import build_pipeline, build_taesd
+root = Path('/tmp/limner-bench'); build_taesd(root / 'taesd'); build_pipeline('sd-turbo', root)"
+    run_step cpu-int8 480 python3 benchmarks/agreement.py --root /tmp/limner-bench \
+        --model sd-turbo --threads 2 --draws 1 --speed-reps 3 --variants \
+        '{"backend": "openvino", "dtype": "float32"}' \
+        '{"backend": "openvino", "dtype": "float32", "quantize": "int8"}' \
+        '{"backend": "openvino"}' '{"backend": "openvino", "quantize": "int8"}'
 else
     step cpu-bf16-compile 240 --device cpu --threads 2 --models sd-turbo,sdxs-512 \
         --backends torch-compile --reps 2 --parts engines

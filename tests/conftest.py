@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import io
 import os
 import socket
@@ -73,6 +74,19 @@ def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes] | None = 
             pass
         time.sleep(0.05)
     raise AssertionError(f"{base_url} did not become healthy after {polls} polls")
+
+
+@pytest.fixture(autouse=True)
+def torch_backend_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process diffusers engines see no OpenVINO unless a test says otherwise: `backend =
+    "auto"` takes it on CPUs without bf16, and the suite must mean the same on every CPU."""
+    try:
+        from limner.engines.diffusers import engine
+    except ImportError:
+        return
+    real = engine.detect_platform
+    monkeypatch.setattr(engine, "detect_platform",
+                        lambda: dataclasses.replace(real(), openvino=False))
 
 
 def free_port() -> int:

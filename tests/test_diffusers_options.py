@@ -12,6 +12,9 @@ from limner.engines.diffusers.options import DiffusersOptions, LoadPlan, Platfor
 AVX2 = Platform(cuda=False, cpu_bf16=False, onednn=True, onednn_bf16=False)
 AMX = Platform(cuda=False, cpu_bf16=True, onednn=True, onednn_bf16=True)
 GPU = Platform(cuda=True, cpu_bf16=False, onednn=True, onednn_bf16=False)
+AVX2_OV = Platform(cuda=False, cpu_bf16=False, onednn=True, onednn_bf16=False, openvino=True)
+AMX_OV = Platform(cuda=False, cpu_bf16=True, onednn=True, onednn_bf16=True, openvino=True)
+GPU_OV = Platform(cuda=True, cpu_bf16=False, onednn=True, onednn_bf16=False, openvino=True)
 
 
 def plan(platform: Platform = AVX2, folder: bool = True, **options: Any) -> LoadPlan:
@@ -58,6 +61,37 @@ def test_openvino_runs_on_the_cpu_with_torch_left_in_float32() -> None:
     assert plan(AMX, backend="openvino", dtype="fp32").openvino_precision == "f32"
 
 
+def test_auto_takes_openvino_on_a_cpu_without_bf16_where_it_is_installed() -> None:
+    p = plan(AVX2_OV, cache_dir="/c")
+    assert (p.backend, p.device, p.dtype, p.openvino_precision) == ("openvino", "cpu",
+                                                                    "float32", "f32")
+    assert (p.prepack, p.fuse, p.warmup) == (False, False, True)
+    assert ("backend openvino (auto: a CPU without bf16, where OpenVINO's float32 is the "
+            "fastest)") in p.reasons
+    assert plan(AVX2).backend == "torch" and plan(AVX2).prepack  # not installed
+    assert "backend torch (auto: OpenVINO is not installed)" in plan(AVX2).reasons
+    bf16 = plan(AMX_OV)
+    assert (bf16.backend, bf16.dtype, bf16.channels_last) == ("torch", "bfloat16", True)
+    assert plan(GPU_OV).backend == "torch" and plan(GPU_OV).device == "cuda"
+    for torch_only in ({"compile": True}, {"prepack": True}, {"channels_last": True},
+                       {"dtype": "bf16"}, {"device": "cuda"}):
+        p = plan(AVX2_OV, **torch_only)
+        assert p.backend == "torch", torch_only
+        assert "backend torch (auto: an option asked for is torch's)" in p.reasons
+    assert plan(AVX2_OV, backend="torch").backend == "torch"
+    assert "backend torch (asked)" in plan(AVX2_OV, backend="torch").reasons
+    assert plan(AVX2_OV, dtype="float32").backend == "openvino"
+
+
+def test_int8_asks_for_openvino_and_auto_finds_it_where_it_is_installed() -> None:
+    p = plan(AMX_OV, quantize="int8")
+    assert (p.backend, p.quantize, p.openvino_precision) == ("openvino", "int8", "bf16")
+    assert "backend openvino (auto: int8 is OpenVINO's)" in p.reasons
+    with pytest.raises(ValueError, match="it needs backend = 'openvino', and OpenVINO "
+                                         "installed"):
+        plan(AMX, quantize="int8")
+
+
 def test_int8_is_opt_in_and_calibrated_on_a_few_draws() -> None:
     assert (plan(backend="openvino").quantize, plan(backend="openvino").quantize_samples) == (
         "none", 0)
@@ -95,6 +129,7 @@ def test_what_was_asked_wins_and_says_so() -> None:
     ({"decoder": "small"}, "decoder must be 'full' or 'tiny'"),
     ({"compile": 1}, "true, false or a torch.compile mode"),
     ({"quantize": "int4"}, "quantize must be one of 'none', 'int8', not 'int4'"),
+    ({"backend": "onnx"}, "backend must be one of 'auto', 'torch', 'openvino', not 'onnx'"),
     ({"quantize": True}, "quantize must be a string"),
     ({"quantize_samples": 0}, "quantize_samples must be a positive integer"),
     ({"quantize_samples": "8"}, "quantize_samples must be an integer"),
@@ -114,6 +149,7 @@ def test_ill_typed_or_unknown_options_name_the_key(options: dict[str, Any], matc
     (AVX2, {"prepack": True, "dtype": "float16"}, "in float32"),
     (AVX2, {"fuse": True, "prepack": False}, "it needs prepack"),
     (AVX2, {"quantize": "int8"}, "it needs backend = 'openvino'"),
+    (AVX2_OV, {"quantize": "int8", "compile": True}, "it needs backend = 'openvino'"),
     (GPU, {"quantize": "int8", "backend": "torch"}, "it needs backend = 'openvino'"),
     (AVX2, {"quantize_samples": 4, "backend": "openvino"}, "it needs quantize = 'int8'"),
 ])

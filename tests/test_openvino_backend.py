@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,6 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
+from limner.engines.base import EngineError
+from limner.engines.diffusers import engine as engine_module
 from limner.engines.diffusers.engine import PREVIEW_MAX_SIDE, DiffusersEngine
 from limner.jobs import GenerationParams
 from limner.testing.tiny_pipeline import build_tiny_decoder, build_tiny_sd
@@ -79,6 +82,46 @@ def test_openvino_draws_close_to_torch(ov_engine: DiffusersEngine,
                                                                    strict=True)]
     assert max(diffs) < MAX_MEAN_DIFF, diffs
     assert np.abs(pixels(ov_images[0]) - pixels(ov_images[1])).mean() > 10 * max(diffs)
+
+
+def a_cpu_without_bf16_with_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = engine_module.detect_platform
+    monkeypatch.setattr(engine_module, "detect_platform", lambda: dataclasses.replace(
+        real(), cpu_bf16=False, openvino=True))
+
+
+def test_auto_draws_with_openvino_on_a_cpu_without_bf16(
+        ov_engine: DiffusersEngine, parts: tuple[Path, Path], cache: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    a_cpu_without_bf16_with_openvino(monkeypatch)
+    sd, taesd = parts
+    engine = DiffusersEngine(str(sd), threads=1, cache_dir=str(cache),
+                             tiny_decoder=str(taesd), decoder="tiny")  # every option left
+    assert (engine.backend, engine.plan.openvino_precision, engine.prepack) == (
+        "openvino", "f32", False)
+    engine.load()  # the IR the module's engine cached
+    assert type(engine.pipe.unet).__name__ == "OVUNet"
+    assert "openvino" in engine.info.speedups and "prepack" not in engine.info.speedups
+    auto = engine.generate(request())[0]
+    asked = ov_engine.generate(request())[0]
+    assert [pixels(a).tolist() for a in auto] == [pixels(b).tolist() for b in asked]
+
+
+def test_auto_goes_back_to_torch_for_a_pipeline_openvino_cannot_run(
+        parts: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    a_cpu_without_bf16_with_openvino(monkeypatch)
+    monkeypatch.setattr(engine_module, "openvino_runs", lambda pipe: False)
+    engine = DiffusersEngine(str(parts[0]), threads=1)
+    assert engine.backend == "openvino"
+    engine.load()
+    assert (engine.backend, engine.prepack, engine.fuse) == ("torch", True, True)
+    assert type(engine.pipe.unet).__name__ == "UNet2DConditionModel"
+    assert engine.plan.reasons[0] == ("backend torch (auto: OpenVINO does not run "
+                                      "StableDiffusionPipeline)")
+    assert "openvino" not in engine.info.speedups and "prepack" in engine.info.speedups
+    assert [im.size for im in engine.generate(request(n=1))[0]] == [(64, 64)]
+    with pytest.raises(EngineError, match="use backend = 'torch' for StableDiffusionPipeline"):
+        DiffusersEngine(str(parts[0]), threads=1, backend="openvino").load()  # asked: refused
 
 
 def test_openvino_other_shapes_and_previews(ov_engine: DiffusersEngine,

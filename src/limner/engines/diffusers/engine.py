@@ -22,6 +22,7 @@ from there afterwards (see `weight_cache`), which halves the memory a load peaks
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import logging
@@ -41,7 +42,7 @@ from limner.engines.cpu import cpu_has_bf16
 from limner.engines.diffusers.accel import compile as compile_models
 from limner.engines.diffusers.accel import fusion, kernel_check, layout, weight_cache
 from limner.engines.diffusers.accel import prepack as weight_packing
-from limner.engines.diffusers.options import DiffusersOptions, Platform, resolve
+from limner.engines.diffusers.options import DiffusersOptions, LoadPlan, Platform, resolve
 from limner.jobs import GenerationParams, StepCallback, StepUpdate
 
 log = logging.getLogger("limner.engines.diffusers")
@@ -72,7 +73,14 @@ def detect_platform() -> Platform:
     """This machine, as `options.resolve` needs to know it."""
     return Platform(cuda=torch.cuda.is_available(), cpu_bf16=cpu_has_bf16(),
                     onednn=weight_packing.supported(torch.float32),
-                    onednn_bf16=weight_packing.supported(torch.bfloat16))
+                    onednn_bf16=weight_packing.supported(torch.bfloat16),
+                    openvino=importlib.util.find_spec("openvino") is not None)
+
+
+def openvino_runs(pipe: Any) -> bool:
+    """The OpenVINO backend converts Stable Diffusion 1.x/2.x-style UNets only."""
+    unet = getattr(pipe, "unet", None)
+    return unet is not None and getattr(unet.config, "addition_embed_type", None) is None
 
 
 def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
@@ -91,33 +99,22 @@ class DiffusersEngine:
         self.options = DiffusersOptions.parse(options)
         self.plan = resolve(self.options, detect_platform(),
                             model_is_folder=Path(model).is_dir())
-        o, plan = self.options, self.plan
+        o = self.options
         self.threads = o.threads
-        self.backend = o.backend
         self.cache_dir = o.cache_dir
         self.compile = o.compile
-        self.device = plan.device
-        self.dtype = TORCH_DTYPES[plan.dtype]
-        self.ov_precision = plan.openvino_precision or "f32"
-        self.quantize = plan.quantize
-        self.quantize_samples = plan.quantize_samples
+        self._follow(self.plan)
         if self.quantize == "int8" and importlib.util.find_spec("nncf") is None:
             raise ValueError("quantize = 'int8' needs NNCF, which is not installed: "
                              "pip install 'limner[int8]'")
         self._ov_runtime: Any = None
         """The OpenVINO runtime of the last load, until its int8 quantization is done."""
-        self.channels_last = plan.channels_last
         self.cache_weights = o.cache_weights
-        self.warmup = plan.warmup
-        self.prepack = plan.prepack
-        self.fuse = plan.fuse
-        self.steps = dict(plan.steps)
         self.guidance = o.guidance
         self.tiny_decoder = o.tiny_decoder
         self.decoder = o.decoder
         self.scheduler = dict(o.scheduler)
         self._native = o.native_size
-        self._max_batch = plan.max_batch_images
         self._name = o.name or Path(model.rstrip("/")).name
         self.weights_from_cache: list[str] = []
         """Components the last load found in the weight cache, and those it wrote there
@@ -141,6 +138,32 @@ class DiffusersEngine:
         self._missing: list[str] = []
         self.applied: list[str] = []
         """What each step of the last load did, in order (`load`)."""
+
+    def _follow(self, plan: LoadPlan) -> None:
+        """Take the plan's choices as what the next load does."""
+        self.plan = plan
+        self.backend = plan.backend
+        self.device = plan.device
+        self.dtype = TORCH_DTYPES[plan.dtype]
+        self.ov_precision = plan.openvino_precision or "f32"
+        self.quantize = plan.quantize
+        self.quantize_samples = plan.quantize_samples
+        self.channels_last = plan.channels_last
+        self.warmup = plan.warmup
+        self.prepack = plan.prepack
+        self.fuse = plan.fuse
+        self.steps = dict(plan.steps)
+        self._max_batch = plan.max_batch_images
+
+    def _settle_backend(self, pipe: Any) -> None:
+        """`backend = "auto"` chose OpenVINO before the pipeline's kind was known: a kind it
+        cannot run goes back to torch, with torch's own plan (packing, fusion), not an error."""
+        if self.backend != "openvino" or self.options.backend != "auto" or openvino_runs(pipe):
+            return
+        plan = resolve(dataclasses.replace(self.options, backend="torch"), detect_platform(),
+                       model_is_folder=Path(self.model).is_dir())
+        why = f"backend torch (auto: OpenVINO does not run {type(pipe).__name__})"
+        self._follow(dataclasses.replace(plan, reasons=(why, *plan.reasons[1:])))
 
     @property
     def info(self) -> EngineInfo:
@@ -168,6 +191,7 @@ class DiffusersEngine:
             torch.set_num_threads(self.threads)
         self.tiny = self._load_tiny_decoder()
         pipe = self._load_pipeline()
+        self._settle_backend(pipe)
         self._embeds.clear()
         self._samplers.clear()
         self._negative = None
@@ -387,8 +411,7 @@ class DiffusersEngine:
         except ImportError as exc:
             raise EngineError("backend = 'openvino' needs OpenVINO, which is not installed: "
                               "pip install 'limner[openvino]'") from exc
-        unet = getattr(pipe, "unet", None)
-        if unet is None or getattr(unet.config, "addition_embed_type", None) is not None:
+        if not openvino_runs(pipe):
             raise EngineError("backend = 'openvino' supports Stable Diffusion 1.x/2.x-style "
                               "pipelines (SD-Turbo, SDXS, LCM); use backend = 'torch' for "
                               f"{type(pipe).__name__}")
@@ -397,7 +420,7 @@ class DiffusersEngine:
         runtime = ovb.OpenVINORuntime(cache, self.threads, self.ov_precision, calibration)
         self._ov_runtime = runtime
         try:
-            object.__setattr__(pipe, "unet", runtime.unet(unet, self.model))
+            object.__setattr__(pipe, "unet", runtime.unet(pipe.unet, self.model))
             if self.tiny is not None and self.tiny_decoder:
                 self.tiny = runtime.tiny_decoder(self.tiny, self.tiny_decoder)
                 if self.decoder == "tiny":

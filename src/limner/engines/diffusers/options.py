@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 QUALITY_LEVELS = ("low", "medium", "high", "xhigh", "max")
-BACKENDS = ("torch", "openvino")
+BACKENDS = ("auto", "torch", "openvino")
+"""`auto`: OpenVINO on a CPU without bf16 when it is installed (the fastest path there, in
+float32), torch everywhere else."""
 QUANTIZE = ("none", "int8")
 """`quantize = "int8"`: OpenVINO's models quantized once with NNCF from calibration draws."""
 DEFAULT_QUANTIZE_SAMPLES = 8
@@ -49,7 +51,7 @@ class DiffusersOptions:
     tiny_decoder: str | None = None
     decoder: Literal["full", "tiny"] = "full"
     scheduler: Mapping[str, Any] = field(default_factory=dict)
-    backend: Literal["torch", "openvino"] = "torch"
+    backend: Literal["auto", "torch", "openvino"] = "auto"
     cache_dir: str | None = None
     compile: bool | str = False
     channels_last: bool | None = None
@@ -143,12 +145,15 @@ class Platform:
     """torch has oneDNN, which packed layers call."""
     onednn_bf16: bool
     """oneDNN runs bf16 here."""
+    openvino: bool = False
+    """OpenVINO is installed (`limner[openvino]`)."""
 
 
 @dataclass(frozen=True)
 class LoadPlan:
     """Every choice a load makes before it starts, each with its reason in `reasons`."""
 
+    backend: Literal["torch", "openvino"]
     device: str
     dtype: Dtype
     """torch's dtype; with OpenVINO the parts left in torch, kept in float32."""
@@ -174,7 +179,8 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
             model_is_folder: bool = True) -> LoadPlan:
     """The load's choices. Raises `ValueError` for options that exclude each other."""
     reasons: list[str] = []
-    openvino = options.backend == "openvino"
+    backend = _backend(options, platform, reasons)
+    openvino = backend == "openvino"
     if options.compile and openvino:
         raise ValueError("compile = true and backend = 'openvino' both compile the UNet: "
                          "choose one")
@@ -221,7 +227,8 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
     quantize: Literal["none", "int8"] = "int8" if options.quantize == "int8" else "none"
     if quantize == "int8" and not openvino:
         raise ValueError("quantize = 'int8' quantizes OpenVINO's models: it needs "
-                         "backend = 'openvino'")
+                         "backend = 'openvino'" + ("" if options.backend != "auto" else
+                                                   ", and OpenVINO installed"))
     if options.quantize_samples is not None and quantize == "none":
         raise ValueError("quantize_samples sets the int8 calibration: it needs "
                          "quantize = 'int8'")
@@ -240,7 +247,7 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
     steps = {**DEFAULT_STEPS, **dict(options.steps)}
     steps.setdefault("xhigh", max(steps["high"], round(steps["high"] * 1.5)))
     steps.setdefault("max", max(steps["xhigh"], steps["high"] * 2))
-    return LoadPlan(device=device, dtype=dtype, openvino_precision=precision,
+    return LoadPlan(backend=backend, device=device, dtype=dtype, openvino_precision=precision,
                     channels_last=channels_last, prepack=prepack, fuse=fuse, warmup=warmup,
                     cache_weights=cache_weights, quantize=quantize,
                     quantize_samples=samples, max_batch_images=max_batch,
@@ -254,6 +261,34 @@ def _default(asked: bool | None, default: bool, name: str, why: str,
         return asked
     reasons.append(f"{name} {'on' if default else 'off'} ({'' if default else 'not '}{why})")
     return default
+
+
+def _backend(options: DiffusersOptions, platform: Platform,
+             reasons: list[str]) -> Literal["torch", "openvino"]:
+    """`auto` takes OpenVINO where it is the fastest path and nothing asked excludes it."""
+    if options.backend != "auto":
+        reasons.append(f"backend {options.backend} (asked)")
+        return options.backend
+    torch_only = (options.device not in (None, "cpu") or (options.device is None
+                                                         and platform.cuda)
+                  or bool(options.compile) or bool(options.channels_last)
+                  or bool(options.prepack) or bool(options.fuse)
+                  or DTYPES[options.dtype] not in ("auto", "float32"))
+    if not platform.openvino or torch_only:
+        why = "OpenVINO is not installed" if not platform.openvino else \
+            "an option asked for is torch's"
+        reasons.append(f"backend torch (auto: {why})")
+        return "torch"
+    if options.quantize == "int8":
+        reasons.append("backend openvino (auto: int8 is OpenVINO's)")
+        return "openvino"
+    if platform.cpu_bf16:
+        reasons.append("backend torch (auto: this CPU has bf16, and OpenVINO is the default "
+                       "only where it has not)")
+        return "torch"
+    reasons.append("backend openvino (auto: a CPU without bf16, where OpenVINO's float32 is "
+                   "the fastest)")
+    return "openvino"
 
 
 def _torch_dtype(requested: str, device: str, platform: Platform) -> Dtype:
