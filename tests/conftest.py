@@ -76,17 +76,21 @@ def wait_until_healthy(base_url: str, process: subprocess.Popen[bytes] | None = 
     raise AssertionError(f"{base_url} did not become healthy after {polls} polls")
 
 
-@pytest.fixture(autouse=True)
-def torch_backend_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    """In-process diffusers engines see no OpenVINO unless a test says otherwise: `backend =
-    "auto"` takes it on CPUs without bf16, and the suite must mean the same on every CPU."""
+@pytest.fixture(scope="session", autouse=True)
+def torch_backend_by_default() -> Iterator[None]:
+    """In-process diffusers engines, module fixtures' too, see no OpenVINO unless a test says
+    otherwise: `backend = "auto"` takes it wherever it is installed, and the suite's torch
+    tests must stay torch's."""
     try:
         from limner.engines.diffusers import engine
     except ImportError:
+        yield
         return
     real = engine.detect_platform
-    monkeypatch.setattr(engine, "detect_platform",
-                        lambda: dataclasses.replace(real(), openvino=False))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "detect_platform",
+                      lambda: dataclasses.replace(real(), openvino=False))
+        yield
 
 
 def free_port() -> int:

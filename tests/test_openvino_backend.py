@@ -84,16 +84,34 @@ def test_openvino_draws_close_to_torch(ov_engine: DiffusersEngine,
     assert np.abs(pixels(ov_images[0]) - pixels(ov_images[1])).mean() > 10 * max(diffs)
 
 
-def a_cpu_without_bf16_with_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openvino_edits_with_torchs_tiny_encoder(ov_engine: DiffusersEngine) -> None:
+    assert ov_engine.info.edits
+    editor = ov_engine._editors["inpaint"]
+    assert editor.unet is ov_engine.pipe.unet and editor.vae is ov_engine.pipe.vae
+    start = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3),
+                                                              dtype=np.uint8))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    for kind_mask in (None, mask):
+        params = GenerationParams(prompt="a red fox", width=64, height=64, seeds=(0, 1),
+                                  quality="high", init_image=start.convert("RGBA"),
+                                  mask=kind_mask, strength=0.5)
+        out = ov_engine.generate([params])[0]
+        assert [(im.mode, im.size) for im in out] == [("RGB", (64, 64))] * 2
+        assert out[0].tobytes() != out[1].tobytes()
+        assert np.abs(pixels(out[0]) - pixels(start)).mean() > 1, "nothing was redrawn"
+
+
+def a_cpu_with_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
     real = engine_module.detect_platform
     monkeypatch.setattr(engine_module, "detect_platform", lambda: dataclasses.replace(
-        real(), cpu_bf16=False, openvino=True))
+        real(), cpu_bf16=False, openvino=True))  # f32, as the module's engine asks
 
 
-def test_auto_draws_with_openvino_on_a_cpu_without_bf16(
+def test_auto_draws_with_openvino_on_a_cpu(
         ov_engine: DiffusersEngine, parts: tuple[Path, Path], cache: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    a_cpu_without_bf16_with_openvino(monkeypatch)
+    a_cpu_with_openvino(monkeypatch)
     sd, taesd = parts
     engine = DiffusersEngine(str(sd), threads=1, cache_dir=str(cache),
                              tiny_decoder=str(taesd), decoder="tiny")  # every option left
@@ -109,7 +127,7 @@ def test_auto_draws_with_openvino_on_a_cpu_without_bf16(
 
 def test_auto_goes_back_to_torch_for_a_pipeline_openvino_cannot_run(
         parts: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    a_cpu_without_bf16_with_openvino(monkeypatch)
+    a_cpu_with_openvino(monkeypatch)
     monkeypatch.setattr(engine_module, "openvino_runs", lambda pipe: False)
     engine = DiffusersEngine(str(parts[0]), threads=1)
     assert engine.backend == "openvino"

@@ -516,8 +516,8 @@ class DiffusersEngine:
         """Image-to-image and inpainting pipelines made from `pipe`'s components, last so
         that they hold the components as every other step left them (packed, compiled,
         converted), sharing their weights. None where diffusers has no such pipeline for its
-        class, where one takes no `strength`, or where the VAE cannot encode (OpenVINO's
-        tiny decoder): then the engine does not edit."""
+        class, where one takes no `strength`, or where the VAE cannot encode: then the
+        engine does not edit."""
         if not callable(getattr(getattr(pipe, "vae", None), "encode", None)):
             log.info("%s: no image edits: its VAE has no encoder", self._name)
             return None

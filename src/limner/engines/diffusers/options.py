@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 QUALITY_LEVELS = ("low", "medium", "high", "xhigh", "max")
 BACKENDS = ("auto", "torch", "openvino")
-"""`auto`: OpenVINO on a CPU without bf16 when it is installed (the fastest path there, in
-float32), torch everywhere else."""
+"""`auto`: OpenVINO on a CPU when it is installed (the fastest path on every CPU measured),
+torch everywhere else."""
 QUANTIZE = ("none", "int8")
 """`quantize = "int8"`: OpenVINO's models quantized once with NNCF from calibration draws."""
 DEFAULT_QUANTIZE_SAMPLES = 8
@@ -265,7 +265,8 @@ def _default(asked: bool | None, default: bool, name: str, why: str,
 
 def _backend(options: DiffusersOptions, platform: Platform,
              reasons: list[str]) -> Literal["torch", "openvino"]:
-    """`auto` takes OpenVINO where it is the fastest path and nothing asked excludes it."""
+    """`auto` takes OpenVINO where it is installed and nothing asked for is torch's: on every
+    CPU measured it drew faster than torch (docs/performance.md)."""
     if options.backend != "auto":
         reasons.append(f"backend {options.backend} (asked)")
         return options.backend
@@ -273,21 +274,13 @@ def _backend(options: DiffusersOptions, platform: Platform,
                                                          and platform.cuda)
                   or bool(options.compile) or bool(options.channels_last)
                   or bool(options.prepack) or bool(options.fuse)
-                  or DTYPES[options.dtype] not in ("auto", "float32"))
+                  or DTYPES[options.dtype] == "float16")
     if not platform.openvino or torch_only:
         why = "OpenVINO is not installed" if not platform.openvino else \
             "an option asked for is torch's"
         reasons.append(f"backend torch (auto: {why})")
         return "torch"
-    if options.quantize == "int8":
-        reasons.append("backend openvino (auto: int8 is OpenVINO's)")
-        return "openvino"
-    if platform.cpu_bf16:
-        reasons.append("backend torch (auto: this CPU has bf16, and OpenVINO is the default "
-                       "only where it has not)")
-        return "torch"
-    reasons.append("backend openvino (auto: a CPU without bf16, where OpenVINO's float32 is "
-                   "the fastest)")
+    reasons.append("backend openvino (auto: installed, and the fastest on a CPU)")
     return "openvino"
 
 

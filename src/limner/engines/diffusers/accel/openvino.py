@@ -210,13 +210,18 @@ class OVUNet:
 
 
 class OVTinyAutoencoder:
-    """An `AutoencoderTiny` whose `decode` runs in OpenVINO (text-to-image needs no encoder)."""
+    """An `AutoencoderTiny` whose `decode` runs in OpenVINO; `encode`, which only edits call
+    (once a picture, against a decode every step for previews), stays torch's."""
 
-    def __init__(self, runner: Runner, config: Any) -> None:
+    def __init__(self, runner: Runner, config: Any, encode: Any) -> None:
         self.runner = runner
         self.config = config
         self.dtype = torch.float32
         self.device = torch.device("cpu")
+        self._encode = encode
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> Any:
+        return self._encode(x.float(), return_dict=return_dict)
 
     def decode(self, latents: torch.Tensor, generator: torch.Generator | None = None,
                return_dict: bool = True) -> Output | tuple[torch.Tensor]:
@@ -362,7 +367,7 @@ class OpenVINORuntime:
         example = (torch.randn(1, int(config.latent_channels), 8, 8),)
         runner = self._runner("tiny_decoder", source, component_folder(source, None, tiny),
                               _config_dict(config), _TinyDecode(tiny.decoder), example)
-        return OVTinyAutoencoder(runner, config)
+        return OVTinyAutoencoder(runner, config, tiny.encode)
 
     def text_encoder(self, encoder: Any, source: str,
                      max_length: int) -> OVTextEncoder:
