@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import select
 import socket
 import subprocess
 import threading
@@ -91,6 +92,38 @@ def torch_backend_by_default() -> Iterator[None]:
         patch.setattr(engine, "detect_platform",
                       lambda: dataclasses.replace(real(), openvino=False))
         yield
+
+
+def stream_until_answered(base_url: str, path: str, headers: str, first: bytes,
+                          limit: int = 50 * 2**20) -> tuple[str, int]:
+    """POST a chunked body, `first` and then 64 KiB frames, until the server answers or
+    `limit` bytes went: the answer's status line ("" if none came) and the bytes sent."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    chunk = b"x" * 65536
+    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+    sent = 0
+    try:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
+                     f"{headers}\r\n".encode() + f"{len(first):x}\r\n".encode() + first
+                     + b"\r\n")
+        while sent < limit:
+            if select.select([sock], [], [], 0)[0]:
+                break
+            try:
+                sock.sendall(frame)
+            except OSError:  # the server answered and closed while we were writing
+                break
+            sent += len(chunk)
+        else:
+            return "", sent
+        sock.settimeout(10)
+        reply = b""
+        while b"\r\n\r\n" not in reply and (more := sock.recv(65536)):
+            reply += more
+        return reply.split(b"\r\n", 1)[0].decode("latin-1"), sent
+    finally:
+        sock.close()
 
 
 def free_port() -> int:

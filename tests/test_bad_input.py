@@ -6,13 +6,12 @@ must be a 4xx envelope naming the param where there is one, and the server must 
 
 from __future__ import annotations
 
-import select
 import socket
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from conftest import RunningServer, running_server
+from conftest import RunningServer, running_server, stream_until_answered
 
 Serve = Callable[..., RunningServer]
 MB = 1024 * 1024
@@ -70,29 +69,11 @@ def _open(server: RunningServer, headers: str) -> socket.socket:
 def test_50_mb_streamed_body_is_refused_without_reading_it_all(server: RunningServer) -> None:
     """Chunked (no content-length): the server counts and answers 413 at the 1 MiB limit,
     while the client is still sending, long before 50 MB went over the wire."""
-    sock = _open(server, "Transfer-Encoding: chunked\r\n")
-    chunk = b"x" * 65536
-    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-    sent = 0
-    answered = False
-    try:
-        sock.sendall(b'c\r\n{"prompt": "\r\n')
-        while sent < 50 * MB:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable:
-                answered = True
-                break
-            try:
-                sock.sendall(frame)
-            except OSError:  # the server answered and closed while we were writing
-                answered = True
-                break
-            sent += len(chunk)
-        assert answered, "the whole 50 MB body was accepted without an answer"
-        assert sent < 10 * MB, sent
-        assert _status_line(sock).startswith("HTTP/1.1 413"), sent
-    finally:
-        sock.close()
+    status, sent = stream_until_answered(server.base_url, "/v1/images/generations",
+                                         "Content-Type: application/json\r\n", b'{"prompt": "')
+    assert status, "the whole 50 MB body was accepted without an answer"
+    assert sent < 10 * MB, sent
+    assert status.startswith("HTTP/1.1 413"), (status, sent)
     healthy(server)
 
 

@@ -6,8 +6,6 @@ import http.client
 import io
 import os
 import re
-import select
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import openai
 import pytest
-from conftest import RunningServer, images_of
+from conftest import RunningServer, images_of, stream_until_answered
 from openai.types import FilePurpose
 from PIL import Image
 
@@ -211,36 +209,11 @@ def test_streamed_upload_is_refused_while_it_is_read(serve: Serve) -> None:
     """Chunked (no content-length): the server counts the body and answers 413 long before
     50 MB went over the wire, keeping none of it."""
     server = serve(max_upload_bytes=1000)
-    host, port = server.base_url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=10)
     head = (b'--xyz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nvision\r\n'
             b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n')
-    chunk = b"x" * 65536
-    frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
-    sent = 0
-    answered = False
-    try:
-        sock.sendall(f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n"
-                     "Content-Type: multipart/form-data; boundary=xyz\r\n\r\n".encode()
-                     + f"{len(head):x}\r\n".encode() + head + b"\r\n")
-        while sent < 50 * MB:
-            if select.select([sock], [], [], 0)[0]:
-                answered = True
-                break
-            try:
-                sock.sendall(frame)
-            except OSError:  # the server answered and closed while we were writing
-                answered = True
-                break
-            sent += len(chunk)
-        assert answered and sent < 10 * MB, sent
-        sock.settimeout(10)
-        reply = b""
-        while b"\r\n\r\n" not in reply and (more := sock.recv(65536)):
-            reply += more
-        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
-    finally:
-        sock.close()
+    status, sent = stream_until_answered(
+        server.base_url, "/v1/files", "Content-Type: multipart/form-data; boundary=xyz\r\n", head)
+    assert status.startswith("HTTP/1.1 413") and sent < 10 * MB, (status, sent)
     assert stored(server) == []
     assert client_for(server).files.list().data == []
 
