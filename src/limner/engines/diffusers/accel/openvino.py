@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -43,7 +44,7 @@ LAYOUT = "limner-ov-1"
 what a wrapper feeds the converted model never reuses an old IR."""
 MAX_SHAPES = 4
 """Compiled models kept per component; each shape is (batch, latent height, width)."""
-INT8_RECIPE = "limner-int8-2"
+INT8_RECIPE = "limner-int8-3"
 """Version of how `quantize_model` quantizes: part of the int8 cache key, so changing the
 recipe never reuses an int8 IR made by the old one."""
 INT8_PARTS = ("unet", "tiny_decoder")
@@ -51,6 +52,11 @@ INT8_PARTS = ("unet", "tiny_decoder")
 image's time) and the tiny decoder (3.3x faster, 1.5e-3 relative error on random weights).
 Not the CLIP text encoder: a few percent of an image, cached per prompt, and int8 put 3e-2
 of error into every UNet input (measurements in `docs/performance.md`)."""
+KEPT_IN_FLOAT = re.compile(r"conv_shortcut|\.to_out\.|\.proj_(in|out)/|samplers\.|\.ff\.net\.2/"
+                           r"|up_blocks\.\d+\.resnets\.\d+\.conv2/")
+"""The UNet layers `quantize_model` leaves in floating point besides the first and last
+convolution (by name): those whose int8 error was largest for the time int8 saved on them, found
+by a sweep kept in `benchmarks/results/2026-12-01-int8-recipe/`."""
 CALIBRATION_PROMPTS = (
     "a lighthouse on a cliff at dusk, oil painting",
     "portrait of an old fisherman, detailed photograph",
@@ -83,14 +89,18 @@ def quantize_model(model: ov.Model, samples: Sequence[Mapping[str, np.ndarray]],
     off (it gained nothing). Three kinds of convolution stay in floating point, where one int8
     scale cannot hold what they read: the first (latents whose range moves with the
     timestep), the last, and the 1x1 skip convolutions (`conv_shortcut`: a skip connection
-    concatenated with the upsampled path, two ranges). What each choice cost and gained is in
-    `benchmarks/results/2026-11-30-int8/`."""
+    concatenated with the upsampled path, two ranges). So do the transformer blocks' input and
+    output projections, their feed-forward outputs, the down and up samplers and the up
+    blocks' second ResNet convolutions (`KEPT_IN_FLOAT`). What each choice cost and gained is
+    in `benchmarks/results/2026-11-30-int8/` and `.../2026-12-01-int8-recipe/`."""
     import nncf
 
     convolutions = [op.get_friendly_name() for op in model.get_ordered_ops()
                     if op.get_type_name() == "Convolution"]
-    names = [name for i, name in enumerate(convolutions)
-             if i in (0, len(convolutions) - 1) or "conv_shortcut" in name]
+    layers = [op.get_friendly_name() for op in model.get_ordered_ops()
+              if op.get_type_name() in ("Convolution", "MatMul")]
+    names = [name for name in layers if name in (convolutions[0], convolutions[-1])
+             or KEPT_IN_FLOAT.search(name)] if convolutions else []
     kept = nncf.IgnoredScope(names=names) if names else None
     advanced = nncf.AdvancedQuantizationParameters(smooth_quant_alpha=-1)
     log.debug("%s: keeping %s in floating point", component, kept)
