@@ -174,6 +174,28 @@ def test_ir_is_cached_and_reused(ov_engine: DiffusersEngine, parts: tuple[Path, 
     assert [im.tobytes() for im in again] == [im.tobytes() for im in first]
 
 
+def test_f32_keeps_f32_weights_and_bf16_stores_fp16(ov_engine: DiffusersEngine,
+                                                     parts: tuple[Path, Path],
+                                                     tmp_path: Path) -> None:
+    """In f32, fp16-stored weights stay fp16 in OpenVINO's matrix products, widened on every
+    call; in bf16 they are narrowed at compile time anyway, so storing fp16 only saves disk."""
+    def stored_types(cache: Path) -> set[str]:
+        import openvino
+
+        model = openvino.Core().read_model(next(cache.glob("openvino/unet-*/model.xml")))
+        return {op.get_element_type().get_type_name() for op in model.get_ordered_ops()
+                if op.get_type_name() == "Constant" and op.get_element_type().is_real()}
+
+    assert ov_engine.ov_precision == "f32"
+    assert stored_types(Path(str(ov_engine.cache_dir))) == {"f32"}
+    sd, taesd = parts
+    bf16 = DiffusersEngine(str(sd), dtype="bfloat16", threads=1, backend="openvino",
+                           cache_dir=str(tmp_path), tiny_decoder=str(taesd), decoder="tiny")
+    bf16.load()
+    assert stored_types(tmp_path) == {"f16"}
+    assert bf16.generate(request(n=1))[0][0].size == (64, 64)
+
+
 def test_new_weights_are_converted_again(parts: tuple[Path, Path], cache: Path,
                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     taesd = shutil.copytree(parts[1], tmp_path / "taesd")

@@ -314,11 +314,12 @@ def _config_dict(config: Any) -> dict[str, Any]:
 
 
 def cache_key(source: str, component: str, config: Mapping[str, Any],
-              files: list[tuple[str, int, int]]) -> str:
+              files: list[tuple[str, int, int]], stored: str = "f16") -> str:
     """Hash of what decides the converted model: the weights (by size and mtime), the
-    component's config, the OpenVINO version and this module's wrapper layout."""
+    component's config, the OpenVINO version, this module's wrapper layout and the type
+    its weights are stored in."""
     doc = {"source": source, "component": component, "config": dict(config), "files": files,
-           "openvino": ov.get_version(), "layout": LAYOUT}
+           "openvino": ov.get_version(), "layout": LAYOUT, "stored": stored}
     text = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -342,6 +343,11 @@ class OpenVINORuntime:
         self.calibration = dict(calibration) if calibration is not None else None
         """What decides the int8 calibration (see `int8_key`); None: no int8."""
         self.core = ov.Core()
+        self.stored = "f32" if precision == "f32" else "f16"
+        """The IR's weight type on disk. In f32, weights stored as fp16 stay fp16 in the
+        compiled matrix products, widened on every call, which cost 12% of SD-Turbo's image
+        with AVX2 (docs/performance.md); in bf16 they are narrowed anyway, so fp16 halves
+        the files for nothing."""
         self.compile_config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
                                                "INFERENCE_PRECISION_HINT": precision}
         if threads:
@@ -394,7 +400,7 @@ class OpenVINORuntime:
         """The component's runner: on its cached int8 IR where int8 is asked and one is
         there (no conversion then), else on the converted model, which is then left to
         quantize (`pending`) where int8 is asked."""
-        key = cache_key(source, component, config, weight_files(folder))
+        key = cache_key(source, component, config, weight_files(folder), self.stored)
         int8 = self.calibration is not None and component in INT8_PARTS
         target = None
         if int8 and self.cache_dir is not None and self.calibration is not None:
@@ -424,7 +430,7 @@ class OpenVINORuntime:
                      len(samples))
             model = quantize_model(runner.model, samples, component)
             if target is not None:
-                save_folder(target, partial(_save_ir, model))
+                save_folder(target, partial(_save_ir, model, stored=self.stored))
                 model = self.core.read_model(target / "model.xml")
             runner.replace(model)
             self.quantized.append(component)
@@ -446,7 +452,7 @@ class OpenVINORuntime:
         log.info("%s: converting to OpenVINO (about a minute for a full-size UNet); "
                  "the IR goes to %s", component, target)
         model = self._convert(wrapper, example)
-        save_folder(target, partial(_save_ir, model))
+        save_folder(target, partial(_save_ir, model, stored=self.stored))
         self.converted.append(component)
         return self.core.read_model(xml)
 
@@ -456,7 +462,7 @@ class OpenVINORuntime:
             return convert_model(wrapper.eval(), example)
 
 
-def _save_ir(model: ov.Model, folder: Path) -> None:
-    """IR with fp16 weights on disk (half the size; widened again at compile time, and an
-    int8 model's int8 weights stay int8)."""
-    ov.save_model(model, folder / "model.xml", compress_to_fp16=True)
+def _save_ir(model: ov.Model, folder: Path, stored: str) -> None:
+    """IR with its floating-point weights in `stored` ("f16": half the size); an int8
+    model's int8 weights stay int8 either way."""
+    ov.save_model(model, folder / "model.xml", compress_to_fp16=stored == "f16")
