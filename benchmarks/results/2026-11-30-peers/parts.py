@@ -1,7 +1,8 @@
-"""Per-part seconds of one image: limner's OpenVINO path or optimum-intel with the tiny
-decoder, on the peers run's random SD-Turbo and caches (a one-off check, kept to rerun it).
+"""Per-part seconds of one image: limner's OpenVINO path, limner's torch engine (`torch`,
+added 2026-12-01 for `../2026-12-01-avx2-emulated/`) or optimum-intel with the tiny decoder,
+on the peers run's random SD-Turbo and caches (a one-off check, kept to rerun it).
 
-    python parts.py limner auto|f32            # limner's environment
+    python parts.py limner|torch auto|f32            # limner's environment
     PYTHONPATH=SITE python parts.py optimum auto|f32   # optimum-intel's folder first
 
 Six images at 512x512, 1 step, a new prompt each; the medians of the last five are printed
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = Path(__file__).resolve().parents[2]
+BENCHMARKS = Path(__file__).resolve().parents[2]  # benchmarks/, for `peers`
 ROOT = Path("/tmp/limner-int8")
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -37,13 +38,14 @@ def main() -> None:
                 times.setdefault(name, []).append(time.perf_counter() - started)
         return wrapper
 
-    if who == "limner":
+    if who in ("limner", "torch"):
         from limner.engines.diffusers import DiffusersEngine
         from limner.engines.diffusers.presets import PRESETS
         from limner.jobs import GenerationParams
 
         options = {**PRESETS["sd-turbo"].engine_options(), "cache_dir": str(ROOT / "cache"),
-                   "backend": "openvino", "dtype": "float32" if precision == "f32" else "auto"}
+                   "backend": "openvino" if who == "limner" else "torch",
+                   "dtype": "float32" if precision == "f32" else "auto"}
         engine = DiffusersEngine(str(ROOT / "sd-turbo"), threads=2,
                                  tiny_decoder=str(ROOT / "taesd"), **options)
         engine.load()

@@ -20,7 +20,7 @@ print("openvino convolution", [op.get_rt_info()["primitiveType"].astype(str)
                                if op.get_rt_info()["layerType"].astype(str) == "Convolution"])
 PY
 for round in 1 2; do
-    $py parts.py limner f32
-    PYTHONPATH=/tmp/limner-peers-site $py parts.py optimum f32
-    $py parts.py torch f32
+    $py ../2026-11-30-peers/parts.py limner f32
+    PYTHONPATH=/tmp/limner-peers-site $py ../2026-11-30-peers/parts.py optimum f32
+    $py ../2026-11-30-peers/parts.py torch f32
 done
