@@ -44,7 +44,7 @@ LAYOUT = "limner-ov-1"
 what a wrapper feeds the converted model never reuses an old IR."""
 MAX_SHAPES = 4
 """Compiled models kept per component; each shape is (batch, latent height, width)."""
-INT8_RECIPE = "limner-int8-3"
+INT8_RECIPE = "limner-int8-4"
 """Version of how `quantize_model` quantizes: part of the int8 cache key, so changing the
 recipe never reuses an int8 IR made by the old one."""
 INT8_PARTS = ("unet", "tiny_decoder")
@@ -52,11 +52,17 @@ INT8_PARTS = ("unet", "tiny_decoder")
 image's time) and the tiny decoder (3.3x faster, 1.5e-3 relative error on random weights).
 Not the CLIP text encoder: a few percent of an image, cached per prompt, and int8 put 3e-2
 of error into every UNet input (measurements in `docs/performance.md`)."""
-KEPT_IN_FLOAT = re.compile(r"conv_shortcut|\.to_out\.|\.proj_(in|out)/|samplers\.|\.ff\.net\.2/"
-                           r"|up_blocks\.\d+\.resnets\.\d+\.conv2/")
-"""The UNet layers `quantize_model` leaves in floating point besides the first and last
-convolution (by name): those whose int8 error was largest for the time int8 saved on them, found
-by a sweep kept in `benchmarks/results/2026-12-01-int8-recipe/`."""
+KEPT_IN_FLOAT = {
+    "f32": re.compile(r"conv_shortcut|\.to_out\.|\.proj_(in|out)/|samplers\.|\.ff\.net\.2/"
+                      r"|up_blocks\.\d+\.resnets\.\d+\.conv2/"),
+    "bf16": re.compile(r"conv_shortcut"),
+}
+"""Per precision, the UNet layers `quantize_model` leaves in floating point besides the first
+and last convolution (by name). In f32: those whose int8 error was largest for the time int8
+saved on them, found by a sweep kept in `benchmarks/results/2026-12-01-int8-recipe/`. In
+bf16, whose own rounding already costs these UNets more than int8 does, keeping them buys
+little and costs a third of int8's gain, so only the skip convolutions stay (the figures of
+both are in that folder and in `.../2026-11-30-int8/`)."""
 CALIBRATION_PROMPTS = (
     "a lighthouse on a cliff at dusk, oil painting",
     "portrait of an old fisherman, detailed photograph",
@@ -80,7 +86,7 @@ def convert_model(module: torch.nn.Module, example_input: tuple[torch.Tensor, ..
 
 
 def quantize_model(model: ov.Model, samples: Sequence[Mapping[str, np.ndarray]],
-                   component: str) -> ov.Model:
+                   component: str, precision: str = "f32") -> ov.Model:
     """NNCF's post-training int8 quantization of `model` from recorded inputs (a
     module-level function so tests can forbid it, to prove a cached int8 IR was used).
 
@@ -89,10 +95,10 @@ def quantize_model(model: ov.Model, samples: Sequence[Mapping[str, np.ndarray]],
     off (it gained nothing). Three kinds of convolution stay in floating point, where one int8
     scale cannot hold what they read: the first (latents whose range moves with the
     timestep), the last, and the 1x1 skip convolutions (`conv_shortcut`: a skip connection
-    concatenated with the upsampled path, two ranges). So do the transformer blocks' input and
-    output projections, their feed-forward outputs, the down and up samplers and the up
-    blocks' second ResNet convolutions (`KEPT_IN_FLOAT`). What each choice cost and gained is
-    in `benchmarks/results/2026-11-30-int8/` and `.../2026-12-01-int8-recipe/`."""
+    concatenated with the upsampled path, two ranges). In f32 so do the transformer blocks'
+    input and output projections, their feed-forward outputs, the down and up samplers and
+    the up blocks' second ResNet convolutions (`KEPT_IN_FLOAT`). What each choice cost and
+    gained is in `benchmarks/results/2026-11-30-int8/` and `.../2026-12-01-int8-recipe/`."""
     import nncf
 
     convolutions = [op.get_friendly_name() for op in model.get_ordered_ops()
@@ -100,7 +106,7 @@ def quantize_model(model: ov.Model, samples: Sequence[Mapping[str, np.ndarray]],
     layers = [op.get_friendly_name() for op in model.get_ordered_ops()
               if op.get_type_name() in ("Convolution", "MatMul")]
     names = [name for name in layers if name in (convolutions[0], convolutions[-1])
-             or KEPT_IN_FLOAT.search(name)] if convolutions else []
+             or KEPT_IN_FLOAT[precision].search(name)] if convolutions else []
     kept = nncf.IgnoredScope(names=names) if names else None
     advanced = nncf.AdvancedQuantizationParameters(smooth_quant_alpha=-1)
     log.debug("%s: keeping %s in floating point", component, kept)
@@ -343,6 +349,7 @@ class OpenVINORuntime:
         self.calibration = dict(calibration) if calibration is not None else None
         """What decides the int8 calibration (see `int8_key`); None: no int8."""
         self.core = ov.Core()
+        self.precision = "f32" if precision == "f32" else "bf16"
         self.stored = "f32" if precision == "f32" else "f16"
         """The IR's weight type on disk. In f32, weights stored as fp16 stay fp16 in the
         compiled matrix products, widened on every call, which cost 12% of SD-Turbo's image
@@ -428,7 +435,7 @@ class OpenVINORuntime:
                 continue
             log.info("%s: quantizing to int8 with NNCF from %d recorded inputs", component,
                      len(samples))
-            model = quantize_model(runner.model, samples, component)
+            model = quantize_model(runner.model, samples, component, self.precision)
             if target is not None:
                 save_folder(target, partial(_save_ir, model, stored=self.stored))
                 model = self.core.read_model(target / "model.xml")
