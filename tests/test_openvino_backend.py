@@ -128,7 +128,7 @@ def test_auto_draws_with_openvino_on_a_cpu(
 def test_auto_goes_back_to_torch_for_a_pipeline_openvino_cannot_run(
         parts: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     a_cpu_with_openvino(monkeypatch)
-    monkeypatch.setattr(engine_module, "openvino_runs", lambda pipe: False)
+    monkeypatch.setattr(engine_module, "openvino_runs", lambda config: False)
     engine = DiffusersEngine(str(parts[0]), threads=1)
     assert engine.backend == "openvino"
     engine.load()
@@ -140,6 +140,22 @@ def test_auto_goes_back_to_torch_for_a_pipeline_openvino_cannot_run(
     assert [im.size for im in engine.generate(request(n=1))[0]] == [(64, 64)]
     with pytest.raises(EngineError, match="use backend = 'torch' for StableDiffusionPipeline"):
         DiffusersEngine(str(parts[0]), threads=1, backend="openvino").load()  # asked: refused
+
+
+def test_auto_going_back_to_torch_loads_the_pipeline_as_torch_runs_it(
+        parts: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU with bf16, torch's plan draws in bf16 where OpenVINO's kept torch's parts in
+    float32: the pipeline must be loaded in the plan it will run, not converted after."""
+    real = engine_module.detect_platform
+    monkeypatch.setattr(engine_module, "detect_platform", lambda: dataclasses.replace(
+        real(), cpu_bf16=True, openvino=True))
+    monkeypatch.setattr(engine_module, "openvino_runs", lambda config: False)
+    engine = DiffusersEngine(str(parts[0]), threads=1)
+    assert (engine.backend, engine.dtype) == ("openvino", torch.float32)
+    engine.load()
+    assert (engine.backend, engine.dtype) == ("torch", torch.bfloat16)
+    assert engine.pipe.unet.dtype == torch.bfloat16
+    assert [im.size for im in engine.generate(request(n=1))[0]] == [(64, 64)]
 
 
 def test_openvino_other_shapes_and_previews(ov_engine: DiffusersEngine,

@@ -77,10 +77,21 @@ def detect_platform() -> Platform:
                     openvino=importlib.util.find_spec("openvino") is not None)
 
 
-def openvino_runs(pipe: Any) -> bool:
-    """The OpenVINO backend converts Stable Diffusion 1.x/2.x-style UNets only."""
-    unet = getattr(pipe, "unet", None)
-    return unet is not None and getattr(unet.config, "addition_embed_type", None) is None
+def openvino_runs(unet_config: Mapping[str, Any] | None) -> bool:
+    """The OpenVINO backend converts Stable Diffusion 1.x/2.x-style UNets only (a pipeline
+    with no UNet, or one with added embeddings as SDXL's, stays in torch)."""
+    return unet_config is not None and unet_config.get("addition_embed_type") is None
+
+
+def unet_config(model: str) -> Mapping[str, Any] | None:
+    """The model's UNet config, read without loading any weights; None where it has none."""
+    from diffusers import UNet2DConditionModel
+
+    try:
+        config = UNet2DConditionModel.load_config(model, subfolder="unet")
+    except Exception:  # no UNet (a transformer pipeline), or a model that cannot be read
+        return None
+    return config if isinstance(config, Mapping) else None
 
 
 def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
@@ -155,14 +166,23 @@ class DiffusersEngine:
         self.steps = dict(plan.steps)
         self._max_batch = plan.max_batch_images
 
-    def _settle_backend(self, pipe: Any) -> None:
-        """`backend = "auto"` chose OpenVINO before the pipeline's kind was known: a kind it
-        cannot run goes back to torch, with torch's own plan (packing, fusion), not an error."""
-        if self.backend != "openvino" or self.options.backend != "auto" or openvino_runs(pipe):
+    def _settle_backend(self) -> None:
+        """`backend = "auto"` chose OpenVINO before the model's kind was known: a kind it
+        cannot run goes back to torch's own plan (dtype, packing, fusion) before anything
+        loads, so the pipeline is loaded as torch will run it."""
+        if self.backend != "openvino" or self.options.backend != "auto":
             return
+        if openvino_runs(unet_config(self.model)):
+            return
+        from diffusers import DiffusionPipeline
+
+        try:
+            kind = DiffusionPipeline.load_config(self.model).get("_class_name", "this model")
+        except Exception:  # the load that follows says what is wrong with the model
+            kind = "this model"
         plan = resolve(dataclasses.replace(self.options, backend="torch"), detect_platform(),
                        model_is_folder=Path(self.model).is_dir())
-        why = f"backend torch (auto: OpenVINO does not run {type(pipe).__name__})"
+        why = f"backend torch (auto: OpenVINO does not run {kind})"
         self._follow(dataclasses.replace(plan, reasons=(why, *plan.reasons[1:])))
 
     @property
@@ -189,9 +209,9 @@ class DiffusersEngine:
         are not in the state dict, and the kernel check decides whether packing happens."""
         if self.threads and self.device == "cpu":
             torch.set_num_threads(self.threads)
+        self._settle_backend()
         self.tiny = self._load_tiny_decoder()
         pipe = self._load_pipeline()
-        self._settle_backend(pipe)
         self._embeds.clear()
         self._samplers.clear()
         self._negative = None
@@ -411,7 +431,7 @@ class DiffusersEngine:
         except ImportError as exc:
             raise EngineError("backend = 'openvino' needs OpenVINO, which is not installed: "
                               "pip install 'limner[openvino]'") from exc
-        if not openvino_runs(pipe):
+        if not openvino_runs(getattr(getattr(pipe, "unet", None), "config", None)):
             raise EngineError("backend = 'openvino' supports Stable Diffusion 1.x/2.x-style "
                               "pipelines (SD-Turbo, SDXS, LCM); use backend = 'torch' for "
                               f"{type(pipe).__name__}")
