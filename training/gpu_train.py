@@ -30,6 +30,7 @@ import lzma
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,9 +158,11 @@ def draw_batch(pack: Pack, b: int, gen: torch.Generator, augment: float
     return x0.contiguous(memory_format=torch.channels_last), txt, sty
 
 
-def save_atomically(path: Path, write: object) -> None:
+def save_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write` fills a temporary file, which then replaces `path`: a run cut off mid-write
+    leaves the last complete file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)  # type: ignore[operator]
+    write(tmp)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
@@ -247,7 +250,7 @@ def main() -> None:
                             fused=cuda)
     forward = net
     if args.compile == "on" or (args.compile == "auto" and cuda):
-        forward = torch.compile(net)  # type: ignore[assignment]
+        forward = torch.compile(net)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     log(event="start", device=torch.cuda.get_device_name() if cuda else "cpu",
         torch=torch.__version__, pictures=len(pack.images), captions=len(pack.captions),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 def cpu_has_bf16() -> bool:
     """True where the CPU has a bf16 fast path (AMX or AVX512-BF16); elsewhere torch emulates
-    bf16 at a few GFLOP/s, far slower than fp32."""
+    bf16, far slower than fp32."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 QUALITY_LEVELS = ("low", "medium", "high", "xhigh", "max")
 BACKENDS = ("auto", "torch", "openvino")
-"""`auto`: OpenVINO on a CPU when it is installed (the fastest path on every CPU measured),
-torch everywhere else."""
+"""`auto`: OpenVINO on a CPU when it is installed, torch everywhere else (why: the default
+backend in docs/performance.md)."""
 QUANTIZE = ("none", "int8")
 """`quantize = "int8"`: OpenVINO's models quantized once with NNCF from calibration draws."""
 DEFAULT_QUANTIZE_SAMPLES = 8
@@ -265,8 +265,8 @@ def _default(asked: bool | None, default: bool, name: str, why: str,
 
 def _backend(options: DiffusersOptions, platform: Platform,
              reasons: list[str]) -> Literal["torch", "openvino"]:
-    """`auto` takes OpenVINO where it is installed and nothing asked for is torch's: on every
-    CPU measured it drew faster than torch (docs/performance.md)."""
+    """`auto` takes OpenVINO where it is installed and nothing asked for is torch's, since it
+    is limner's faster CPU path (docs/performance.md)."""
     if options.backend != "auto":
         reasons.append(f"backend {options.backend} (asked)")
         return options.backend

@@ -49,9 +49,9 @@ INT8_RECIPE = "limner-int8-4"
 recipe never reuses an int8 IR made by the old one."""
 INT8_PARTS = ("unet", "tiny_decoder")
 """The components `quantize = "int8"` quantizes, where int8 pays: the UNet (most of an
-image's time) and the tiny decoder (3.3x faster, 1.5e-3 relative error on random weights).
-Not the CLIP text encoder: a few percent of an image, cached per prompt, and int8 put 3e-2
-of error into every UNet input (measurements in `docs/performance.md`)."""
+image's time) and the tiny decoder (much faster, little error). Not the CLIP text encoder: a
+small share of an image, cached per prompt, while its int8 error reaches every UNet input
+(measurements in `docs/performance.md`)."""
 KEPT_IN_FLOAT = {
     "f32": re.compile(r"conv_shortcut|\.to_out\.|\.proj_(in|out)/|samplers\.|\.ff\.net\.2/"
                       r"|up_blocks\.\d+\.resnets\.\d+\.conv2/"),
@@ -61,7 +61,7 @@ KEPT_IN_FLOAT = {
 and last convolution (by name). In f32: those whose int8 error was largest for the time int8
 saved on them, found by a sweep kept in `benchmarks/results/2026-12-01-int8-recipe/`. In
 bf16, whose own rounding already costs these UNets more than int8 does, keeping them buys
-little and costs a third of int8's gain, so only the skip convolutions stay (the figures of
+little accuracy for much of int8's gain, so only the skip convolutions stay (the figures of
 both are in that folder and in `.../2026-11-30-int8/`)."""
 CALIBRATION_PROMPTS = (
     "a lighthouse on a cliff at dusk, oil painting",
@@ -350,11 +350,11 @@ class OpenVINORuntime:
         """What decides the int8 calibration (see `int8_key`); None: no int8."""
         self.core = ov.Core()
         self.precision = "f32" if precision == "f32" else "bf16"
-        self.stored = "f32" if precision == "f32" else "f16"
+        self.stored = "f32" if self.precision == "f32" else "f16"
         """The IR's weight type on disk. In f32, weights stored as fp16 stay fp16 in the
-        compiled matrix products, widened on every call, which cost 12% of SD-Turbo's image
-        with AVX2 (docs/performance.md); in bf16 they are narrowed anyway, so fp16 halves
-        the files for nothing."""
+        compiled matrix products and are widened on every call, which CPUs without AVX512
+        pay for (docs/performance.md); in bf16 they are narrowed anyway, so fp16 files cost
+        nothing there and take half the disk."""
         self.compile_config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
                                                "INFERENCE_PRECISION_HINT": precision}
         if threads:
