@@ -188,7 +188,7 @@ def test_a_fused_call_turned_down_falls_back_to_diffusers_blocks(
     engine = DiffusersEngine(str(sd2), dtype="float32", threads=1, channels_last=True)
     with caplog.at_level("WARNING"):
         engine.load()
-    assert "the warm-up draw failed with fused blocks" in caplog.text
+    assert "drawing failed with fuse on" in caplog.text
     assert not engine.fuse
     # Only the folded upsampling stays: a plain convolution, no post-op.
     assert fused_count(engine.pipe.unet) == 1 and all(
@@ -505,7 +505,7 @@ def left_half(size: tuple[int, int] = (64, 64)) -> Image.Image:
 
 def test_edit_pipelines_share_the_loaded_weights(engine: DiffusersEngine) -> None:
     assert engine.info.edits
-    assert any(step.startswith("edits: StableDiffusionImg2ImgPipeline") for step in
+    assert any(step.startswith("edits: redraw pipelines (StableDiffusionImg2ImgPipeline)") for step in
                engine.applied)
     for kind in ("redraw", "inpaint"):
         editor = engine._editors[kind]
@@ -621,14 +621,29 @@ def test_edit_inputs_are_drawn_at_the_draw_size(engine: DiffusersEngine) -> None
     assert list(_edit_inputs([edit()], (64, 64))) == ["image"]
 
 
-def test_a_pipeline_without_edit_pipelines_does_not_edit(
+def test_a_pipeline_without_edit_pipelines_edits_through_limners_own(
         tiny_sd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where diffusers has no image-to-image pipeline for a class, the generic one (noise
+    the picture to the strength's timestep, denoise the schedule's tail) draws the edit;
+    where even that cannot run, the engine does not edit and says so."""
     import diffusers
+
+    from limner.engines.diffusers import generic_edit
 
     def unknown(pipeline: Any, **kwargs: Any) -> Any:
         raise ValueError("AutoPipeline can't find a pipeline linked to SomePipeline")
 
     monkeypatch.setattr(diffusers.AutoPipelineForImage2Image, "from_pipe", unknown)
+    engine = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, prepack=False)
+    engine.load()
+    assert engine.info.edits and engine._edit_ways == {"redraw": "generic",
+                                                       "inpaint": "pipelines"}
+    steps: list[tuple[int, int]] = []
+    out = engine.generate([edit()], lambda u: steps.append((u.step, u.total)))
+    assert out[0][0].size == (64, 64) and steps == [(1, 2), (2, 2)]
+
+    monkeypatch.setattr(diffusers.AutoPipelineForInpainting, "from_pipe", unknown)
+    monkeypatch.setattr(generic_edit, "supported", lambda pipe: "no timesteps")
     engine = DiffusersEngine(str(tiny_sd), dtype="float32", threads=1, prepack=False)
     engine.load()
     assert not engine.info.edits and not any(s.startswith("edits") for s in engine.applied)

@@ -107,7 +107,8 @@ def plan_edit(request: CreateImageEditRequest, images: list[Upload], mask: Uploa
     start, where = input_images.starting_picture([d.image for d in decoded], mask_image,
                                                  params.width, params.height)
     strength = 1.0 if where is not None else STRENGTH[fidelity]
-    params = dataclasses.replace(params, init_image=start, mask=where, strength=strength)
+    params = dataclasses.replace(params, init_image=start, mask=where, strength=strength,
+                                 references=tuple(d.image for d in decoded))
     tokens = sum(input_image_tokens(d.image.width, d.image.height, fidelity) for d in decoded)
     return dataclasses.replace(plan, params=params, endpoint="edits",
                                input_image_tokens=tokens if plan.is_gpt else 0)

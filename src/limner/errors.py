@@ -15,6 +15,7 @@
     ├── GenerationFailed        500 server_error (the engine raised)
     ├── StorageFailed           507 server_error (the image store could not write)
     ├── Unavailable             503 (shutting down, model not loaded)
+    │   └── ModelUnavailable    503 model_unavailable (its load failed)
     └── TimedOut                504 (the per-request deadline passed)
 """
 
@@ -119,6 +120,12 @@ class StorageFailed(LimnerError):
 
 class Unavailable(LimnerError):
     status = 503
+
+
+class ModelUnavailable(Unavailable):
+    """A model whose load failed: retrying does not help until an operator acts."""
+
+    should_retry = False
 
 
 class TimedOut(LimnerError):

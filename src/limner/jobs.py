@@ -51,6 +51,9 @@ class GenerationParams:
     strength: float = 1.0
     """How far towards noise the starting picture goes before the denoising (1.0 keeps
     nothing of it but the kept region of `mask`); only with `init_image`."""
+    references: tuple[Image.Image, ...] = field(default=(), compare=False, repr=False)
+    """An edit's pictures as given (before `init_image` lays them out as one), for models
+    that take them as references (`EngineInfo.references`)."""
 
     @property
     def n(self) -> int:

@@ -126,6 +126,11 @@ class ImageService:
             raise InvalidRequest(
                 f"The model '{plan.model}' cannot edit images: the engine that draws it has "
                 "no image-to-image pipeline.", param="model", code="model_cannot_edit")
+        if info.references and len(plan.params.references) > info.references:
+            raise InvalidRequest(
+                f"Invalid 'image': the model '{plan.model}' takes at most "
+                f"{info.references} picture{'s' if info.references > 1 else ''} per edit, but "
+                f"got {len(plan.params.references)}.", param="image", code="invalid_value")
         background = _background(plan, info.draws_alpha)
         params = plan.params
         if background == "key_out":

@@ -30,6 +30,12 @@ class EngineInfo:
     edits: bool = False
     """True when it draws over a starting picture (`GenerationParams.init_image`, with or
     without `mask`): edits and variations; otherwise they are refused (400)."""
+    references: int = 0
+    """For an instruction-edit model, the most pictures one edit may give it (each a
+    reference, `GenerationParams.references`); 0: several pictures are laid out as one
+    starting picture."""
+    grid: int = 8
+    """The pixel multiple it draws at; sizes in between are resized to."""
 
 
 class EngineError(Exception):

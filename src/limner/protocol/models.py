@@ -14,6 +14,10 @@ class Model(BaseModel):
     owned_by: str
     shutdown_date: str | None = None
     """For OpenAI's retired names (still served here), the date the newest SDK gives."""
+    status: Literal["loading", "ready", "failed"] | None = None
+    """limner's own: whether the engine behind this name can draw now."""
+    status_reason: str | None = None
+    """Why its load failed, when `status` is `failed`."""
 
 
 class ModelList(BaseModel):

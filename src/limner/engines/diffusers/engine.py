@@ -39,11 +39,19 @@ from PIL import Image
 
 from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
+from limner.engines.diffusers import generic_edit
 from limner.engines.diffusers.accel import compile as compile_models
 from limner.engines.diffusers.accel import fusion, kernel_check, layout, weight_cache
 from limner.engines.diffusers.accel import prepack as weight_packing
-from limner.engines.diffusers.options import DiffusersOptions, LoadPlan, Platform, resolve
-from limner.jobs import GenerationParams, StepCallback, StepUpdate
+from limner.engines.diffusers.families import Family, family_for
+from limner.engines.diffusers.options import (
+    DiffusersOptions,
+    LoadPlan,
+    Platform,
+    quality_steps,
+    resolve,
+)
+from limner.jobs import GenerationCancelled, GenerationParams, StepCallback, StepUpdate
 
 log = logging.getLogger("limner.engines.diffusers")
 
@@ -61,9 +69,10 @@ SCHEDULER_CLASSES = {"euler": "EulerDiscreteScheduler",
 pipeline's own scheduler config."""
 _SD_ENCODE_PROMPT = ["self", "prompt", "device", "num_images_per_prompt",
                      "do_classifier_free_guidance", "negative_prompt"]
-# Linear map from SD 1.x/2.x latents to RGB: a cheap preview with no VAE decode.
-_SD_LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173),
-                  (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
+STEP_DOWN = ("compile", "openvino", "int8", "fuse", "prepack", "channels_last",
+             "prompt_cache", "weight_cache")
+"""The speed-ups switched off one at a time, in this order, when drawing fails inside
+them: the newest and least general first, down to plain diffusers."""
 
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -149,6 +158,13 @@ class DiffusersEngine:
         self._missing: list[str] = []
         self.applied: list[str] = []
         """What each step of the last load did, in order (`load`)."""
+        self.family: Family = Family()
+        """The pipeline's family adapter (`families`), known once it is loaded."""
+        self._edit_ways: dict[str, str] = {}
+        """`redraw` and `inpaint` -> `pipelines`, `reference` or `generic` (`families`)."""
+        self._broken_previews: set[str] = set()
+        self.stepped_down: list[str] = []
+        """The speed-ups switched off because drawing failed inside them, with why."""
 
     def _follow(self, plan: LoadPlan) -> None:
         """Take the plan's choices as what the next load does."""
@@ -188,12 +204,16 @@ class DiffusersEngine:
     @property
     def info(self) -> EngineInfo:
         size = self._native or 512
+        loaded = self.pipe is not None
+        controls = self.family.controls(self.pipe) if loaded else frozenset(
+            {"negative_prompt", "guidance_scale", "scheduler"})
+        references = self.family.references if self._edit_ways.get("redraw") == "reference" \
+            else 0
         return EngineInfo(name=self._name, native_width=size, native_height=size,
                           draws_alpha=False, max_batch_images=self._max_batch,
-                          controls=frozenset({"negative_prompt", "guidance_scale",
-                                              "scheduler"}),
-                          max_steps=MAX_STEPS, edits=bool(self._editors),
-                          speedups=self._running() if self.pipe is not None else ())
+                          controls=controls, max_steps=MAX_STEPS, edits=bool(self._editors),
+                          references=references, grid=self.family.grid,
+                          speedups=self._running() if loaded else ())
 
     def _running(self) -> tuple[str, ...]:
         running = {"openvino": self.backend == "openvino", "int8": self.quantize == "int8",
@@ -212,6 +232,13 @@ class DiffusersEngine:
         self._settle_backend()
         self.tiny = self._load_tiny_decoder()
         pipe = self._load_pipeline()
+        self.family = family_for(type(pipe).__name__)
+        if self.options.native_size is None:
+            self._native = self.family.native(pipe)
+        if not self.options.steps:
+            self.steps = quality_steps(self.family.default_steps(pipe))
+        self._broken_previews = set()
+        self._edit_ways = {}
         self._embeds.clear()
         self._samplers.clear()
         self._negative = None
@@ -219,6 +246,7 @@ class DiffusersEngine:
         self._editors = {}
         self.applied = []
         steps: list[tuple[str, Callable[[Any], str | None]]] = [
+            (f"family {self.family.name}", lambda pipe: self.family.prepare(pipe, self.dtype)),
             ("layout", self._lay_out),
             ("weight cache", self._save_weights),
             ("kernel check", self._check_kernels),
@@ -238,7 +266,7 @@ class DiffusersEngine:
         log.info("loaded %s (%s, %s, backend %s%s)", self.model, self.device, self.dtype,
                  self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
         if self.warmup:
-            self._warm_up_fused()
+            self._warm_up()
         log.info("%s: chosen: %s; done: %s; running: prepack %s, fuse %s", self._name,
                  self.plan.describe(), "; ".join(self.applied) or "nothing",
                  _on(self.prepack), _on(self.fuse))
@@ -274,11 +302,6 @@ class DiffusersEngine:
             pipe.scheduler = _scheduler(pipe.scheduler.config, self.scheduler)
         pipe = pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
-        if self._native is None:
-            sample = getattr(getattr(pipe, "unet", None), "config", None)
-            factor = getattr(pipe, "vae_scale_factor", 8)
-            sample_size = getattr(sample, "sample_size", None) if sample is not None else None
-            self._native = int(sample_size * factor) if isinstance(sample_size, int) else 512
         return pipe
 
     def _lay_out(self, pipe: Any) -> str | None:
@@ -337,21 +360,6 @@ class DiffusersEngine:
             self.fuse = False
             return "fused calls disagree: fuse off"
         return "oneDNN agrees with torch"
-
-    def _warm_up_fused(self) -> None:
-        """The warm-up draw, which also tries every fused call (`fusion`) at the native size:
-        where this machine's oneDNN turns one down, the blocks run diffusers' way instead."""
-        try:
-            self._warm_up()
-        except RuntimeError as exc:
-            if not self.fuse:
-                raise
-            log.warning("the warm-up draw failed with fused blocks (%s): trying diffusers' "
-                        "blocks instead", exc)
-            for part in self._convolutional_parts(self.pipe):
-                fusion.unfuse(part)
-            self.fuse = False
-            self._warm_up()
 
     def _cached_components(self, cache: Path | None) -> tuple[dict[str, Any], list[str]]:
         """The large components read from the weight cache, the missing ones written there
@@ -533,36 +541,61 @@ class DiffusersEngine:
         return f"{', '.join(compiled.parts)} ({mode})"
 
     def _make_editors(self, pipe: Any) -> str | None:
-        """Image-to-image and inpainting pipelines made from `pipe`'s components, last so
-        that they hold the components as every other step left them (packed, compiled,
-        converted), sharing their weights. None where diffusers has no such pipeline for its
-        class, where one takes no `strength`, or where the VAE cannot encode: then the
-        engine does not edit."""
+        """How the family draws over a picture (`families.EditWay`), last so that edit
+        pipelines made from `pipe`'s components hold them as every other step left them
+        (packed, compiled, converted), sharing their weights. Where diffusers has no edit
+        pipeline for the class, or one that takes no `strength`, limner's own image-to-image
+        (`generic_edit`) runs on the pipeline itself; where that cannot either, or the VAE
+        cannot encode, the engine does not edit."""
+        way = self.family.edit_way
+        if way == "reference":
+            self._editors = {"redraw": pipe, "inpaint": pipe}
+            self._edit_ways = {"redraw": "reference", "inpaint": "reference"}
+            return f"{type(pipe).__name__} with up to {self.family.references} reference(s)"
         if not callable(getattr(getattr(pipe, "vae", None), "encode", None)):
             log.info("%s: no image edits: its VAE has no encoder", self._name)
             return None
-        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
-
-        try:
-            editors = {"redraw": AutoPipelineForImage2Image.from_pipe(pipe),
-                       "inpaint": AutoPipelineForInpainting.from_pipe(pipe)}
-        except ValueError as exc:  # AutoPipeline has no edit pipeline for this class
-            log.info("%s: no image edits for %s: %s", self._name, type(pipe).__name__, exc)
+        editors: dict[str, Any] = {}
+        if way == "pipelines":
+            editors = self._diffusers_editors(pipe)
+        why_not = generic_edit.supported(pipe)
+        for kind in ("redraw", "inpaint"):
+            if kind in editors:
+                self._edit_ways[kind] = "pipelines"
+            elif why_not is None:
+                editors[kind] = pipe
+                self._edit_ways[kind] = "generic"
+        if len(editors) < 2:
+            log.info("%s: no image edits: %s", self._name,
+                     why_not or "no image-to-image and inpainting pipelines")
+            self._edit_ways = {}
             return None
-        except Exception as exc:
-            log.warning("%s: no image edits: could not make the edit pipelines from %s: %s",
-                        self._name, type(pipe).__name__, exc)
-            return None
-        for kind, needed in (("redraw", {"image", "strength"}),
-                             ("inpaint", {"image", "mask_image", "strength"})):
-            if not needed <= set(_call_parameters(editors[kind])):
-                log.info("%s: no image edits: %s takes no %s", self._name,
-                         type(editors[kind]).__name__, ", ".join(sorted(needed)))
-                return None
         for editor in editors.values():
             editor.set_progress_bar_config(disable=True)
         self._editors = editors
-        return ", ".join(type(editor).__name__ for editor in editors.values())
+        return ", ".join(f"{kind} {self._edit_ways[kind]} ({type(editor).__name__})"
+                         for kind, editor in editors.items())
+
+    def _diffusers_editors(self, pipe: Any) -> dict[str, Any]:
+        """diffusers' own image-to-image and inpainting pipelines for the class, those that
+        exist and take a `strength` (LCM has the first only)."""
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+        editors = {}
+        needs = {"redraw": (AutoPipelineForImage2Image, {"image", "strength"}),
+                 "inpaint": (AutoPipelineForInpainting, {"image", "mask_image", "strength"})}
+        for kind, (auto, needed) in needs.items():
+            try:
+                editor = auto.from_pipe(pipe)
+            except ValueError:  # AutoPipeline has no such pipeline for this class
+                continue
+            except Exception as exc:
+                log.warning("%s: could not make the %s pipeline from %s: %s", self._name,
+                            kind, type(pipe).__name__, exc)
+                continue
+            if needed <= set(_call_parameters(editor)):
+                editors[kind] = editor
+        return editors
 
     def close(self) -> None:
         self.pipe = None
@@ -571,76 +604,216 @@ class DiffusersEngine:
         self._negative = None
 
     def _draw_size(self, width: int, height: int) -> tuple[int, int]:
-        """Draw at the model's native area with the requested aspect, on a 64-pixel grid."""
+        """Draw at the model's native area with the requested aspect, on the family's grid."""
         native = self._native or 512
+        grid = self.family.grid
         scale = math.sqrt(native * native / (width * height))
-        return (max(64, round(width * scale / 64) * 64), max(64, round(height * scale / 64) * 64))
+        return (max(grid, round(width * scale / grid) * grid),
+                max(grid, round(height * scale / grid) * grid))
 
     def generate(self, batch: Sequence[GenerationParams],
                  on_step: StepCallback | None = None) -> list[list[Image.Image]]:
+        """Draws the batch; where that fails inside a speed-up, the speed-up is switched off
+        for the model (`STEP_DOWN`) and the batch drawn again, down to plain diffusers."""
+        while True:
+            try:
+                return self._generate(batch, on_step)
+            except (GenerationCancelled, EngineError):
+                raise
+            except Exception as exc:
+                if not self._step_down(exc):
+                    raise
+
+    def _generate(self, batch: Sequence[GenerationParams],
+                  on_step: StepCallback | None) -> list[list[Image.Image]]:
         if self.pipe is None:
             raise EngineError("the engine is not loaded")
         first = batch[0]
         kind = first.edit
-        pipe = self.pipe if kind == "generate" else self._editor(kind, first.strength)
+        way = "generate" if kind == "generate" else self._edit_ways.get(kind)
         width, height = self._draw_size(first.width, first.height)
         steps = first.steps or self.steps[first.quality]
+        if way == "reference":
+            return self._reference_edit(batch, on_step, (width, height),
+                                        max(steps, first.min_steps))
+        pipe = self.pipe if way != "pipelines" else self._editor(kind, first.strength)
+        if kind != "generate":
+            self._editor(kind, first.strength)  # checks the strength
         if kind == "generate":
             total = asked = max(steps, first.min_steps)
         else:
             # diffusers runs only int(asked * strength) of the steps asked for an edit.
             asked = _edit_steps(steps, first.strength, max(1, first.min_steps))
             total = min(int(asked * first.strength), asked)
+        own_scheduler = pipe.scheduler
+        if first.scheduler is not None:
+            pipe.scheduler = self._sampler(first.scheduler)
+        try:
+            return self._call(pipe, batch, on_step, way, asked, total, (width, height))
+        finally:
+            pipe.scheduler = own_scheduler
+
+    def _call(self, pipe: Any, batch: Sequence[GenerationParams],
+              on_step: StepCallback | None, way: str | None, asked: int, total: int,
+              size: tuple[int, int]) -> list[list[Image.Image]]:
+        """One call of the pipeline for a generation, or an edit of the `pipelines` or
+        `generic` way."""
+        first = batch[0]
+        kind = first.edit
+        width, height = size
         prompts = [p.prompt for p in batch for _ in p.seeds]
         generators = [torch.Generator("cpu").manual_seed(s) for p in batch for s in p.seeds]
         counts = [p.n for p in batch]
-
-        def callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[
-                str, Any]:
-            if on_step is not None:
-                latents = tensors["latents"]
-                # An edit's loop is the pipeline's own count where it keeps one (a sampler of
-                # a higher order steps more than once per step asked).
-                steps_run = getattr(pipe, "_num_timesteps", None) if kind != "generate" \
-                    else None
-                on_step(StepUpdate(step + 1, steps_run if isinstance(steps_run, int) else total,
-                                   lambda: split_per_request(self._preview(latents), counts)))
-            return tensors
-
-        kwargs: dict[str, Any] = {
-            "prompt": prompts, "num_inference_steps": asked, "width": width, "height": height,
-            "generator": generators, "output_type": "pil",
-            "callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": ["latents"],
-        }
-        if kind != "generate":
+        kwargs: dict[str, Any] = {"prompt": prompts, "num_inference_steps": asked,
+                                  "width": width, "height": height, "generator": generators,
+                                  "output_type": "pil"}
+        blend: generic_edit.Blend | None = None
+        if way == "pipelines":
             kwargs.update(_edit_inputs(batch, (width, height)), strength=first.strength)
             accepted = _call_parameters(pipe)
             for name in ("width", "height"):  # image-to-image draws at its image's size
                 if name not in accepted:
                     del kwargs[name]
+        elif way == "generic":
+            inputs = _edit_inputs(batch, (width, height))
+            edit = generic_edit.prepare(pipe, self.family, inputs["image"],
+                                        inputs.get("mask_image"), generators, asked,
+                                        first.strength)
+            kwargs.update(edit.kwargs)
+            blend, total = edit.blend, edit.steps_run
+        self._add_step_callback(kwargs, pipe, on_step, blend, total, counts, (width, height),
+                                kind != "generate" and way == "pipelines")
         # A batch shares its guidance, negative prompt and sampler (the scheduler's batch key).
         guidance = self.guidance if first.guidance is None else first.guidance
-        if guidance is not None:
-            kwargs["guidance_scale"] = guidance
+        kwargs.update(self.family.guidance_kwargs(pipe, guidance, first.negative_prompt))
         if kind != "generate":
             cfg = self._sd_encode and _uses_cfg(pipe, guidance)
         else:
             cfg = self._cfg if first.guidance is None else (
                 self._sd_encode and _uses_cfg(pipe, guidance))
-        own_scheduler = pipe.scheduler
-        if first.scheduler is not None:
-            pipe.scheduler = self._sampler(first.scheduler)
-        try:
-            with torch.inference_mode():
-                if self._cache_prompts:
-                    del kwargs["prompt"]
-                    kwargs.update(self._prompt_embeds(batch, cfg))
-                elif first.negative_prompt is not None:
-                    kwargs["negative_prompt"] = [first.negative_prompt] * len(prompts)
-                images = pipe(**kwargs).images
-        finally:
-            pipe.scheduler = own_scheduler
+        with torch.inference_mode():
+            if self._cache_prompts:
+                del kwargs["prompt"]
+                kwargs.update(self._prompt_embeds(batch, cfg))
+            elif first.negative_prompt is not None:
+                kwargs["negative_prompt"] = [first.negative_prompt] * len(prompts)
+            images = pipe(**kwargs).images
         return split_per_request([image.convert("RGB") for image in images], counts)
+
+    def _add_step_callback(self, kwargs: dict[str, Any], pipe: Any,
+                           on_step: StepCallback | None, blend: generic_edit.Blend | None,
+                           total: int, counts: Sequence[int], size: tuple[int, int],
+                           own_count: bool) -> None:
+        """Reports each step (with its preview) through whichever step hook the pipeline
+        has, and puts an edit's kept region back where `blend` says."""
+        if on_step is None and blend is None:
+            return
+        width, height = size
+
+        def report(pipe: Any, step: int, latents: torch.Tensor) -> None:
+            if on_step is None:
+                return
+            # An edit's loop is the pipeline's own count where it keeps one (a sampler of a
+            # higher order steps more than once per step asked).
+            steps_run = getattr(pipe, "_num_timesteps", None) if own_count else None
+            on_step(StepUpdate(step + 1, steps_run if isinstance(steps_run, int) else total,
+                               lambda: split_per_request(
+                                   self._preview(latents, width, height), counts)))
+
+        hook = self.family.step_callback(pipe)
+        if hook == "on_step_end":
+            def callback(pipe: Any, step: int, timestep: Any,
+                         tensors: dict[str, Any]) -> dict[str, Any]:
+                if blend is not None:
+                    tensors["latents"] = blend(step, tensors["latents"])
+                report(pipe, step, tensors["latents"])
+                return tensors
+
+            kwargs.update(callback_on_step_end=callback,
+                          callback_on_step_end_tensor_inputs=["latents"])
+        elif hook == "legacy":  # PixArt: sees the latents, cannot change them
+            def legacy(step: int, timestep: Any, latents: torch.Tensor) -> None:
+                report(pipe, step, latents)
+
+            kwargs.update(callback=legacy, callback_steps=1)
+
+    def _step_down(self, exc: Exception) -> bool:
+        """Switches off the first speed-up of `STEP_DOWN` still running, after `exc` came
+        out of a draw (in place where it can be undone so, else by loading the model again
+        without it); False where none is left, and `exc` is the model's own."""
+        running = set(self._running())
+        name = next((step for step in STEP_DOWN if step in running), None)
+        if name is None:
+            return False
+        log.warning("%s: drawing failed with %s on (%s: %s); switching it off for this model "
+                    "and drawing again", self._name, name, type(exc).__name__, exc)
+        self.stepped_down.append(f"{name} off: {type(exc).__name__}: {exc}")
+        if name == "fuse":
+            for part in self._convolutional_parts(self.pipe):
+                fusion.unfuse(part)
+            self.fuse = False
+            return True
+        if name == "prompt_cache":
+            self._cache_prompts = False
+            return True
+        switches: dict[str, dict[str, Any]] = {
+            "compile": {"compile": False}, "openvino": {"backend": "torch"},
+            "int8": {"quantize": "none"}, "prepack": {"prepack": False, "fuse": False},
+            "channels_last": {"channels_last": False},
+            "weight_cache": {"cache_weights": False}}
+        self.options = dataclasses.replace(self.options, warmup=False, **switches[name])
+        self.compile = self.options.compile
+        self._follow(resolve(self.options, detect_platform(),
+                             model_is_folder=Path(self.model).is_dir()))
+        self.close()
+        self.load()
+        return True
+
+    def _reference_edit(self, batch: Sequence[GenerationParams],
+                        on_step: StepCallback | None, size: tuple[int, int],
+                        steps: int) -> list[list[Image.Image]]:
+        """An instruction-edit model's own edit: each request's pictures go in as the
+        model's references, one request at a time (a call takes one set of pictures). A
+        mask is honoured by the service, which keeps the input's pixels outside it."""
+        pipe = self.pipe
+        width, height = size
+        done: list[list[Image.Image]] = []
+        waiting = [[_rgb_on_white(p.init_image, (width // 4, height // 4))] * p.n
+                   if p.init_image is not None else [] for p in batch]
+        for index, params in enumerate(batch):
+            pictures = [_rgb_on_white(picture, picture.size)
+                        for picture in (params.references or (params.init_image,))
+                        if picture is not None]
+            if not pictures:
+                raise EngineError("an edit batch holds only edits, each with its picture")
+            kwargs: dict[str, Any] = {
+                "prompt": [params.prompt] * params.n,
+                "image": pictures[0] if self.family.references == 1 else pictures,
+                "num_inference_steps": steps, "width": width, "height": height,
+                "generator": [torch.Generator("cpu").manual_seed(s) for s in params.seeds],
+                "output_type": "pil"}
+            guidance = self.guidance if params.guidance is None else params.guidance
+            kwargs.update(self.family.guidance_kwargs(pipe, guidance, params.negative_prompt))
+            if params.negative_prompt is not None:
+                kwargs["negative_prompt"] = [params.negative_prompt] * params.n
+            step_report = None
+            if on_step is not None:
+                finished = list(done)
+
+                def step_report(update: StepUpdate, index: int = index,
+                                finished: list[list[Image.Image]] = finished) -> None:
+                    def preview() -> list[list[Image.Image]]:
+                        return [*finished, update.preview()[0], *waiting[index + 1:]]
+
+                    on_step(StepUpdate(index * steps + update.step, len(batch) * steps,
+                                       preview))
+
+            self._add_step_callback(kwargs, pipe, step_report, None, steps, [params.n],
+                                    size, False)
+            with torch.inference_mode():
+                images = pipe(**kwargs).images
+            done.append([image.convert("RGB") for image in images])
+        return done
 
     def _editor(self, kind: str, strength: float) -> Any:
         """The pipeline that draws an edit of this kind (`GenerationParams.edit`)."""
@@ -693,24 +866,58 @@ class DiffusersEngine:
             self._embeds.popitem(last=False)
         return embeds, uncond
 
-    def _preview(self, latents: torch.Tensor) -> list[Image.Image]:
-        if latents.ndim == 4:
-            latents = _pool_for_preview(latents, getattr(self.pipe, "vae_scale_factor", 8))
-        if self.tiny is not None and latents.ndim == 4:
-            with torch.inference_mode():
-                latents = latents.to(self.tiny.dtype)
-                decoded = self._preview_decoder(latents) if self._preview_decoder is not None \
-                    else self.tiny.decode(latents).sample
-            pixels = ((decoded.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu()
-            return [Image.fromarray((x * 255).numpy().astype(np.uint8)) for x in pixels]
-        if latents.ndim == 4 and latents.shape[1] == 4:
-            factors = torch.tensor(_SD_LATENT_RGB, dtype=torch.float32)
-            mapped = torch.einsum("bchw,cr->brhw", latents.float().cpu(), factors)
-            pixels = ((mapped + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-            return [Image.fromarray((x * 255).astype(np.uint8)) for x in pixels]
-        decoded = self.pipe.vae.decode(latents / self.pipe.vae.config.scaling_factor).sample
-        rgb = ((decoded.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray((x * 255).astype(np.uint8)) for x in rgb]
+    def _preview(self, latents: torch.Tensor, width: int, height: int) -> list[Image.Image]:
+        """Mid-denoising latents as small pictures: through the tiny decoder where one fits
+        the family's latents, else the family's linear latent-to-RGB map, else the VAE's own
+        decoder on latents pooled to preview size. A way that fails is logged once and not
+        tried again for this load; the next one is."""
+        with torch.inference_mode():
+            grid = self.family.latent_grid(self.pipe, latents, width, height)
+            grid = _pool_for_preview(grid, self.family.cell_pixels(self.pipe))
+            ways: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = []
+            channels = grid.shape[1]
+            if self.tiny is not None and grid.ndim == 4 \
+                    and self.family.tiny_channels == channels:
+                ways.append(("tiny decoder", self._tiny_preview))
+            rgb = self.family.latent_rgb
+            if rgb is not None and grid.ndim == 4 and len(rgb) == channels:
+                ways.append(("latent colours", _linear_preview(rgb)))
+            ways.append(("VAE", self._vae_preview))
+            for name, way in ways:
+                if name in self._broken_previews:
+                    continue
+                try:
+                    pixels = way(grid)
+                except Exception as exc:
+                    log.warning("%s: previews through the %s failed (%s: %s); trying the "
+                                "next way", self._name, name, type(exc).__name__, exc)
+                    self._broken_previews.add(name)
+                    continue
+                rgb_pixels = ((pixels.float() + 1.0) / 2.0).clamp(0, 1)
+                array = (rgb_pixels.permute(0, 2, 3, 1).cpu().numpy() * 255).astype(np.uint8)
+                return [Image.fromarray(x) for x in array]
+        raise EngineError(f"{self._name} cannot show previews: every way failed")
+
+    def _tiny_preview(self, grid: torch.Tensor) -> torch.Tensor:
+        grid = grid.to(self.tiny.dtype)
+        if self._preview_decoder is not None:
+            decoded: torch.Tensor = self._preview_decoder(grid)
+            return decoded
+        decoded = self.tiny.decode(grid).sample
+        return decoded
+
+    def _vae_preview(self, grid: torch.Tensor) -> torch.Tensor:
+        return self.family.decode(self.pipe, self.family.vae_input(self.pipe, grid.float()))
+
+
+def _linear_preview(factors: Sequence[Sequence[float]]) -> Callable[[torch.Tensor],
+                                                                     torch.Tensor]:
+    table = torch.tensor(factors, dtype=torch.float32)
+
+    def preview(grid: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bchw,cr->brhw", grid.float().cpu(), table)
+
+    return preview
 
 
 def _edit_steps(steps: int, strength: float, at_least: int = 1) -> int:
@@ -767,13 +974,18 @@ def _on(flag: bool) -> str:
 
 
 def _pool_for_preview(latents: torch.Tensor, scale_factor: int) -> torch.Tensor:
-    """Average-pool (B, C, h, w) latents so they decode to at most PREVIEW_MAX_SIDE pixels."""
+    """Average-pool (B, C, h, w) or (B, C, T, h, w) latents so they decode to at most
+    PREVIEW_MAX_SIDE pixels on the long side."""
     height, width = latents.shape[-2:]
     ratio = PREVIEW_MAX_SIDE / (max(height, width) * max(1, scale_factor))
     if ratio >= 1.0:
         return latents
     size = (max(1, round(height * ratio)), max(1, round(width * ratio)))
-    pooled = torch.nn.functional.adaptive_avg_pool2d(latents.float(), size)
+    if latents.ndim == 5:
+        pooled = torch.nn.functional.adaptive_avg_pool3d(latents.float(),
+                                                         (latents.shape[2], *size))
+    else:
+        pooled = torch.nn.functional.adaptive_avg_pool2d(latents.float(), size)
     return pooled.to(latents.dtype)
 
 

@@ -175,6 +175,14 @@ class LoadPlan:
         return "; ".join(self.reasons)
 
 
+def quality_steps(given: Mapping[str, int]) -> dict[str, int]:
+    """Steps for every quality level: `xhigh` and `max` follow from `high` unless given."""
+    steps = dict(given)
+    steps.setdefault("xhigh", max(steps["high"], round(steps["high"] * 1.5)))
+    steps.setdefault("max", max(steps["xhigh"], steps["high"] * 2))
+    return steps
+
+
 def resolve(options: DiffusersOptions, platform: Platform, *,
             model_is_folder: bool = True) -> LoadPlan:
     """The load's choices. Raises `ValueError` for options that exclude each other."""
@@ -244,9 +252,7 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
     # 7. Batch size: on a CPU a batch costs as much per image as one at a time, and every
     # request of it waits for the last image; a GPU draws a batch nearly for the price of one.
     max_batch = options.max_batch_images or (1 if cpu else 4)
-    steps = {**DEFAULT_STEPS, **dict(options.steps)}
-    steps.setdefault("xhigh", max(steps["high"], round(steps["high"] * 1.5)))
-    steps.setdefault("max", max(steps["xhigh"], steps["high"] * 2))
+    steps = quality_steps({**DEFAULT_STEPS, **dict(options.steps)})
     return LoadPlan(backend=backend, device=device, dtype=dtype, openvino_precision=precision,
                     channels_last=channels_last, prepack=prepack, fuse=fuse, warmup=warmup,
                     cache_weights=cache_weights, quantize=quantize,

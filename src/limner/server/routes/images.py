@@ -11,7 +11,7 @@ from typing import TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from limner.errors import LimnerError, Unavailable
+from limner.errors import LimnerError, ModelUnavailable, Unavailable
 from limner.planning import GenerationPlan, plan_request
 from limner.protocol.json_body import json_body
 from limner.server.parsing import parse_json, parse_request, read_body
@@ -96,6 +96,10 @@ async def respond(request: Request, plan: GenerationPlan) -> Response:
     queue), then one JSON answer or a stream."""
     state = app_state(request.app)
     request_id: str = request.state.request_id
+    failure = state.load_errors.get(plan.entry.engine)
+    if failure is not None:
+        raise ModelUnavailable(f"The model '{plan.model}' failed to load and is not available: "
+                          f"{failure}", code="model_unavailable")
     if plan.entry.engine not in state.loaded:
         raise Unavailable(
             f"The model '{plan.model}' is still loading; retry in a few seconds.",

@@ -24,7 +24,12 @@ async def list_models(request: Request) -> ModelList:
 async def get_model(request: Request, model: str) -> Model:
     state = app_state(request.app)
     entry = state.catalogue.resolve(model)
-    return _model(entry.name, entry.owned_by, state.started_at)
+    found = _model(entry.name, entry.owned_by, state.started_at)
+    failure = state.load_errors.get(entry.engine)
+    if failure is not None:
+        return found.model_copy(update={"status": "failed", "status_reason": failure})
+    status = "ready" if entry.engine in state.loaded else "loading"
+    return found.model_copy(update={"status": status})
 
 
 def _model(name: str, owned_by: str, created: int) -> Model:

@@ -46,11 +46,19 @@ def keep_channels_last(model: nn.Module) -> int:
     return hooked
 
 
+def planar(part: nn.Module) -> bool:
+    """True where every weight is at most 4-D: NHWC means nothing to a 3-D (video-style)
+    convolution's 5-D weights, and torch refuses to lay those out so."""
+    return all(parameter.dim() <= 4 for parameter in part.parameters())
+
+
 def apply(parts: Sequence[nn.Module]) -> int:
-    """Lays `parts` out in NHWC order and keeps them so; returns how many attention outputs
-    are laid out again on their way out."""
+    """Lays the planar ones of `parts` out in NHWC order and keeps them so; returns how many
+    attention outputs are laid out again on their way out."""
     kept = 0
     for part in parts:
+        if not planar(part):
+            continue
         part.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         kept += keep_channels_last(part)
     return kept

@@ -1,0 +1,25 @@
+"""Sana and Sana-Sprint: a linear-attention transformer over a 32x deep-compression
+autoencoder's 32 channels; no image-to-image pipeline in diffusers for Sana itself."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from limner.engines.diffusers.families.base import Family
+
+
+class Sana(Family):
+    name = "sana"
+    pipelines = ("SanaPipeline",)
+    native_size = 1024
+    grid = 32
+    steps: ClassVar = {"low": 10, "medium": 20, "high": 30}
+    edit_way = "generic"
+
+
+class SanaSprint(Sana):
+    """Sana-Sprint: distilled to one or two steps, guidance embedded, no negative prompt."""
+
+    name = "sana-sprint"
+    pipelines = ("SanaSprintPipeline",)
+    steps: ClassVar = {"low": 1, "medium": 2, "high": 4}
