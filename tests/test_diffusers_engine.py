@@ -505,8 +505,8 @@ def left_half(size: tuple[int, int] = (64, 64)) -> Image.Image:
 
 def test_edit_pipelines_share_the_loaded_weights(engine: DiffusersEngine) -> None:
     assert engine.info.edits
-    assert any(step.startswith("edits: redraw pipelines (StableDiffusionImg2ImgPipeline)") for step in
-               engine.applied)
+    assert any(step.startswith("edits: redraw pipelines (StableDiffusionImg2ImgPipeline)")
+               for step in engine.applied)
     for kind in ("redraw", "inpaint"):
         editor = engine._editors[kind]
         assert editor.unet is engine.pipe.unet and editor.vae is engine.pipe.vae

@@ -402,13 +402,23 @@ def models_list(ctx: click.Context, base_url: str | None, api_key: str | None,
 
 @models_command.command("presets")
 def models_presets() -> None:
-    """The well-known models `serve --model NAME` and `models pull NAME` know."""
+    """The well-known models `serve --model NAME` and `models pull NAME` know: family, native
+    size, steps (low/medium/high quality), guidance, GB of memory in bf16 (RAM to run on the
+    CPU, GPU memory with no offload; estimates from parameter counts), licence and hub id."""
     from limner.engines.diffusers.presets import PRESETS
 
+    rows = [("name", "family", "size", "steps", "cfg", "RAM", "GPU", "licence", "repo")]
     for preset in PRESETS.values():
         steps = "/".join(str(preset.steps[q]) for q in ("low", "medium", "high"))
-        click.echo(f"{preset.name:14} {preset.repo:36} {preset.native_size}px  "
-                   f"steps {steps}  guidance {preset.guidance:g}  ({preset.licence})")
+        rows.append((preset.name, preset.family, str(preset.native_size), steps,
+                     f"{preset.guidance:g}", f"{preset.memory_cpu_gb:g}",
+                     f"{preset.memory_gpu_gb:g}", preset.licence, preset.repo))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    numeric = {2, 4, 5, 6}
+    for row in rows:
+        cells = [cell.rjust(width) if i in numeric else cell.ljust(width)
+                 for i, (cell, width) in enumerate(zip(row, widths, strict=True))]
+        click.echo(" ".join(cells).rstrip())
 
 
 @models_command.command("pull")

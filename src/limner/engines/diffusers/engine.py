@@ -39,7 +39,7 @@ from PIL import Image
 
 from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
-from limner.engines.diffusers import generic_edit
+from limner.engines.diffusers import generic_edit, processors
 from limner.engines.diffusers.accel import compile as compile_models
 from limner.engines.diffusers.accel import fusion, kernel_check, layout, weight_cache
 from limner.engines.diffusers.accel import prepack as weight_packing
@@ -285,16 +285,13 @@ class DiffusersEngine:
                               f"{exc}") from exc
 
     def _load_pipeline(self) -> Any:
-        from diffusers import DiffusionPipeline
 
         # With the tiny decoder chosen, the full VAE is never loaded (330 MB of fp32 for SD).
         replace = {"vae": self.tiny} if self.tiny is not None and self.decoder == "tiny" else {}
         self._cache = self._weight_cache()
         cached, self._missing = self._cached_components(self._cache)
         try:
-            pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-                self.model, dtype=self.dtype, **replace, **cached
-            )
+            pipe = processors.load_pipeline(self.model, dtype=self.dtype, **replace, **cached)
         except Exception as exc:
             raise EngineError(f"could not load the diffusers pipeline {self.model!r}: {exc}") \
                 from exc
@@ -398,18 +395,27 @@ class DiffusersEngine:
         component has met the shapes a default request brings."""
         native = self._native or 512
         started = time.perf_counter()
-        params = GenerationParams(prompt="", width=native, height=native, seeds=(0,), steps=1)
+        # Two steps where the model's fewest are more: one step of some flow-matching
+        # schedules (Qwen-Image's, with a terminal shift) divides by zero.
+        params = GenerationParams(prompt="", width=native, height=native, seeds=(0,),
+                                  steps=min(2, self.steps["low"]))
 
         def preview(update: StepUpdate) -> None:
             update.preview()
 
         self.generate([params], preview)
-        if self._editors:
+        if self._editors and self._edit_ways.get("redraw") != "reference":
             # Edits also run the VAE's encoder, which a text-to-image draw never calls: its
             # layers meet the native size here, and a fused call it turns down is found now.
             pixels = torch.zeros(1, 3, native, native, dtype=self.dtype, device=self.device)
-            with torch.inference_mode():
-                self.pipe.vae.encode(pixels)
+            while True:
+                try:
+                    with torch.inference_mode():
+                        self.family.encode(self.pipe, pixels, torch.Generator().manual_seed(0))
+                    break
+                except Exception as exc:
+                    if not self._step_down(exc):
+                        raise
         # The throw-away prompt's encodings leave with it: requests find the cache as new.
         self._embeds.clear()
         self._negative = None
@@ -667,6 +673,10 @@ class DiffusersEngine:
         kwargs: dict[str, Any] = {"prompt": prompts, "num_inference_steps": asked,
                                   "width": width, "height": height, "generator": generators,
                                   "output_type": "pil"}
+        if way != "pipelines":
+            kwargs.update(self.family.size_kwargs(pipe, width, height))
+        if way == "generate" and self.family.blank_reference:
+            kwargs["image"] = Image.new("RGB", (width, height), "white")
         blend: generic_edit.Blend | None = None
         if way == "pipelines":
             kwargs.update(_edit_inputs(batch, (width, height)), strength=first.strength)
@@ -680,6 +690,7 @@ class DiffusersEngine:
                                         inputs.get("mask_image"), generators, asked,
                                         first.strength)
             kwargs.update(edit.kwargs)
+            pipe.scheduler = edit.scheduler  # the caller puts the pipeline's own back
             blend, total = edit.blend, edit.steps_run
         self._add_step_callback(kwargs, pipe, on_step, blend, total, counts, (width, height),
                                 kind != "generate" and way == "pipelines")
@@ -791,7 +802,7 @@ class DiffusersEngine:
                 "image": pictures[0] if self.family.references == 1 else pictures,
                 "num_inference_steps": steps, "width": width, "height": height,
                 "generator": [torch.Generator("cpu").manual_seed(s) for s in params.seeds],
-                "output_type": "pil"}
+                "output_type": "pil", **self.family.size_kwargs(pipe, width, height)}
             guidance = self.guidance if params.guidance is None else params.guidance
             kwargs.update(self.family.guidance_kwargs(pipe, guidance, params.negative_prompt))
             if params.negative_prompt is not None:
@@ -899,7 +910,12 @@ class DiffusersEngine:
         raise EngineError(f"{self._name} cannot show previews: every way failed")
 
     def _tiny_preview(self, grid: torch.Tensor) -> torch.Tensor:
-        grid = grid.to(self.tiny.dtype)
+        """TAESD and TAESDXL take the denoiser's latents as they are; taesd3 and taef1
+        declare the VAE's own scaling and shift, which their input is then brought to."""
+        config = self.tiny.config
+        scaling = getattr(config, "scaling_factor", None) or 1.0
+        shift = getattr(config, "shift_factor", None) or 0.0
+        grid = (grid.float() / scaling + shift).to(self.tiny.dtype)
         if self._preview_decoder is not None:
             decoded: torch.Tensor = self._preview_decoder(grid)
             return decoded

@@ -25,24 +25,51 @@ Blend = Callable[[int, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class GenericEdit:
-    """The call arguments that start the loop from the pictures, and the per-step blend."""
+    """The call arguments that start the loop from the pictures, the scheduler to draw
+    with (the pipeline's own, cut to its schedule's tail), and the per-step blend."""
 
     kwargs: dict[str, Any]
+    scheduler: Any
     blend: Blend | None
     steps_run: int
 
 
 def supported(pipe: Any) -> str | None:
-    """Why the generic edit cannot run on this pipeline, or None when it can: it needs to
-    hand the loop its starting latents and its schedule's tail."""
-    accepted = call_parameters(pipe)
-    if "latents" not in accepted or "timesteps" not in accepted:
-        return f"{type(pipe).__name__} takes no `latents` and `timesteps`"
-    if "timesteps" not in inspect.signature(pipe.scheduler.set_timesteps).parameters:
-        return f"{type(pipe.scheduler).__name__} takes no custom timesteps"
+    """Why the generic edit cannot run on this pipeline, or None when it can: it hands the
+    loop its starting latents."""
+    if "latents" not in call_parameters(pipe):
+        return f"{type(pipe).__name__} takes no starting `latents`"
     if not callable(getattr(getattr(pipe, "vae", None), "encode", None)):
         return "its VAE has no encoder"
     return None
+
+
+def tail_scheduler(scheduler: Any, strength: float) -> Any:
+    """A copy of `scheduler` whose every schedule is cut to its last `strength` share, as
+    diffusers' image-to-image pipelines cut theirs: timesteps and sigmas together, so the
+    shorter schedule is whole in itself (multistep solvers count on its length)."""
+    base = type(scheduler)
+
+    class Tail(base):  # type: ignore[misc, valid-type]
+        def set_timesteps(self, *args: Any, **kwargs: Any) -> None:
+            super().set_timesteps(*args, **kwargs)
+            order = int(getattr(self, "order", 1))
+            timesteps: Any = self.timesteps  # type: ignore[has-type]
+            total = len(timesteps)
+            steps = total // order
+            run = max(1, min(int(steps * strength), steps))
+            skip = (steps - run) * order
+            self.timesteps = timesteps[skip:]
+            sigmas = getattr(self, "sigmas", None)
+            if isinstance(sigmas, torch.Tensor) and len(sigmas) in (total, total + 1):
+                self.sigmas = sigmas[skip:]
+            self.num_inference_steps = run
+            for index in ("_step_index", "_begin_index"):
+                if hasattr(self, index):
+                    setattr(self, index, None)
+
+    Tail.__name__ = Tail.__qualname__ = base.__name__
+    return Tail.from_config(scheduler.config)
 
 
 def prepare(pipe: Any, family: Family, images: Sequence[Image.Image],
@@ -50,12 +77,9 @@ def prepare(pipe: Any, family: Family, images: Sequence[Image.Image],
             steps: int, strength: float) -> GenericEdit:
     """`images` (RGB, at the draw size) and `masks` (L, 255 where redrawn), one per image
     drawn; `steps` as a generation would take, of which `strength`'s share runs."""
-    schedule = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    schedule = tail_scheduler(pipe.scheduler, strength)
     schedule.set_timesteps(steps)
-    order = int(getattr(schedule, "order", 1))
-    run = max(1, min(int(steps * strength), steps))
-    tail = [int(t) for t in schedule.timesteps[(steps - run) * order:]]
-    schedule.set_timesteps(timesteps=tail)
+    tail = [int(t) for t in schedule.timesteps]
     device = pipe._execution_device
     denoiser = getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
     dtype = getattr(denoiser, "dtype", torch.float32)
@@ -70,8 +94,7 @@ def prepare(pipe: Any, family: Family, images: Sequence[Image.Image],
     # their own noise: hand them latents that come out right after it.
     if "init_noise_sigma" in inspect.getsource(type(pipe).prepare_latents):
         start = start / float(schedule.init_noise_sigma)
-    kwargs: dict[str, Any] = {"latents": start.to(dtype), "timesteps": tail,
-                              "num_inference_steps": len(tail)}
+    kwargs: dict[str, Any] = {"latents": start.to(dtype)}
     blend = None
     if masks:
         where = torch.stack([_latent_mask(mask, clean.shape[-2:]) for mask in masks]
@@ -83,7 +106,8 @@ def prepare(pipe: Any, family: Family, images: Sequence[Image.Image],
             kept = clean if following is None else _noised(schedule, clean, noise, following)
             return (where * latents.float() + (1 - where) * kept).to(latents.dtype)
 
-    return GenericEdit(kwargs=kwargs, blend=blend, steps_run=len(tail))
+    return GenericEdit(kwargs=kwargs, scheduler=schedule, blend=blend,
+                       steps_run=len(tail) // int(getattr(schedule, "order", 1)))
 
 
 def _noised(schedule: Any, clean: torch.Tensor, noise: torch.Tensor,

@@ -6,9 +6,10 @@ which serving needs no network. The values are the models' published settings (t
 card, else the diffusers pipeline's own defaults and docs); a comment names the source where
 it is not the card's own example.
 
-Steps: `high` is the published step count; `low` and `medium` are shorter rungs, the
-published ones where the card or diffusers gives a range or a second figure, else limner's
-(about a half and three quarters of `high`), marked "limner" beside them.
+Steps: `high` is the published step count (the top of a published range); `low` and
+`medium` are shorter rungs, published ones where the card or diffusers gives a range or a
+second figure, else limner's own (about a half and three quarters of `high`), marked
+"limner" beside them.
 
 Memory (estimates from parameter counts, not measurements): `params_b` sums the published
 parameter counts of the pipeline's components (`components`, billions; counted from the
@@ -193,7 +194,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     # Qwen-Image: 50 steps, true_cfg_scale 4.0 with negative prompt " ", 1:1 at 1328x1328
     # (card); low and medium: limner (as the engine's qwen-image family). `guidance` is
     # the true CFG scale: the family adapter sends it as `true_cfg_scale`. No tiny decoder
-    # loadable by AutoencoderTiny for its 3-D VAE is published that we could verify.
+    # for its 3-D VAE that AutoencoderTiny loads could be verified.
     Preset(name="qwen-image", repo="Qwen/Qwen-Image", family="qwen-image", native_size=1328,
            steps={"low": 20, "medium": 30, "high": 50}, guidance=4.0, true_cfg=4.0,
            components={"transformer": 20.430, "text_encoder": QWEN25_VL_7B, "vae": QWEN_VAE},
@@ -225,6 +226,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            tiny_decoder="madebyollin/taesd3",
            licence="SAI Community"),  # Stability AI Community License
     # SD 3.5 Large Turbo (ADD-distilled): 4 steps, guidance 0 (card); low/medium: limner.
+    # The 8.1B MMDiT counts its 0.09B position table.
     Preset(name="sd35-large-turbo", repo="stabilityai/stable-diffusion-3.5-large-turbo",
            family="sd3", native_size=1024, steps={"low": 2, "medium": 3, "high": 4},
            guidance=0.0,

@@ -47,6 +47,9 @@ class Family:
     edit_way: ClassVar[EditWay] = "pipelines"
     references: ClassVar[int] = 0
     """For `reference` edits, the most pictures the model takes at once."""
+    blank_reference: ClassVar[bool] = False
+    """True where the call needs a picture even to generate (Qwen-Image-Edit): a generation
+    gives it a white one of the draw size, which it draws over under the prompt."""
     inpaint_generic: ClassVar[bool] = False
     """True where diffusers has an image-to-image pipeline for the family but no inpainting
     one: masked edits then go through `generic_edit`."""
@@ -151,9 +154,24 @@ class Family:
             return "on_step_end"
         return "legacy" if "callback" in accepted else "none"
 
+    def size_kwargs(self, pipe: Any, width: int, height: int) -> dict[str, Any]:
+        """Arguments beyond `width`/`height` that make the pipeline draw at that size."""
+        return {}
+
     def prepare(self, pipe: Any, dtype: torch.dtype) -> str | None:
         """Family-specific settling after the load; says what it did, if anything."""
         return None
+
+
+def packed_grid(tokens: int, width: int, height: int) -> tuple[int, int]:
+    """Rows and columns of a packed latent sequence of `tokens` patches drawn at about
+    `width` x `height`: read from the sequence itself, since some pipelines settle their own
+    size (FLUX.1 Kontext scales to `max_area`)."""
+    rows = max(1, round((tokens * height / width) ** 0.5))
+    for candidate in sorted(range(1, tokens + 1), key=lambda r: abs(r - rows)):
+        if tokens % candidate == 0:
+            return candidate, tokens // candidate
+    return 1, tokens
 
 
 def call_parameters(pipe: Any) -> Mapping[str, inspect.Parameter]:

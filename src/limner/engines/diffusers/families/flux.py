@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from limner.engines.diffusers.families.base import Family
+from limner.engines.diffusers.families.base import Family, packed_grid
 
 
 def guidance_embedded(pipe: Any) -> bool:
@@ -38,6 +38,8 @@ class Flux(Family):
                     height: int) -> torch.Tensor:
         if latents.ndim != 3:
             return latents
-        unpacked: torch.Tensor = pipe._unpack_latents(latents, height, width,
-                                                      pipe.vae_scale_factor)
+        factor = int(pipe.vae_scale_factor) * 2
+        rows, columns = packed_grid(latents.shape[1], width, height)
+        unpacked: torch.Tensor = pipe._unpack_latents(latents, rows * factor,
+                                                      columns * factor, pipe.vae_scale_factor)
         return unpacked

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from limner.engines.diffusers.families.base import Family
+from limner.engines.diffusers.families.base import Family, packed_grid
 
 
 class Flux2(Family):
@@ -26,9 +26,8 @@ class Flux2(Family):
         2x2 patches, (B, 4C, h/2, w/2)."""
         if latents.ndim != 3:
             return latents
-        factor = int(pipe.vae_scale_factor) * 2
-        rows, columns = int(height) // factor, int(width) // factor
-        batch, _, channels = latents.shape
+        batch, tokens, channels = latents.shape
+        rows, columns = packed_grid(tokens, width, height)
         return latents.view(batch, rows, columns, channels).permute(0, 3, 1, 2)
 
     def cell_pixels(self, pipe: Any) -> int:

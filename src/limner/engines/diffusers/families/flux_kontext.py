@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from limner.engines.diffusers.families.flux import Flux
 
@@ -14,3 +14,7 @@ class FluxKontext(Flux):
     steps: ClassVar = {"low": 10, "medium": 20, "high": 28}
     edit_way = "reference"
     references = 1
+
+    def size_kwargs(self, pipe: Any, width: int, height: int) -> dict[str, Any]:
+        """Kontext scales its size to `max_area` (1024x1024 by default) whatever is asked."""
+        return {"max_area": width * height}

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from limner.engines.diffusers.families.base import Family
+from limner.engines.diffusers.families.base import Family, packed_grid
 
 
 class QwenImage(Family):
@@ -23,7 +23,9 @@ class QwenImage(Family):
                     height: int) -> torch.Tensor:
         if latents.ndim != 3:
             return latents
-        grid: torch.Tensor = pipe._unpack_latents(latents, height, width,
+        factor = int(pipe.vae_scale_factor) * 2
+        rows, columns = packed_grid(latents.shape[1], width, height)
+        grid: torch.Tensor = pipe._unpack_latents(latents, rows * factor, columns * factor,
                                                   pipe.vae_scale_factor)
         return grid  # (B, C, 1, h, w)
 
@@ -41,4 +43,12 @@ class QwenImage(Family):
 
     def encode(self, pipe: Any, pixels: torch.Tensor, generator: torch.Generator
                ) -> torch.Tensor:
-        raise NotImplementedError("Qwen-Image edits go through diffusers' own pipelines")
+        """A picture as a one-frame video, normalised as the pipeline normalises latents."""
+        vae = pipe.vae
+        out = vae.encode(pixels.unsqueeze(2).to(vae.dtype))
+        raw: torch.Tensor = out.latent_dist.sample(generator)
+        config = vae.config
+        shape = (1, config.z_dim, 1, 1, 1)
+        mean = torch.tensor(config.latents_mean).view(shape).to(raw.device, torch.float32)
+        std = torch.tensor(config.latents_std).view(shape).to(raw.device, torch.float32)
+        return ((raw.float() - mean) / std).to(raw.dtype)

@@ -14,6 +14,7 @@ class QwenImageEdit(QwenImage):
     steps: ClassVar = {"low": 20, "medium": 30, "high": 50}
     edit_way = "reference"
     references = 1
+    blank_reference = True
 
 
 class QwenImageEditPlus(QwenImageEdit):

@@ -1,0 +1,176 @@
+"""Every diffusers family people deploy, as a user's `save_pretrained` folder served by the
+real server and driven by the official `openai` client: generate n=2, stream with partial
+images, masked edit (kept pixels exact), maskless edit, two-image edit, variation, and a
+negative prompt (changes the picture, or a 400 naming it) — on the CPU's default plan and
+on the plain float32 plan.
+
+Tiny random-weight pipelines (`limner.testing.families`), drawn at a small native size so
+the whole matrix stays within CI's budget; the output is still resized to the asked size."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openai
+import pytest
+from conftest import RunningServer, decoded, images_of, running_server
+from PIL import Image, ImageChops, ImageDraw
+
+from limner.engines.diffusers.engine import DiffusersEngine
+from limner.testing.families import FAMILIES, build_family, build_tiny_decoder_for
+
+pytestmark = pytest.mark.slow
+
+PLANS = {"default": {}, "fp32": {"dtype": "float32", "prepack": False, "warmup": False}}
+NATIVE = 128
+REFERENCES = {"flux-kontext": 1, "qwen-image-edit": 1, "qwen-image-edit-plus": 3,
+              "flux2": 10, "flux2-klein": 4}
+NO_NEGATIVE = {"flux2", "flux2-klein", "lcm"}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("families")
+
+
+@pytest.fixture(scope="module", params=[(f, p) for f in FAMILIES for p in PLANS],
+                ids=[f"{f}-{p}" for f in FAMILIES for p in PLANS])
+def served(request: pytest.FixtureRequest, folders: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RunningServer]]:
+    family, plan = request.param
+    folder = build_family(family, folders)
+    options: dict[str, Any] = dict(PLANS[plan])
+    if plan == "default":  # previews through the family's tiny decoder, where one fits
+        tiny = build_tiny_decoder_for(family, folders)
+        if tiny is not None:
+            options["tiny_decoder"] = str(tiny)
+    engine = DiffusersEngine(str(folder), threads=2, native_size=NATIVE,
+                             steps={"low": 2, "medium": 3, "high": 4}, **options)
+    with running_server(tmp_path_factory.mktemp(f"{family}-{plan}"),
+                        {family: engine}) as server:
+        yield family, server
+
+
+def client_of(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.v1, api_key="k", max_retries=0, timeout=300)
+
+
+def png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def stripes(side: int = 256) -> Image.Image:
+    rng = np.random.default_rng(1)
+    return Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
+
+
+def hole_mask(side: int = 256, hole: int = 64) -> Image.Image:
+    """OpenAI's mask: opaque where kept, alpha 0 in the centred square that is redrawn."""
+    mask = Image.new("RGBA", (side, side), (0, 0, 0, 255))
+    lo = (side - hole) // 2
+    ImageDraw.Draw(mask).rectangle((lo, lo, lo + hole - 1, lo + hole - 1), fill=(0, 0, 0, 0))
+    return mask
+
+
+def test_generate_two_at_1024(served: tuple[str, RunningServer]) -> None:
+    _, server = served
+    result = client_of(server).images.generate(model="gpt-image-1", prompt="an otter", n=2,
+                                               size="1024x1024", quality="low",
+                                               extra_body={"seed": 3})
+    first, second = (decoded(d.b64_json) for d in images_of(result))
+    assert first.size == second.size == (1024, 1024) and first.mode == "RGB"
+    assert ImageChops.difference(first, second).getbbox() is not None
+
+
+def test_stream_with_real_partials(served: tuple[str, RunningServer]) -> None:
+    _, server = served
+    stream = client_of(server).images.generate(model="gpt-image-1", prompt="an otter",
+                                               stream=True, partial_images=2,
+                                               size="1024x1024", quality="high")
+    events = list(stream)
+    assert [e.type for e in events] == ["image_generation.partial_image"] * 2 + [
+        "image_generation.completed"]
+    for event in events:
+        picture = decoded(event.b64_json)
+        assert picture.size == (1024, 1024)
+    partial = np.asarray(decoded(events[0].b64_json).convert("RGB"), dtype=np.int16)
+    assert partial.std() > 0  # a decoded picture, not a blank
+
+
+def test_masked_edit_keeps_the_pixels_outside(served: tuple[str, RunningServer]) -> None:
+    _, server = served
+    source = stripes(1024)
+    result = client_of(server).images.edit(model="gpt-image-1", prompt="a red hat",
+                                           image=("in.png", png(source), "image/png"),
+                                           mask=("m.png", png(hole_mask(1024)), "image/png"),
+                                           size="1024x1024", quality="low")
+    picture = decoded(images_of(result)[0].b64_json).convert("RGB")
+    assert picture.size == (1024, 1024)
+    outside = (0, 0, 1024, 400)
+    assert ImageChops.difference(picture.crop(outside), source.crop(outside)).getbbox() is None
+    inside = (480, 480, 544, 544)
+    assert ImageChops.difference(picture.crop(inside), source.crop(inside)).getbbox()
+
+
+def test_maskless_edit(served: tuple[str, RunningServer]) -> None:
+    _, server = served
+    result = client_of(server).images.edit(model="gpt-image-1", prompt="make it night",
+                                           image=("in.png", png(stripes()), "image/png"),
+                                           size="1536x1024", quality="low")
+    picture = decoded(images_of(result)[0].b64_json)
+    assert picture.size == (1536, 1024)
+
+
+def test_two_image_edit(served: tuple[str, RunningServer]) -> None:
+    family, server = served
+    red, blue = png(Image.new("RGB", (200, 200), "red")), png(Image.new("RGB", (200, 200),
+                                                                        "blue"))
+    call = lambda: client_of(server).images.edit(  # noqa: E731
+        model="gpt-image-1", prompt="combine them", image=[red, blue], size="1024x1024",
+        quality="low")
+    if REFERENCES.get(family) == 1:
+        with pytest.raises(openai.BadRequestError) as caught:
+            call()
+        body: Any = caught.value.body
+        assert body["param"] == "image" and body["code"] == "invalid_value"
+        assert "at most 1 picture per edit, but got 2" in body["message"]
+        return
+    picture = decoded(images_of(call())[0].b64_json)
+    assert picture.size == (1024, 1024)
+
+
+def test_variation(served: tuple[str, RunningServer]) -> None:
+    _, server = served
+    result = client_of(server).images.create_variation(
+        image=("in.png", png(stripes()), "image/png"), size="256x256",
+        response_format="b64_json")
+    picture = decoded(images_of(result)[0].b64_json)
+    assert picture.size == (256, 256)
+
+
+def test_negative_prompt_changes_the_picture_or_is_refused(
+        served: tuple[str, RunningServer]) -> None:
+    family, server = served
+    client = client_of(server)
+
+    def draw(negative: str | None) -> Image.Image:
+        extra: dict[str, Any] = {"seed": 11}
+        if negative is not None:
+            extra["negative_prompt"] = negative
+        result = client.images.generate(model="gpt-image-1", prompt="an otter", quality="low",
+                                        size="1024x1024", extra_body=extra)
+        return decoded(images_of(result)[0].b64_json)
+
+    if family in NO_NEGATIVE:
+        with pytest.raises(openai.BadRequestError) as caught:
+            draw("blurry")
+        body: Any = caught.value.body
+        assert (body["param"], body["code"]) == ("negative_prompt", "unsupported_parameter")
+        return
+    assert ImageChops.difference(draw(None), draw("blurry, dark")).getbbox() is not None
