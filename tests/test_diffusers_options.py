@@ -157,3 +157,14 @@ def test_options_that_exclude_each_other_are_refused(platform: Platform,
                                                      match: str) -> None:
     with pytest.raises(ValueError, match=match):
         plan(platform, **options)
+
+
+def test_offload_is_for_a_gpu_and_says_so() -> None:
+    plan = resolve(DiffusersOptions.parse({"offload": "model"}), GPU)
+    assert plan.offload == "model" and "offload model" in plan.describe()
+    with pytest.raises(ValueError, match="offload = 'model' moves weights between the CPU "
+                                         "and a GPU: it needs device = 'cuda'"):
+        resolve(DiffusersOptions.parse({"offload": "model"}), AMX)
+    with pytest.raises(ValueError, match="offload must be one of 'none', 'model', "
+                                         "'sequential', not 'layer'"):
+        DiffusersOptions.parse({"offload": "layer"})

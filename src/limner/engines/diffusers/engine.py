@@ -39,7 +39,7 @@ from PIL import Image
 
 from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
-from limner.engines.diffusers import generic_edit, processors
+from limner.engines.diffusers import generic_edit, memory, processors
 from limner.engines.diffusers.accel import compile as compile_models
 from limner.engines.diffusers.accel import fusion, kernel_check, layout, weight_cache
 from limner.engines.diffusers.accel import prepack as weight_packing
@@ -288,6 +288,7 @@ class DiffusersEngine:
 
         # With the tiny decoder chosen, the full VAE is never loaded (330 MB of fp32 for SD).
         replace = {"vae": self.tiny} if self.tiny is not None and self.decoder == "tiny" else {}
+        self._check_gpu_memory()
         self._cache = self._weight_cache()
         cached, self._missing = self._cached_components(self._cache)
         try:
@@ -297,9 +298,24 @@ class DiffusersEngine:
                 from exc
         if self.scheduler:
             pipe.scheduler = _scheduler(pipe.scheduler.config, self.scheduler)
-        pipe = pipe.to(self.device)
+        if self.plan.offload == "model":
+            pipe.enable_model_cpu_offload()
+        elif self.plan.offload == "sequential":
+            pipe.enable_sequential_cpu_offload()
+        else:
+            pipe = pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         return pipe
+
+    def _check_gpu_memory(self) -> None:
+        """On CUDA without offload, a model whose weights cannot fit the card's free memory
+        is refused before loading, with the options that would make it fit."""
+        if not self.device.startswith("cuda") or self.plan.offload != "none" \
+                or not Path(self.model).is_dir():
+            return
+        free, total = torch.cuda.mem_get_info()
+        needed = memory.needed_bytes(Path(self.model), self.dtype.itemsize)
+        memory.check_fits(self._name, needed, free, total)
 
     def _lay_out(self, pipe: Any) -> str | None:
         """oneDNN's bf16 convolutions and group norms are fastest on NHWC tensors."""
@@ -626,7 +642,7 @@ class DiffusersEngine:
                 return self._generate(batch, on_step)
             except (GenerationCancelled, EngineError):
                 raise
-            except Exception as exc:
+            except RuntimeError as exc:  # what oneDNN, OpenVINO and compile raise
                 if not self._step_down(exc):
                     raise
 
@@ -639,7 +655,7 @@ class DiffusersEngine:
         way = "generate" if kind == "generate" else self._edit_ways.get(kind)
         width, height = self._draw_size(first.width, first.height)
         steps = first.steps or self.steps[first.quality]
-        if way == "reference":
+        if way == "reference" or (way == "generate" and self.family.blank_reference):
             return self._reference_edit(batch, on_step, (width, height),
                                         max(steps, first.min_steps))
         pipe = self.pipe if way != "pipelines" else self._editor(kind, first.strength)
@@ -675,8 +691,6 @@ class DiffusersEngine:
                                   "output_type": "pil"}
         if way != "pipelines":
             kwargs.update(self.family.size_kwargs(pipe, width, height))
-        if way == "generate" and self.family.blank_reference:
-            kwargs["image"] = Image.new("RGB", (width, height), "white")
         blend: generic_edit.Blend | None = None
         if way == "pipelines":
             kwargs.update(_edit_inputs(batch, (width, height)), strength=first.strength)
@@ -784,21 +798,24 @@ class DiffusersEngine:
                         on_step: StepCallback | None, size: tuple[int, int],
                         steps: int) -> list[list[Image.Image]]:
         """An instruction-edit model's own edit: each request's pictures go in as the
-        model's references, one request at a time (a call takes one set of pictures). A
-        mask is honoured by the service, which keeps the input's pixels outside it."""
+        model's references, one request at a time (a call takes one set of pictures, and
+        Qwen-Image-Edit-Plus one prompt); a model that needs a picture even to generate gets
+        a white one. A mask is honoured by the service, which keeps the input's pixels
+        outside it."""
         pipe = self.pipe
         width, height = size
         done: list[list[Image.Image]] = []
-        waiting = [[_rgb_on_white(p.init_image, (width // 4, height // 4))] * p.n
-                   if p.init_image is not None else [] for p in batch]
+        waiting = [[_rgb_on_white(p.init_image, (width // 4, height // 4))
+                    if p.init_image is not None else Image.new("RGB", (8, 8), "white")] * p.n
+                   for p in batch]
         for index, params in enumerate(batch):
             pictures = [_rgb_on_white(picture, picture.size)
                         for picture in (params.references or (params.init_image,))
                         if picture is not None]
-            if not pictures:
-                raise EngineError("an edit batch holds only edits, each with its picture")
+            if not pictures:  # a generation by a model that needs a picture to draw over
+                pictures = [Image.new("RGB", size, "white")]
             kwargs: dict[str, Any] = {
-                "prompt": [params.prompt] * params.n,
+                "prompt": params.prompt, "num_images_per_prompt": params.n,
                 "image": pictures[0] if self.family.references == 1 else pictures,
                 "num_inference_steps": steps, "width": width, "height": height,
                 "generator": [torch.Generator("cpu").manual_seed(s) for s in params.seeds],
@@ -806,7 +823,7 @@ class DiffusersEngine:
             guidance = self.guidance if params.guidance is None else params.guidance
             kwargs.update(self.family.guidance_kwargs(pipe, guidance, params.negative_prompt))
             if params.negative_prompt is not None:
-                kwargs["negative_prompt"] = [params.negative_prompt] * params.n
+                kwargs["negative_prompt"] = params.negative_prompt
             step_report = None
             if on_step is not None:
                 finished = list(done)

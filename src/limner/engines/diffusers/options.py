@@ -29,6 +29,7 @@ quantizing SD-Turbo's UNet takes minutes once, not tens of them."""
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """`torch.compile` modes: "reduce-overhead" also replays CUDA graphs, which pays on a GPU
 where a one-step model's time goes to launching a thousand small kernels."""
+OFFLOAD = ("none", "model", "sequential")
 DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16",
           "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 DEFAULT_STEPS = {"low": 1, "medium": 2, "high": 4}
@@ -61,6 +62,9 @@ class DiffusersOptions:
     fuse: bool | None = None
     quantize: str = "none"
     quantize_samples: int | None = None
+    offload: str = "none"
+    """On CUDA, `model` keeps each component on the CPU until it runs, `sequential` each
+    layer: for a model larger than the card (slower; `model` by far the less so)."""
 
     @classmethod
     def parse(cls, table: Mapping[str, Any]) -> DiffusersOptions:
@@ -100,6 +104,9 @@ class DiffusersOptions:
             if quality not in QUALITY_LEVELS or not isinstance(steps, int) or steps < 1:
                 raise ValueError(f"steps must map low, medium, high, xhigh and max to positive "
                                  f"integers, not {dict(self.steps)!r}")
+        if self.offload not in OFFLOAD:
+            raise ValueError(f"offload must be one of {', '.join(map(repr, OFFLOAD))}, not "
+                             f"{self.offload!r}")
         for key in ("threads", "native_size", "max_batch_images", "quantize_samples"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -112,6 +119,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "tiny_decoder": str, "decoder": str, "scheduler": Mapping, "backend": str,
     "cache_dir": str, "compile": (bool, str), "channels_last": bool, "cache_weights": bool,
     "warmup": bool, "prepack": bool, "fuse": bool, "quantize": str, "quantize_samples": int,
+    "offload": str,
 }
 
 
@@ -170,6 +178,7 @@ class LoadPlan:
     max_batch_images: int
     steps: Mapping[str, int]
     reasons: tuple[str, ...]
+    offload: str = "none"
 
     def describe(self) -> str:
         return "; ".join(self.reasons)
@@ -207,6 +216,11 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
         dtype = _torch_dtype(options.dtype, device, platform)
         reasons.append(f"{device} in {dtype}" + (" (auto)" if options.dtype == "auto" else ""))
     cpu, torch_backend = device == "cpu", not openvino
+    if options.offload != "none":
+        if not device.startswith("cuda"):
+            raise ValueError(f"offload = {options.offload!r} moves weights between the CPU and "
+                             "a GPU: it needs device = 'cuda'")
+        reasons.append(f"offload {options.offload}")
     # 2. Layout: oneDNN's bf16 convolutions and group norms are fastest on NHWC tensors.
     if options.channels_last and not torch_backend:
         raise ValueError("channels_last = true lays out torch's tensors: it needs "
@@ -257,7 +271,7 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
                     channels_last=channels_last, prepack=prepack, fuse=fuse, warmup=warmup,
                     cache_weights=cache_weights, quantize=quantize,
                     quantize_samples=samples, max_batch_images=max_batch,
-                    steps=steps, reasons=tuple(reasons))
+                    steps=steps, reasons=tuple(reasons), offload=options.offload)
 
 
 def _default(asked: bool | None, default: bool, name: str, why: str,
