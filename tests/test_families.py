@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import openai
+from openai.types import ImagesResponse
 import pytest
 from conftest import RunningServer, decoded, images_of, running_server
 from PIL import Image, ImageChops, ImageDraw
@@ -131,9 +132,12 @@ def test_two_image_edit(served: tuple[str, RunningServer]) -> None:
     family, server = served
     red, blue = png(Image.new("RGB", (200, 200), "red")), png(Image.new("RGB", (200, 200),
                                                                         "blue"))
-    call = lambda: client_of(server).images.edit(  # noqa: E731
-        model="gpt-image-1", prompt="combine them", image=[red, blue], size="1024x1024",
-        quality="low")
+
+    def call() -> ImagesResponse:
+        return client_of(server).images.edit(model="gpt-image-1", prompt="combine them",
+                                             image=[red, blue], size="1024x1024",
+                                             quality="low")
+
     if REFERENCES.get(family) == 1:
         with pytest.raises(openai.BadRequestError) as caught:
             call()

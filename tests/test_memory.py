@@ -17,7 +17,8 @@ def test_parameter_count_matches_the_loaded_pipeline(tmp_path: Path) -> None:
     from diffusers import DiffusionPipeline
 
     folder = build_tiny_sd(tmp_path)
-    pipe = DiffusionPipeline.from_pretrained(folder, dtype=torch.float32)
+    pipe = DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
+        folder, dtype=torch.float32)
     loaded = sum(p.numel() for name in ("unet", "vae", "text_encoder")
                  for p in getattr(pipe, name).state_dict().values())
     assert memory.parameter_count(folder) == loaded
