@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import openai
-from openai.types import ImagesResponse
 import pytest
 from conftest import RunningServer, decoded, images_of, running_server
+from openai.types import ImagesResponse
 from PIL import Image, ImageChops, ImageDraw
 
 from limner.engines.diffusers.engine import DiffusersEngine
