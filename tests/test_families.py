@@ -178,3 +178,16 @@ def test_negative_prompt_changes_the_picture_or_is_refused(
         assert (body["param"], body["code"]) == ("negative_prompt", "unsupported_parameter")
         return
     assert ImageChops.difference(draw(None), draw("blurry, dark")).getbbox() is not None
+
+
+def test_each_family_has_its_adapter() -> None:
+    from limner.engines.diffusers.families import family_for
+    from limner.engines.diffusers.families.base import packed_grid
+
+    assert family_for("FluxKontextPipeline").name == "flux-kontext"
+    assert family_for("QwenImageEditPlusPipeline").references == 3
+    assert family_for("SanaPipeline").edit_way == "generic"
+    assert family_for("SomeNewPipeline").name == "generic"
+    # A packed sequence's rows and columns, from its length and the asked aspect.
+    assert packed_grid(64 * 64, 1024, 1024) == (64, 64)
+    assert packed_grid(48 * 32, 1024, 1536) == (48, 32)

@@ -34,8 +34,6 @@ class EngineInfo:
     """For an instruction-edit model, the most pictures one edit may give it (each a
     reference, `GenerationParams.references`); 0: several pictures are laid out as one
     starting picture."""
-    grid: int = 8
-    """The pixel multiple it draws at; sizes in between are resized to."""
 
 
 class EngineError(Exception):

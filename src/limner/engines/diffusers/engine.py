@@ -212,7 +212,7 @@ class DiffusersEngine:
         return EngineInfo(name=self._name, native_width=size, native_height=size,
                           draws_alpha=False, max_batch_images=self._max_batch,
                           controls=controls, max_steps=MAX_STEPS, edits=bool(self._editors),
-                          references=references, grid=self.family.grid,
+                          references=references,
                           speedups=self._running() if loaded else ())
 
     def _running(self) -> tuple[str, ...]:

@@ -294,7 +294,10 @@ def pull(preset: Preset, data_dir: Path, source: Path | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
     snapshot_download(preset.repo, local_dir=target,
-                      allow_patterns=["*.json", "*.txt", "*.model", "*.safetensors"],
+                      allow_patterns=["*.json", "*.txt", "*.model", "*.jinja",
+                                      # the components' weights, not the single-file
+                                      # checkpoint some repos also keep at their root
+                                      "*/*.safetensors"],
                       ignore_patterns=["*.fp32.*", "*/diffusion_pytorch_model.bin"])
     if preset.tiny_decoder:
         snapshot_download(preset.tiny_decoder, local_dir=target / "tiny_decoder",
