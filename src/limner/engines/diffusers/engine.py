@@ -1,10 +1,15 @@
-"""DiffusersEngine: any diffusers text-to-image pipeline, from a local folder or a hub id.
+"""DiffusersEngine: any diffusers pipeline, from a local folder or a hub id.
 
-The only module that imports diffusers. Steps are reported through
-`callback_on_step_end`; a `GenerationCancelled` raised there propagates out of the
-pipeline, so a cancelled batch never reaches the (expensive) VAE decode. Edits run through
-diffusers' image-to-image and inpainting pipelines made from the loaded one's components
-(`AutoPipelineFor*.from_pipe`), so they share its weights and every speed-up applied to them.
+What differs between families (SD, SDXL, SD3, FLUX.1, Kontext, FLUX.2, Qwen-Image and its
+edit models, Z-Image, Sana, PixArt, LCM) lives in their adapters (`families`): sizes, steps,
+controls, latents and previews, and how each edits; this module keeps the load, the batch
+and the callbacks. Steps are reported through the pipeline's step hook; a
+`GenerationCancelled` raised there propagates out of the pipeline, so a cancelled batch never
+reaches the (expensive) VAE decode. Edits run through diffusers' image-to-image and
+inpainting pipelines made from the loaded one's components (`AutoPipelineFor*.from_pipe`, so
+they share its weights and every speed-up applied to them), through an instruction-edit
+model's own call with the pictures as references, or through `generic_edit`. A draw that
+fails inside a speed-up switches it off and draws again (`STEP_DOWN`).
 
 Its options are parsed and every default settled by `options` (torch-free), before
 anything loads. Fast paths (engine options): text-encoder outputs are cached per prompt; `backend =
@@ -69,7 +74,7 @@ SCHEDULER_CLASSES = {"euler": "EulerDiscreteScheduler",
 pipeline's own scheduler config."""
 _SD_ENCODE_PROMPT = ["self", "prompt", "device", "num_images_per_prompt",
                      "do_classifier_free_guidance", "negative_prompt"]
-STEP_DOWN = ("compile", "openvino", "int8", "fuse", "prepack", "channels_last",
+STEP_DOWN = ("compile", "int8", "openvino", "fuse", "prepack", "channels_last",
              "prompt_cache", "weight_cache")
 """The speed-ups switched off one at a time, in this order, when drawing fails inside
 them: the newest and least general first, down to plain diffusers."""
@@ -429,7 +434,7 @@ class DiffusersEngine:
                     with torch.inference_mode():
                         self.family.encode(self.pipe, pixels, torch.Generator().manual_seed(0))
                     break
-                except Exception as exc:
+                except RuntimeError as exc:
                     if not self._step_down(exc):
                         raise
         # The throw-away prompt's encodings leave with it: requests find the cache as new.
@@ -658,9 +663,8 @@ class DiffusersEngine:
         if way == "reference" or (way == "generate" and self.family.blank_reference):
             return self._reference_edit(batch, on_step, (width, height),
                                         max(steps, first.min_steps))
-        pipe = self.pipe if way != "pipelines" else self._editor(kind, first.strength)
-        if kind != "generate":
-            self._editor(kind, first.strength)  # checks the strength
+        # A `generic` edit draws with the pipeline itself, which `_editors` then holds.
+        pipe = self.pipe if kind == "generate" else self._editor(kind, first.strength)
         if kind == "generate":
             total = asked = max(steps, first.min_steps)
         else:

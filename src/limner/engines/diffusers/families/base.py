@@ -141,7 +141,11 @@ class Family:
         vae = pipe.vae
         out = vae.encode(pixels.to(vae.dtype))
         dist = getattr(out, "latent_dist", None)
-        raw: torch.Tensor = dist.sample(generator) if dist is not None else out.latent
+        # AutoencoderKL gives a distribution, AutoencoderDC `latent`, AutoencoderTiny `latents`.
+        if dist is not None:
+            raw: torch.Tensor = dist.sample(generator)
+        else:
+            raw = out.latent if hasattr(out, "latent") else out.latents
         config = vae.config
         scaling = getattr(config, "scaling_factor", None) or 1.0
         shift = getattr(config, "shift_factor", None) or 0.0
