@@ -49,6 +49,8 @@ def served(request: pytest.FixtureRequest, folders: Path,
         tiny = build_tiny_decoder_for(family, folders)
         if tiny is not None:
             options["tiny_decoder"] = str(tiny)
+        # The weight cache as `limner serve` keeps it (the load reads the copy it writes).
+        options["cache_dir"] = str(tmp_path_factory.mktemp(f"{family}-cache"))
     engine = DiffusersEngine(str(folder), threads=2, native_size=NATIVE,
                              steps={"low": 2, "medium": 3, "high": 4}, **options)
     with running_server(tmp_path_factory.mktemp(f"{family}-{plan}"),
@@ -179,6 +181,14 @@ def test_negative_prompt_changes_the_picture_or_is_refused(
         return
     assert ImageChops.difference(draw(None), draw("blurry, dark")).getbbox() is not None
 
+
+
+def test_no_speed_up_had_to_step_down(served: tuple[str, RunningServer]) -> None:
+    """After every case above: a speed-up that failed is switched off and the work drawn
+    again, so the cases pass either way; on these families none should have failed."""
+    family, server = served
+    engine = server.engines[family]
+    assert isinstance(engine, DiffusersEngine) and engine.stepped_down == []
 
 def test_each_family_has_its_adapter() -> None:
     from limner.engines.diffusers.families import family_for

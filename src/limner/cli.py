@@ -83,7 +83,7 @@ def main(ctx: click.Context, base_url: str | None, api_key: str | None,
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), default=None, help="A TOML config file.")
 @click.option("--model", default=None, metavar="NAME_OR_PATH",
-              help="Serve a diffusers text-to-image pipeline instead of the embedded model, "
+              help="Serve a diffusers pipeline instead of the embedded model, "
                    "under every OpenAI model name: a preset name (see `limner models "
                    "presets`), a local folder, or a hub id.")
 @click.option("--public-base-url", default=None, metavar="URL",

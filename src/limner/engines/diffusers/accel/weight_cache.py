@@ -118,8 +118,13 @@ def load_cached(source: str, cache_dir: Path, dtype: torch.dtype, channels_last:
             continue
         try:
             cls = getattr(importlib.import_module(library), class_name)
-            found[name] = _load_nhwc(cls, target) if (target / NHWC_FILE).is_file() \
+            model = _load_nhwc(cls, target) if (target / NHWC_FILE).is_file() \
                 else cls.from_pretrained(target, dtype=dtype).to(dtype)
+            if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+                # a copy missing some of the model's tensors (a converter that did not know
+                # its layout): the model is loaded from its own files, then saved whole
+                raise ValueError("the cached weights leave part of the model empty")
+            found[name] = model
         except Exception as exc:  # a damaged copy: convert again from the source
             log.warning("%s: the cached copy in %s is unreadable (%s); converting again",
                         name, target, exc)
@@ -139,14 +144,25 @@ def _load_nhwc(cls: Any, folder: Path) -> Any:
     as channels_last views of their NHWC data (no copy)."""
     from safetensors.torch import load_file
 
+    config = cls.load_config(folder)
     with torch.device("meta"):
-        model = cls.from_config(cls.load_config(folder))
+        model = cls.from_config(config)
+    if _plain_tensors(model):
+        # Tensors its constructor computes outside parameters and buffers (Qwen-Image's
+        # rotary frequencies) would stay empty: such a model is built for real.
+        model = cls.from_config(config)
     state = {key: value.permute(0, 3, 1, 2) if value.ndim == 4 else value
              for key, value in load_file(folder / NHWC_FILE).items()}
     model.load_state_dict(state, strict=True, assign=True)
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
         raise ValueError("the cached weights leave part of the model empty")
     return model.eval()
+
+
+def _plain_tensors(model: torch.nn.Module) -> bool:
+    return any(isinstance(value, torch.Tensor) for module in model.modules()
+               for name, value in vars(module).items()
+               if name not in ("_parameters", "_buffers"))
 
 
 WEIGHT_FILES = {"diffusers": "diffusion_pytorch_model.safetensors",
