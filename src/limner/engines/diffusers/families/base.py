@@ -178,5 +178,17 @@ def packed_grid(tokens: int, width: int, height: int) -> tuple[int, int]:
     return 1, tokens
 
 
+def unpack_2x2(pipe: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """A sequence of 2x2 latent patches (FLUX.1's and Qwen-Image's packing) as the
+    pipeline's own `_unpack_latents` lays it out, its size read from the sequence."""
+    if latents.ndim != 3:
+        return latents
+    factor = int(pipe.vae_scale_factor) * 2
+    rows, columns = packed_grid(latents.shape[1], width, height)
+    grid: torch.Tensor = pipe._unpack_latents(latents, rows * factor, columns * factor,
+                                              pipe.vae_scale_factor)
+    return grid
+
+
 def call_parameters(pipe: Any) -> Mapping[str, inspect.Parameter]:
     return inspect.signature(type(pipe).__call__).parameters

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from limner.engines.diffusers.families.base import Family, packed_grid
+from limner.engines.diffusers.families.base import Family, unpack_2x2
 
 
 def guidance_embedded(pipe: Any) -> bool:
@@ -36,10 +36,4 @@ class Flux(Family):
 
     def latent_grid(self, pipe: Any, latents: torch.Tensor, width: int,
                     height: int) -> torch.Tensor:
-        if latents.ndim != 3:
-            return latents
-        factor = int(pipe.vae_scale_factor) * 2
-        rows, columns = packed_grid(latents.shape[1], width, height)
-        unpacked: torch.Tensor = pipe._unpack_latents(latents, rows * factor,
-                                                      columns * factor, pipe.vae_scale_factor)
-        return unpacked
+        return unpack_2x2(pipe, latents, width, height)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from limner.engines.diffusers.families.base import Family, packed_grid
+from limner.engines.diffusers.families.base import Family, unpack_2x2
 
 
 class QwenImage(Family):
@@ -21,19 +21,10 @@ class QwenImage(Family):
 
     def latent_grid(self, pipe: Any, latents: torch.Tensor, width: int,
                     height: int) -> torch.Tensor:
-        if latents.ndim != 3:
-            return latents
-        factor = int(pipe.vae_scale_factor) * 2
-        rows, columns = packed_grid(latents.shape[1], width, height)
-        grid: torch.Tensor = pipe._unpack_latents(latents, rows * factor, columns * factor,
-                                                  pipe.vae_scale_factor)
-        return grid  # (B, C, 1, h, w)
+        return unpack_2x2(pipe, latents, width, height)  # (B, C, 1, h, w)
 
     def vae_input(self, pipe: Any, grid: torch.Tensor) -> torch.Tensor:
-        config = pipe.vae.config
-        shape = (1, config.z_dim, 1, 1, 1)
-        mean = torch.tensor(config.latents_mean).view(shape).to(grid.device, grid.dtype)
-        std = torch.tensor(config.latents_std).view(shape).to(grid.device, grid.dtype)
+        mean, std = _statistics(pipe.vae.config, grid)
         return grid * std + mean
 
     def decode(self, pipe: Any, vae_latents: torch.Tensor) -> torch.Tensor:
@@ -47,8 +38,13 @@ class QwenImage(Family):
         vae = pipe.vae
         out = vae.encode(pixels.unsqueeze(2).to(vae.dtype))
         raw: torch.Tensor = out.latent_dist.sample(generator)
-        config = vae.config
-        shape = (1, config.z_dim, 1, 1, 1)
-        mean = torch.tensor(config.latents_mean).view(shape).to(raw.device, torch.float32)
-        std = torch.tensor(config.latents_std).view(shape).to(raw.device, torch.float32)
+        mean, std = _statistics(vae.config, raw.float())
         return ((raw.float() - mean) / std).to(raw.dtype)
+
+
+def _statistics(config: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE's per-channel latent mean and deviation, shaped for (B, C, T, h, w)."""
+    shape = (1, config.z_dim, 1, 1, 1)
+    mean = torch.tensor(config.latents_mean).view(shape).to(like.device, like.dtype)
+    std = torch.tensor(config.latents_std).view(shape).to(like.device, like.dtype)
+    return mean, std
