@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -56,9 +56,10 @@ from limner.engines.diffusers.options import (
     quality_steps,
     resolve,
 )
-from limner.jobs import GenerationCancelled, GenerationParams, StepCallback, StepUpdate
+from limner.jobs import GenerationParams, StepCallback, StepUpdate
 
 log = logging.getLogger("limner.engines.diffusers")
+_T = TypeVar("_T")
 
 PREVIEW_MAX_SIDE = 160
 """Partial images are decoded from latents pooled to at most this many pixels on the long
@@ -163,6 +164,8 @@ class DiffusersEngine:
         self._missing: list[str] = []
         self.applied: list[str] = []
         """What each step of the last load did, in order (`load`)."""
+        self._controls: frozenset[str] = frozenset()
+        """What the loaded pipeline honours of `jobs.CONTROLS` (`Family.controls`)."""
         self.family: Family = Family()
         """The pipeline's family adapter (`families`), known once it is loaded."""
         self._edit_ways: dict[str, str] = {}
@@ -210,7 +213,7 @@ class DiffusersEngine:
     def info(self) -> EngineInfo:
         size = self._native or 512
         loaded = self.pipe is not None
-        controls = self.family.controls(self.pipe) if loaded else frozenset(
+        controls = self._controls if loaded else frozenset(
             {"negative_prompt", "guidance_scale", "scheduler"})
         references = self.family.references if self._edit_ways.get("redraw") == "reference" \
             else 0
@@ -268,6 +271,7 @@ class DiffusersEngine:
             if done:
                 self.applied.append(f"{name}: {done}")
         self.pipe = pipe
+        self._controls = self.family.controls(pipe)
         log.info("loaded %s (%s, %s, backend %s%s)", self.model, self.device, self.dtype,
                  self.backend, f", torch.compile {self.compile_mode}" if self.compile else "")
         if self.warmup:
@@ -429,14 +433,12 @@ class DiffusersEngine:
             # Edits also run the VAE's encoder, which a text-to-image draw never calls: its
             # layers meet the native size here, and a fused call it turns down is found now.
             pixels = torch.zeros(1, 3, native, native, dtype=self.dtype, device=self.device)
-            while True:
-                try:
-                    with torch.inference_mode():
-                        self.family.encode(self.pipe, pixels, torch.Generator().manual_seed(0))
-                    break
-                except RuntimeError as exc:
-                    if not self._step_down(exc):
-                        raise
+
+            def encode() -> None:
+                with torch.inference_mode():
+                    self.family.encode(self.pipe, pixels, torch.Generator().manual_seed(0))
+
+            self._stepping_down(encode)
         # The throw-away prompt's encodings leave with it: requests find the cache as new.
         self._embeds.clear()
         self._negative = None
@@ -642,12 +644,15 @@ class DiffusersEngine:
                  on_step: StepCallback | None = None) -> list[list[Image.Image]]:
         """Draws the batch; where that fails inside a speed-up, the speed-up is switched off
         for the model (`STEP_DOWN`) and the batch drawn again, down to plain diffusers."""
+        return self._stepping_down(lambda: self._generate(batch, on_step))
+
+    def _stepping_down(self, work: Callable[[], _T]) -> _T:
+        """`work`, again after each speed-up `_step_down` switches off for a RuntimeError
+        (what oneDNN, OpenVINO and compile raise), until it runs or none is left."""
         while True:
             try:
-                return self._generate(batch, on_step)
-            except (GenerationCancelled, EngineError):
-                raise
-            except RuntimeError as exc:  # what oneDNN, OpenVINO and compile raise
+                return work()
+            except RuntimeError as exc:
                 if not self._step_down(exc):
                     raise
 

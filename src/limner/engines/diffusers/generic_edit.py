@@ -7,6 +7,7 @@ every step, as diffusers' inpainting pipelines do.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def prepare(pipe: Any, family: Family, images: Sequence[Image.Image],
     start = _noised(schedule, clean, noise, tail[0])
     # SD-style pipelines scale given latents by the scheduler's initial sigma, as they do
     # their own noise: hand them latents that come out right after it.
-    if "init_noise_sigma" in inspect.getsource(type(pipe).prepare_latents):
+    if _scales_given_latents(type(pipe).prepare_latents):
         start = start / float(schedule.init_noise_sigma)
     kwargs: dict[str, Any] = {"latents": start.to(dtype)}
     blend = None
@@ -108,6 +109,13 @@ def prepare(pipe: Any, family: Family, images: Sequence[Image.Image],
 
     return GenericEdit(kwargs=kwargs, scheduler=schedule, blend=blend,
                        steps_run=len(tail) // int(getattr(schedule, "order", 1)))
+
+
+@functools.cache
+def _scales_given_latents(prepare_latents: Callable[..., Any]) -> bool:
+    """Whether a pipeline class's `prepare_latents` multiplies latents it is given by the
+    scheduler's initial sigma (read once per class from its source)."""
+    return "init_noise_sigma" in inspect.getsource(prepare_latents)
 
 
 def _noised(schedule: Any, clean: torch.Tensor, noise: torch.Tensor,
