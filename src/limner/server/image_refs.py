@@ -28,25 +28,27 @@ _DATA_URL = re.compile(r"data:([\w.+/-]*)((?:;[\w=.+-]+)*?)(;base64)?,(.*)", re.
 
 
 async def resolve(refs: Sequence[ImageRef], param: str, files: FileStore,
-                  hosts: Sequence[str], max_bytes: int) -> list[Upload]:
+                  hosts: Sequence[str], max_bytes: int, owner: str = "") -> list[Upload]:
     """Every reference's bytes, in order; `param` names the field in errors (`images[1]`)."""
     uploads = []
+    field = "image" if param == "images" else "mask"
     for index, ref in enumerate(refs):
         name = f"{param}[{index}]" if param == "images" else param
-        uploads.append(await _one(ref, name, files, hosts, max_bytes))
+        uploads.append(await resolve_one(ref, name, field, files, hosts, max_bytes, owner))
     return uploads
 
 
-async def _one(ref: ImageRef, name: str, files: FileStore, hosts: Sequence[str],
-               max_bytes: int) -> Upload:
-    field = "image" if name.startswith("images") else "mask"
+async def resolve_one(ref: ImageRef, name: str, field: str, files: FileStore,
+                      hosts: Sequence[str], max_bytes: int, owner: str = "") -> Upload:
+    """One reference's bytes as an upload of `field`; `name` is its path in errors, and a
+    `file_id` is looked up among `owner`'s files only."""
     if (ref.image_url is None) == (ref.file_id is None):
         raise InvalidRequest(
             f"Invalid '{name}': provide exactly one of 'image_url' or 'file_id'.",
             param=name, code="invalid_value")
     if ref.file_id is not None:
         try:
-            return Upload(field, files.get_bytes(ref.file_id))
+            return Upload(field, files.get_bytes(ref.file_id, owner))
         except NotFound as exc:
             raise InvalidRequest(f"Invalid '{name}.file_id': no file '{ref.file_id}' exists.",
                                  param=f"{name}.file_id", code="invalid_value") from exc

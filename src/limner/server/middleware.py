@@ -31,6 +31,12 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+def owner_of(key: str) -> str:
+    """Who owns what a request stores (files, responses, batches): a name derived from its
+    key, so stored records never hold the key itself; "" when no keys are configured."""
+    return hashlib.sha256(b"limner-owner:" + key.encode()).hexdigest()[:32]
+
+
 class RequestContextMiddleware:
     """Adds `x-request-id`, checks `Authorization: Bearer` when keys are configured.
 
@@ -72,6 +78,7 @@ class RequestContextMiddleware:
                     await _send_json(send_with_id, 401, error_payload(
                         problem, "invalid_request_error", None, "invalid_api_key"))
                     return
+                scope["state"]["owner"] = owner_of(headers["authorization"][7:].strip())
             await self.app(scope, receive, send_with_id)
         finally:
             log.info("%s %s %s %d %.1fms", request_id, scope["method"], scope["path"],

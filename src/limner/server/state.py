@@ -31,3 +31,9 @@ class AppState:
 def app_state(app: Any) -> AppState:
     state: AppState = app.state.limner
     return state
+
+
+def request_owner(request: Any) -> str:
+    """The owner of what `request` stores or reads (`middleware.owner_of`); "" with no keys."""
+    owner: str = request.scope.get("state", {}).get("owner", "")
+    return owner

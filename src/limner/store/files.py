@@ -33,6 +33,8 @@ class FileRecord:
     filename: str
     purpose: str
     created_ns: int = 0
+    owner: str = ""
+    """Who may see it (`middleware.owner_of` of the key that stored it); "" with no keys."""
 
     def to_openai(self) -> dict[str, Any]:
         """OpenAI's `FileObject`; files never expire here, so `expires_at` is null."""
@@ -63,7 +65,8 @@ class FileStore:
         self.max_bytes = max_bytes
         self.clock = clock
 
-    def create(self, source: BinaryIO, filename: str, purpose: str) -> FileRecord:
+    def create(self, source: BinaryIO, filename: str, purpose: str,
+               owner: str = "") -> FileRecord:
         """Copies `source` in chunks; over `max_bytes` it raises 413 and leaves nothing behind."""
         file_id = f"file-{secrets.token_hex(16)}"
         data, meta = self._paths(file_id)
@@ -82,7 +85,7 @@ class FileStore:
                 os.fsync(handle.fileno())
             record = FileRecord(id=file_id, bytes=size, created_at=int(self.clock()),
                                 filename=filename, purpose=purpose,
-                                created_ns=time.time_ns())
+                                created_ns=time.time_ns(), owner=owner)
             with open(meta_partial, "x", encoding="utf-8") as handle:
                 json.dump(asdict(record), handle)
                 handle.flush()
@@ -99,17 +102,21 @@ class FileStore:
             raise
         return record
 
-    def get(self, file_id: str) -> FileRecord:
-        """The metadata of `file_id`; 404 for a malformed, unknown or unreadable id."""
+    def get(self, file_id: str, owner: str = "") -> FileRecord:
+        """The metadata of `file_id`; 404 for a malformed, unknown or unreadable id, and for
+        another owner's file (which must look exactly like one that does not exist)."""
         _, meta = self._paths(file_id)
         try:
             with self._open_nofollow(meta) as handle:
                 fields = json.loads(handle.read().decode("utf-8"))
-            return FileRecord(**fields)
+            record = FileRecord(**fields)
         except (OSError, ValueError, TypeError) as exc:
             raise not_found(file_id) from exc
+        if record.owner != owner:
+            raise not_found(file_id)
+        return record
 
-    def list_files(self, purpose: str | None = None, *, order: str = "desc",
+    def list_files(self, purpose: str | None = None, *, owner: str = "", order: str = "desc",
                    after: str | None = None, limit: int = 10_000) -> tuple[list[FileRecord], bool]:
         """One page in creation order (`asc` or `desc`) after the file `after`, and whether
         more follow; an `after` that names no stored file is a 400."""
@@ -119,7 +126,7 @@ class FileStore:
             if not _ID.fullmatch(file_id):
                 continue
             try:
-                record = self.get(file_id)
+                record = self.get(file_id, owner)
             except NotFound:
                 continue  # deleted while listing, or a stray file
             if purpose is None or record.purpose == purpose:
@@ -133,23 +140,24 @@ class FileStore:
             records = records[position + 1:]
         return records[:limit], len(records) > limit
 
-    def open(self, file_id: str) -> tuple[FileRecord, BinaryIO]:
+    def open(self, file_id: str, owner: str = "") -> tuple[FileRecord, BinaryIO]:
         """The metadata and an open handle on the data (the caller closes it), which stays
         readable if the file is deleted meanwhile."""
-        record = self.get(file_id)
+        record = self.get(file_id, owner)
         data, _ = self._paths(file_id)
         try:
             return record, self._open_nofollow(data)
         except OSError as exc:
             raise not_found(file_id) from exc
 
-    def get_bytes(self, file_id: str) -> bytes:
+    def get_bytes(self, file_id: str, owner: str = "") -> bytes:
         """The whole content of `file_id` (at most `max_bytes`), for routes that take a file id."""
-        _, handle = self.open(file_id)
+        _, handle = self.open(file_id, owner)
         with handle:
             return handle.read()
 
-    def delete(self, file_id: str) -> None:
+    def delete(self, file_id: str, owner: str = "") -> None:
+        self.get(file_id, owner)
         data, meta = self._paths(file_id)
         try:
             meta.unlink()

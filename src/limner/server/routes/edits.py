@@ -21,7 +21,7 @@ from limner.server import image_refs
 from limner.server.forms import read_form
 from limner.server.parsing import parse_as, parse_json, read_limited
 from limner.server.routes.images import counted, respond
-from limner.server.state import app_state
+from limner.server.state import app_state, request_owner
 
 router = APIRouter()
 MAX_FILES = 17
@@ -55,10 +55,11 @@ async def _create_edit(request: Request) -> Response:
         else:
             edit_images = await image_refs.resolve(edit.images, "images", state.files,
                                                    settings.image_url_hosts,
-                                                   settings.max_upload_bytes)
+                                                   settings.max_upload_bytes,
+                                                   request_owner(request))
         masks = [] if edit.mask is None else await image_refs.resolve(
             [edit.mask], "mask", state.files, settings.image_url_hosts,
-            settings.max_upload_bytes)
+            settings.max_upload_bytes, request_owner(request))
     else:
         form = await read_form(request, settings.max_upload_bytes,
                                file_fields=("image", "mask", "markup"), max_files=MAX_FILES)

@@ -17,7 +17,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from limner.errors import InvalidRequest, invalid_value
 from limner.server.forms import parse_limited
-from limner.server.state import app_state
+from limner.server.state import app_state, request_owner
 from limner.store.files import CHUNK, PURPOSES, too_large
 
 router = APIRouter()
@@ -41,7 +41,8 @@ async def create_file(request: Request) -> JSONResponse:
     form = await _read_form(request, store.max_bytes + FORM_OVERHEAD, store.max_bytes)
     try:
         upload, filename, purpose = _fields(form)
-        record = await asyncio.to_thread(store.create, upload.file, filename, purpose)
+        record = await asyncio.to_thread(store.create, upload.file, filename, purpose,
+                                         request_owner(request))
     finally:
         await form.close()
     return JSONResponse(record.to_openai())
@@ -57,8 +58,8 @@ async def list_files(request: Request) -> JSONResponse:
     if order not in ("asc", "desc"):
         raise invalid_value("order", order, ["asc", "desc"])
     records, has_more = await asyncio.to_thread(
-        store.list_files, query.get("purpose"), order=order, after=query.get("after"),
-        limit=limit)
+        store.list_files, query.get("purpose"), owner=request_owner(request), order=order,
+        after=query.get("after"), limit=limit)
     return JSONResponse({"object": "list", "data": [r.to_openai() for r in records],
                          "has_more": has_more,
                          "first_id": records[0].id if records else None,
@@ -68,14 +69,16 @@ async def list_files(request: Request) -> JSONResponse:
 @router.get("/v1/files/{file_id}")
 @router.get("/files/{file_id}", include_in_schema=False)
 async def retrieve_file(request: Request, file_id: str) -> JSONResponse:
-    record = await asyncio.to_thread(app_state(request.app).files.get, file_id)
+    record = await asyncio.to_thread(app_state(request.app).files.get, file_id,
+                                   request_owner(request))
     return JSONResponse(record.to_openai())
 
 
 @router.get("/v1/files/{file_id}/content")
 @router.get("/files/{file_id}/content", include_in_schema=False)
 async def file_content(request: Request, file_id: str) -> StreamingResponse:
-    _, handle = await asyncio.to_thread(app_state(request.app).files.open, file_id)
+    _, handle = await asyncio.to_thread(app_state(request.app).files.open, file_id,
+                                         request_owner(request))
     try:
         head = await asyncio.to_thread(handle.read, 16)
         size = os.fstat(handle.fileno()).st_size
@@ -95,7 +98,8 @@ async def file_content(request: Request, file_id: str) -> StreamingResponse:
 @router.delete("/v1/files/{file_id}")
 @router.delete("/files/{file_id}", include_in_schema=False)
 async def delete_file(request: Request, file_id: str) -> JSONResponse:
-    await asyncio.to_thread(app_state(request.app).files.delete, file_id)
+    await asyncio.to_thread(app_state(request.app).files.delete, file_id,
+                            request_owner(request))
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})
 
 
