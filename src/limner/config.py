@@ -66,6 +66,10 @@ class Settings:
     default_engine: str = EMBEDDED_ENGINE
     models: Mapping[str, str] = field(default_factory=dict)
     """OpenAI model name (or any new name) -> engine name."""
+    responses_ttl_s: float = 30 * 86400
+    """How long a stored response (`store: true`, the default) is kept, as OpenAI does."""
+    responses_max_bytes: int = 1 << 30
+    """What stored responses may hold on disk together; past it the oldest go first."""
 
     @property
     def base_url(self) -> str:

@@ -19,6 +19,8 @@ from limner.engines.base import Engine
 from limner.engines.registry import build_engine
 from limner.metrics import Gauge, Metrics
 from limner.moderation import PromptPolicy
+from limner.responses.service import ResponsesService
+from limner.responses.store import ResponseStore
 from limner.scheduler import EngineQueue, Scheduler
 from limner.server.errors import install_error_handlers
 from limner.server.middleware import RequestContextMiddleware
@@ -30,6 +32,7 @@ from limner.server.routes import (
     metrics_route,
     models,
     playground,
+    responses,
     uploads,
 )
 from limner.server.state import AppState
@@ -79,13 +82,16 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
             )
             queue.start()
             state.schedulers[name] = queue
-        state.tasks.append(asyncio.create_task(_load_engines(state)))
-        state.tasks.append(asyncio.create_task(_sweep(store)))
+        loading = asyncio.create_task(_load_engines(state))
+        state.tasks.append(loading)
+        state.tasks.append(asyncio.create_task(_resume_responses(state, loading)))
+        state.tasks.append(asyncio.create_task(_sweep(store, state.responses.store)))
         try:
             yield
         finally:
             for task in state.tasks:
                 task.cancel()
+            await state.responses.close()
             await drain(app)
             for queue in state.schedulers.values():
                 with contextlib.suppress(Exception):
@@ -95,11 +101,15 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None)
     schedulers: dict[str, EngineQueue] = {}
+    service = ImageService(catalogue, schedulers, delivery, policy, clock, metrics)
+    uploaded = FileStore(settings.data_dir / "files", settings.max_upload_bytes, clock)
+    response_store = ResponseStore(settings.data_dir / "responses", settings.responses_ttl_s,
+                                   settings.responses_max_bytes, clock)
     app.state.limner = AppState(
         settings=settings, catalogue=catalogue, engines=built, schedulers=schedulers,
-        service=ImageService(catalogue, schedulers, delivery, policy, clock, metrics),
-        delivery=delivery, started_at=int(clock()),
-        files=FileStore(settings.data_dir / "files", settings.max_upload_bytes, clock),
+        service=service, delivery=delivery, started_at=int(clock()), files=uploaded,
+        responses=ResponsesService(service, response_store, uploaded, catalogue, settings,
+                                   clock),
     )
     metrics.add_gauge(Gauge("limner_queue_depth", "Requests waiting for an engine.",
                             lambda: {(("model", n),): s.queue_depth
@@ -118,7 +128,8 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
                                      if (up := q.replicas_up()) is not None}))
     install_error_handlers(app)
     # `files` before `uploads`: `/v1/files/images/{name}` must win over `/v1/files/{id}/content`.
-    for module in (images, edits, models, files, uploads, health, metrics_route, playground):
+    for module in (images, edits, responses, models, files, uploads, health, metrics_route,
+                   playground):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, api_keys=settings.api_keys)
     return app
@@ -150,9 +161,18 @@ async def _load_engines(state: AppState) -> None:
     gc.freeze()
 
 
-async def _sweep(store: LocalImageStore) -> None:
+async def _resume_responses(state: AppState, loading: asyncio.Task[None]) -> None:
+    """Background responses a stop left unfinished, once the engines they need are up."""
+    await asyncio.shield(loading)
+    await state.responses.resume()
+
+
+async def _sweep(store: LocalImageStore, responses: ResponseStore) -> None:
     while True:
         removed = await asyncio.to_thread(store.sweep)
         if removed:
             log.info("removed %d expired image files", removed)
+        removed = await asyncio.to_thread(responses.sweep)
+        if removed:
+            log.info("removed %d expired stored responses", removed)
         await asyncio.sleep(SWEEP_EVERY_S)

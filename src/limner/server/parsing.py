@@ -134,18 +134,25 @@ def parse_request(document: dict[str, Any]) -> CreateImageRequest:
     return parse_as(CreateImageRequest, document)
 
 
-def parse_as(body: type[Body], document: dict[str, Any]) -> Body:
+def parse_as(body: type[Body], document: dict[str, Any], at: str | None = None) -> Body:
+    """`document` as `body`; `at` is where it sits in a larger request (`tools[0]`), for
+    the `param` of its errors."""
     # Unknown keys first, by hand: pydantic would build one error per key (for a body of
     # tens of thousands of keys, while holding the interpreter), where the answer names
     # only the first.
     for key in document:
         if key not in body.model_fields:
-            raise InvalidRequest(f"Unknown parameter: '{key}'.", param=key,
+            name = f"{at}.{key}" if at else key
+            raise InvalidRequest(f"Unknown parameter: '{name}'.", param=name,
                                  code="unknown_parameter")
     try:
         return body.model_validate(document)
     except ValidationError as exc:
-        raise _translate(exc, document) from None
+        error = _translate(exc, document)
+        if at and error.param:
+            error.message = error.message.replace(f"'{error.param}'", f"'{at}.{error.param}'")
+            error.param = f"{at}.{error.param}"
+        raise error from None
 
 
 def coerce_form_value(name: str, value: str) -> Any:

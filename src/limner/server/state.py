@@ -8,6 +8,7 @@ from typing import Any
 from limner.catalogue import Catalogue
 from limner.config import Settings
 from limner.engines.base import Engine
+from limner.responses.service import ResponsesService
 from limner.scheduler import EngineQueue
 from limner.service import Delivery, ImageService
 from limner.store.files import FileStore
@@ -23,6 +24,7 @@ class AppState:
     delivery: Delivery
     started_at: int
     files: FileStore
+    responses: ResponsesService
     loaded: set[str] = field(default_factory=set)
     load_errors: dict[str, str] = field(default_factory=dict)
     tasks: list[Any] = field(default_factory=list)

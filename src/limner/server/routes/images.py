@@ -30,7 +30,7 @@ class ClientGone(Exception):
     pass
 
 
-async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Runs `work`; if the client disconnects first, cancels it (and so its job)."""
     task = asyncio.ensure_future(work)
 
@@ -91,20 +91,25 @@ async def _create_image(request: Request) -> Response:
     return await respond(request, plan)
 
 
-async def respond(request: Request, plan: GenerationPlan) -> Response:
-    """A planned request's answer, the same for every endpoint: admission (moderation, the
-    queue), then one JSON answer or a stream."""
-    state = app_state(request.app)
-    request_id: str = request.state.request_id
+def check_available(state: AppState, plan: GenerationPlan) -> None:
+    """503 while the plan's engine is loading, or when its load failed."""
     failure = state.load_errors.get(plan.entry.engine)
     if failure is not None:
         raise ModelUnavailable(f"The model '{plan.model}' failed to load and is not available: "
-                          f"{failure}", code="model_unavailable")
+                               f"{failure}", code="model_unavailable")
     if plan.entry.engine not in state.loaded:
         raise Unavailable(
             f"The model '{plan.model}' is still loading; retry in a few seconds.",
             code="model_loading", headers={"retry-after": "5"},
         )
+
+
+async def respond(request: Request, plan: GenerationPlan) -> Response:
+    """A planned request's answer, the same for every endpoint: admission (moderation, the
+    queue), then one JSON answer or a stream."""
+    state = app_state(request.app)
+    request_id: str = request.state.request_id
+    check_available(state, plan)
     log.info("%s %s model=%s n=%d size=%s quality=%s stream=%s safety_identifier=%r",
              request_id, plan.endpoint, plan.model, plan.params.n, plan.size, plan.quality,
              plan.stream, plan.safety_identifier)
@@ -118,7 +123,7 @@ async def respond(request: Request, plan: GenerationPlan) -> Response:
         )
     # 3. One JSON answer; the job is cancelled if the client goes away.
     try:
-        result = await _until_disconnect(request, generation.response())
+        result = await until_disconnect(request, generation.response())
     except ClientGone:
         log.info("%s client disconnected; generation cancelled", request_id)
         return Response(status_code=499)
