@@ -387,9 +387,10 @@ class ResponsesService:
 
     async def close(self) -> None:
         """At shutdown: background work stops; it stays `in_progress` on disk to resume."""
-        for run in list(self._running.values()):
-            if run.task is not None:
-                run.task.cancel()
+        tasks = [run.task for run in self._running.values() if run.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # Helpers -----------------------------------------------------------------------------
     async def _previous(self, response_id: str, owner: str) -> dict[str, Any]:
