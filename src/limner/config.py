@@ -28,6 +28,8 @@ class EngineConfig:
     """Its Ray Serve deployment (`limner serve --ray`): `RAY_KEYS` from its TOML table."""
 
 
+RESPONSES_KEYS = ("upstream", "ttl_s", "max_bytes")
+"""The `[responses]` table: the text model, and how long and how much is stored."""
 RAY_KEYS = ("replicas", "autoscaling", "num_cpus", "num_gpus", "max_ongoing_requests",
             "max_queued_requests")
 """An engine table's keys that shape its deployment under Ray, not the engine itself."""
@@ -70,6 +72,8 @@ class Settings:
     """How long a stored response (`store: true`, the default) is kept, as OpenAI does."""
     responses_max_bytes: int = 1 << 30
     """What stored responses may hold on disk together; past it the oldest go first."""
+    responses_upstream: Mapping[str, Any] | None = None
+    """A text model for `/v1/responses` (`base_url`, `model`, `api_key`); none: image-only."""
 
     @property
     def base_url(self) -> str:
@@ -105,8 +109,12 @@ def _from_toml(doc: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in doc.items():
         if key in simple:
             values[key] = tuple(value) if key in ("api_keys", "image_url_hosts") else value
-        elif key not in ("engines", "models"):
+        elif key not in ("engines", "models", "responses"):
             raise ValueError(f"unknown setting {key!r} in the config file")
+    for key, value in doc.get("responses", {}).items():
+        if key not in RESPONSES_KEYS:
+            raise ValueError(f"unknown setting {key!r} in [responses] of the config file")
+        values[f"responses_{key}"] = value
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"]).expanduser()
     if "engines" in doc:

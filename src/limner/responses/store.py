@@ -54,6 +54,8 @@ class StoredResponse:
     """The request as it came, so a background response can be run again after a restart."""
     input_items: list[dict[str, Any]] = field(default_factory=list)
     stored_at: float = 0.0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """With a text model: the conversation so far as chat messages, for the next turn."""
 
     @property
     def id(self) -> str:

@@ -21,6 +21,7 @@ from limner.metrics import Gauge, Metrics
 from limner.moderation import PromptPolicy
 from limner.responses.service import ResponsesService
 from limner.responses.store import ResponseStore
+from limner.responses.upstream import TextModel, Upstream
 from limner.scheduler import EngineQueue, Scheduler
 from limner.server.errors import install_error_handlers
 from limner.server.middleware import RequestContextMiddleware
@@ -108,8 +109,10 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     app.state.limner = AppState(
         settings=settings, catalogue=catalogue, engines=built, schedulers=schedulers,
         service=service, delivery=delivery, started_at=int(clock()), files=uploaded,
-        responses=ResponsesService(service, response_store, uploaded, catalogue, settings,
-                                   clock),
+        responses=ResponsesService(
+            service, response_store, uploaded, catalogue, settings, clock,
+            TextModel(Upstream.from_config(settings.responses_upstream))
+            if settings.responses_upstream else None),
     )
     metrics.add_gauge(Gauge("limner_queue_depth", "Requests waiting for an engine.",
                             lambda: {(("model", n),): s.queue_depth

@@ -52,7 +52,8 @@ async def _create(request: Request) -> Response:
         else await asyncio.to_thread(parse_json, body)
     _check_encodable(document)
     run = await service.prepare(document, request_owner(request), request.state.request_id)
-    check_available(state, run.call.plan)
+    if run.call is not None:
+        check_available(state, run.call.plan)
     if run.response.background:
         created = await service.start_background(run)
         if run.stream:
