@@ -249,3 +249,20 @@ def test_edit_of_a_text_file_prints_the_error_object(server: RunningServer,
         "Invalid file 'image': unsupported mimetype ('text/plain'). Supported file formats "
         "are 'image/jpeg', 'image/png', and 'image/webp'.")
     assert error["param"] == "image" and "400 Bad Request" in stderr
+
+
+def test_responses_create_then_a_follow_up_edit(server: RunningServer, tmp_path: Path) -> None:
+    first_out, second_out = tmp_path / "fox.png", tmp_path / "night.webp"
+    code, stdout, stderr = run("responses", "create", "--base-url", server.v1, "--input",
+                               "a fox", "--size", "1536x1024", "-o", str(first_out))
+    assert code == 0, stderr
+    first = json.loads(stdout)
+    assert first["output"][0]["result"] == f"<written to {first_out}>"
+    assert Image.open(first_out).size == (1536, 1024)
+    code, stdout, stderr = run("responses", "create", "--base-url", server.v1, "--input",
+                               "now at night", "--previous", first["id"], "--stream",
+                               "--output-format", "webp", "-o", str(second_out))
+    assert code == 0, stderr
+    assert json.loads(stdout)["output"][0]["action"] == "edit"
+    assert "response.image_generation_call.completed" in stderr
+    assert Image.open(second_out).format == "WEBP"

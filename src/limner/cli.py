@@ -572,3 +572,13 @@ def _stream(client: httpx.Client, url: str, headers: dict[str, str], content: di
     written = _write_images(client, finals, output, body.get("output_format", "png"))
     for path in written:
         click.echo(f"wrote {path}", err=True)
+
+
+def _add_client_groups() -> None:
+    """The API groups that live in their own modules (they import this one's helpers)."""
+    from limner.cli_responses import responses
+
+    main.add_command(responses)
+
+
+_add_client_groups()
