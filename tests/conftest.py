@@ -150,9 +150,11 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def running_server(data_dir: Path, engines: Mapping[str, Engine] | None = None,
+def running_server(data_dir: Path, engines: Mapping[str, Engine] | None = None, /,
                    **overrides: Any) -> Iterator[RunningServer]:
-    """A real server (the CLI's own runner) on a free 127.0.0.1 port, for the `with` block."""
+    """A real server (the CLI's own runner) on a free 127.0.0.1 port, for the `with` block;
+    `data_dir=` among the overrides replaces the port's own folder under `data_dir`, so a
+    second server can take over the first one's data."""
     port = free_port()
     engines = engines if engines is not None else {"fake": FakeEngine()}
     values: dict[str, Any] = {"port": port, "data_dir": data_dir / f"data-{port}",
