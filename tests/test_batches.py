@@ -19,6 +19,7 @@ from conftest import RunningServer, decoded, running_server
 from openai.types import Batch
 from PIL import Image
 
+from limner.batches import runner
 from limner.engines.fake import FakeEngine
 
 Serve = Callable[..., RunningServer]
@@ -409,3 +410,32 @@ def test_the_sdk_and_raw_bodies_match_openais_batch_object(serve: Serve) -> None
         "batch_not_cancellable"))
     assert httpx.get(f"{server.v1}/files", params={"purpose": "batch_output"}).json()[
         "data"][0]["id"] == done.output_file_id
+
+
+def test_a_failing_line_is_its_envelope_and_the_runner_goes_on(
+        serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = serve({"fake": FakeEngine(fail_on="boom")})
+    client = client_for(server)
+    real = runner.plan_generation
+
+    def planned(document: dict[str, Any], state: Any) -> Any:
+        if document["prompt"] == "crash":
+            raise RuntimeError("a bug in planning")
+        return real(document, state)
+
+    monkeypatch.setattr(runner, "plan_generation", planned)
+    batch = start(client, [line("crash", small("crash")), line("boom", small("boom")),
+                           line("ok", small("ok"))])
+    done = finished(client, batch.id)
+    assert done.request_counts is not None
+    assert done.request_counts.model_dump() == {"total": 3, "completed": 1, "failed": 2}
+    failures = {e["custom_id"]: e["response"] for e in jsonl(client, done.error_file_id)}
+    assert failures["crash"]["status_code"] == 500
+    assert failures["crash"]["body"] == {"error": {
+        "message": "The server had an error while processing your request.",
+        "type": "server_error", "param": None, "code": "internal_error"}}
+    with server.http() as http:
+        interactive = http.post(GENERATIONS, json=small("boom"))
+    assert failures["boom"]["status_code"] == interactive.status_code == 500
+    assert failures["boom"]["body"] == interactive.json()
+    assert [o["custom_id"] for o in jsonl(client, done.output_file_id)] == ["ok"]
