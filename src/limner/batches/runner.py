@@ -67,11 +67,14 @@ class BatchRunner:
         self._line: tuple[str, asyncio.Task[LineResult]] | None = None
         self._stopping = False
         self._new: set[str] = set()
+        self._unfinished: set[str] = set()
+        """Ids of the batches still to finish: the disk is scanned once, at startup."""
 
     def submitted(self, batch_id: str) -> None:
         """A batch was created: validate it now (between two lines of another batch, if one
         runs), rather than at the next idle poll."""
         self._new.add(batch_id)
+        self._unfinished.add(batch_id)
         self._wake.set()
 
     def cancel(self, batch_id: str) -> None:
@@ -88,10 +91,15 @@ class BatchRunner:
         self._wake.set()
 
     async def run(self) -> None:
+        scanned = False
         while not self._stopping:
             self._wake.clear()
             try:
-                for record in await asyncio.to_thread(self.store.active):
+                if not scanned:  # what the last server left unfinished
+                    self._unfinished |= {r.id for r in await asyncio.to_thread(
+                        self.store.active)}
+                    scanned = True
+                for record in await asyncio.to_thread(self._oldest_first):
                     if self._stopping:
                         return
                     await self._process(record.id)
@@ -99,6 +107,19 @@ class BatchRunner:
                 log.exception("the batch runner failed; it tries again")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), IDLE_S)
+
+    def _oldest_first(self) -> list[BatchRecord]:
+        records = []
+        for batch_id in list(self._unfinished):
+            try:
+                record = self.store.get(batch_id)
+            except NotFound:
+                record = None
+            if record is None or record.status not in ACTIVE:
+                self._unfinished.discard(batch_id)
+            else:
+                records.append(record)
+        return sorted(records, key=lambda r: (r.created_at, r.created_ns, r.id))
 
     # One batch, from wherever it stopped ---------------------------------------------------
     async def _process(self, batch_id: str) -> None:
@@ -150,7 +171,15 @@ class BatchRunner:
             if r.status == "validating" else r)
 
     async def _run_lines(self, record: BatchRecord) -> BatchRecord:
-        data = await asyncio.to_thread(self.store.read_input, record.id)
+        try:
+            data = await asyncio.to_thread(self.store.read_input, record.id)
+        except OSError:  # someone removed it from the data dir: nothing left to run from
+            now = int(self.clock())
+            errors = [LineError("input_missing", "The batch's copy of its input file is "
+                                "gone from the data directory.")]
+            return await self._update(record.id, lambda r: dataclasses.replace(
+                r, status="failed", failed_at=now, errors=errors)
+                if r.status == "in_progress" else r)
         lines, _ = await asyncio.to_thread(parse_lines, data, record.endpoint)
         done = await asyncio.to_thread(self.store.results, record.id)
         # The counts from the results themselves: a crash may fall between the two writes.
