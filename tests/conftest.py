@@ -150,13 +150,14 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def running_server(root: Path, engines: Mapping[str, Engine] | None = None,
+def running_server(data_dir: Path, engines: Mapping[str, Engine] | None = None, /,
                    **overrides: Any) -> Iterator[RunningServer]:
     """A real server (the CLI's own runner) on a free 127.0.0.1 port, for the `with` block;
-    its data under `root` unless `data_dir` is given (a restart passes the same one)."""
+    `data_dir=` among the overrides replaces the port's own folder under `data_dir`, so a
+    second server can take over the first one's data."""
     port = free_port()
     engines = engines if engines is not None else {"fake": FakeEngine()}
-    values: dict[str, Any] = {"port": port, "data_dir": root / f"data-{port}",
+    values: dict[str, Any] = {"port": port, "data_dir": data_dir / f"data-{port}",
                               "default_engine": next(iter(engines))}
     values.update(overrides)
     settings = Settings(**values)

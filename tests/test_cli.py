@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -266,3 +267,41 @@ def test_responses_create_then_a_follow_up_edit(server: RunningServer, tmp_path:
     assert json.loads(stdout)["output"][0]["action"] == "edit"
     assert "response.image_generation_call.completed" in stderr
     assert Image.open(second_out).format == "WEBP"
+
+
+def test_batches_create_get_list_and_results(server: RunningServer, tmp_path: Path) -> None:
+    lines = [{"custom_id": "two/otters", "method": "POST", "url": "/v1/images/generations",
+              "body": {"prompt": "otter", "model": "gpt-image-1", "size": "1536x1024",
+                       "n": 2, "output_format": "webp"}},
+             {"custom_id": "bad", "method": "POST", "url": "/v1/images/generations",
+              "body": {"prompt": "otter", "size": "7x7"}}]
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, stdout, stderr = run("batches", "create", "--base-url", server.v1, "--file",
+                               str(requests), "--metadata", "project=otters")
+    assert code == 0, stderr
+    created = json.loads(stdout)
+    assert (created["object"], created["status"], created["metadata"]) == (
+        "batch", "validating", {"project": "otters"})
+    batch: dict[str, object] = {}
+    for _ in range(600):  # a bound on the wait, not a speed check
+        code, stdout, stderr = run("batches", "get", created["id"], "--base-url", server.v1)
+        assert code == 0, stderr
+        batch = json.loads(stdout)
+        if batch["status"] == "completed":
+            break
+        time.sleep(0.05)
+    assert batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    code, stdout, _ = run("batches", "list", "--base-url", server.v1, "--format", "jsonl")
+    assert [b["id"] for b in json.loads(stdout)["data"]] == [created["id"]]
+    out = tmp_path / "results"
+    code, _, stderr = run("batches", "results", created["id"], "--base-url", server.v1,
+                          "-o", str(out))
+    assert code == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "errors.jsonl", "output.jsonl", "two_otters-1.webp", "two_otters-2.webp"]
+    assert Image.open(out / "two_otters-1.webp").size == (1536, 1024)
+    error = json.loads((out / "errors.jsonl").read_text())
+    assert (error["custom_id"], error["response"]["status_code"]) == ("bad", 400)
+    code, stdout, _ = run("batches", "cancel", created["id"], "--base-url", server.v1)
+    assert code == 1 and json.loads(stdout)["code"] == "batch_not_cancellable"

@@ -1,4 +1,5 @@
-"""The `limner` command: `serve`, `images generate|edit|create-variation`, `models`.
+"""The `limner` command: `serve`, `images generate|edit|create-variation`, `models`,
+`batches` (in `cli_batches`).
 
 The `images` commands take the official `openai` CLI's flags and send only those the user
 set, so the server applies the same defaults as for any other client; `edit` and
@@ -574,11 +575,13 @@ def _stream(client: httpx.Client, url: str, headers: dict[str, str], content: di
         click.echo(f"wrote {path}", err=True)
 
 
-def _add_client_groups() -> None:
-    """The API groups that live in their own modules (they import this one's helpers)."""
+def _add_commands() -> None:
+    """The command groups that live in their own modules (they import this one's helpers)."""
+    from limner.cli_batches import batches
     from limner.cli_responses import responses
 
+    main.add_command(batches)
     main.add_command(responses)
 
 
-_add_client_groups()
+_add_commands()

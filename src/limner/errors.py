@@ -7,7 +7,8 @@
     │       └── ImageModerationBlocked  400 moderation_blocked (GPT image models)
     ├── AuthenticationFailed    401 invalid_api_key
     ├── Forbidden               403 (a tampered file URL)
-    ├── NotFound                404 (unknown model, unknown file)
+    ├── NotFound                404 (unknown model, unknown file, unknown batch)
+    ├── Conflict                409 (cancelling a batch that already finished)
     ├── Gone                    410 (an expired file URL)
     ├── PayloadTooLarge         413
     ├── UnsupportedMediaType    415
@@ -69,6 +70,11 @@ class AuthenticationFailed(LimnerError):
 
 class NotFound(LimnerError):
     status = 404
+    type = "invalid_request_error"
+
+
+class Conflict(LimnerError):
+    status = 409
     type = "invalid_request_error"
 
 

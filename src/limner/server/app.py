@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from limner import __version__
+from limner.batches.runner import BatchRunner
+from limner.batches.store import BatchStore
 from limner.catalogue import Catalogue
 from limner.config import Settings
 from limner.engines.base import Engine
@@ -26,6 +28,7 @@ from limner.scheduler import EngineQueue, Scheduler
 from limner.server.errors import install_error_handlers
 from limner.server.middleware import RequestContextMiddleware
 from limner.server.routes import (
+    batches,
     edits,
     files,
     health,
@@ -87,6 +90,8 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
         state.tasks.append(loading)
         state.tasks.append(asyncio.create_task(_resume_responses(state, loading)))
         state.tasks.append(asyncio.create_task(_sweep(store, state.responses.store)))
+        state.batch_runner = BatchRunner(state, state.batches, clock)
+        state.tasks.append(asyncio.create_task(state.batch_runner.run()))
         try:
             yield
         finally:
@@ -113,6 +118,7 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
             service, response_store, uploaded, catalogue, settings, clock,
             TextModel(Upstream.from_config(settings.responses_upstream))
             if settings.responses_upstream else None),
+        batches=BatchStore(settings.data_dir / "batches", clock),
     )
     metrics.add_gauge(Gauge("limner_queue_depth", "Requests waiting for an engine.",
                             lambda: {(("model", n),): s.queue_depth
@@ -131,8 +137,8 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
                                      if (up := q.replicas_up()) is not None}))
     install_error_handlers(app)
     # `files` before `uploads`: `/v1/files/images/{name}` must win over `/v1/files/{id}/content`.
-    for module in (images, edits, responses, models, files, uploads, health, metrics_route,
-                   playground):
+    for module in (images, edits, responses, models, files, uploads, batches, health,
+                   metrics_route, playground):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, api_keys=settings.api_keys)
     return app
@@ -140,10 +146,12 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
 
 async def drain(app: FastAPI) -> None:
     """New work refused (503 `shutting_down`), queued and running work given the grace period,
-    then answered 503 too. Safe to call twice: the server calls it when shutdown begins, the
-    lifespan again at its end."""
+    then answered 503 too; a running batch line stops at once, unwritten. Safe to call
+    twice: the server calls it when shutdown begins, the lifespan again at its end."""
     state: AppState = app.state.limner
     grace = state.settings.shutdown_grace_s
+    if state.batch_runner is not None:
+        state.batch_runner.stop()  # its running line is answered again after the restart
     await asyncio.gather(*(s.stop(grace) for s in state.schedulers.values()))
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from limner.batches.store import BatchStore
 from limner.catalogue import Catalogue
 from limner.config import Settings
 from limner.engines.base import Engine
@@ -12,6 +13,9 @@ from limner.responses.service import ResponsesService
 from limner.scheduler import EngineQueue
 from limner.service import Delivery, ImageService
 from limner.store.files import FileStore
+
+if TYPE_CHECKING:
+    from limner.batches.runner import BatchRunner
 
 
 @dataclass
@@ -25,9 +29,12 @@ class AppState:
     started_at: int
     files: FileStore
     responses: ResponsesService
+    batches: BatchStore
     loaded: set[str] = field(default_factory=set)
     load_errors: dict[str, str] = field(default_factory=dict)
     tasks: list[Any] = field(default_factory=list)
+    batch_runner: BatchRunner | None = None
+    """Set by the lifespan; None before it starts."""
 
 
 def app_state(app: Any) -> AppState:

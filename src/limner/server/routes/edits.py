@@ -9,19 +9,20 @@ thread; the answer is the generations route's own (`respond`).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from limner.edit_planning import edit_model, plan_edit, plan_variation
 from limner.errors import UnsupportedMediaType
-from limner.input_images import Upload
+from limner.planning import GenerationPlan
 from limner.protocol.images import CreateImageEditRequest, CreateImageVariationRequest
 from limner.server import image_refs
 from limner.server.forms import read_form
 from limner.server.parsing import parse_as, parse_json, read_limited
 from limner.server.routes.images import counted, respond
-from limner.server.state import app_state, request_owner
+from limner.server.state import AppState, app_state, request_owner
 
 router = APIRouter()
 MAX_FILES = 17
@@ -44,32 +45,36 @@ async def _create_edit(request: Request) -> Response:
     state = app_state(request.app)
     settings = state.settings
     kind = _content_kind(request, json_allowed=True)
-    markups: list[Upload] = []
     if kind == "json":
         body = await read_limited(request, settings.max_upload_bytes)
         document = await asyncio.to_thread(parse_json, body)
-        edit = parse_as(CreateImageEditRequest, document)
-        edit_model(edit, state.catalogue, json_body=True)  # before fetching anything
-        if edit.images is None:
-            edit_images: list[Upload] = []
-        else:
-            edit_images = await image_refs.resolve(edit.images, "images", state.files,
-                                                   settings.image_url_hosts,
-                                                   settings.max_upload_bytes,
-                                                   request_owner(request))
-        masks = [] if edit.mask is None else await image_refs.resolve(
-            [edit.mask], "mask", state.files, settings.image_url_hosts,
-            settings.max_upload_bytes, request_owner(request))
+        plan = await plan_json_edit(document, state, request_owner(request))
     else:
         form = await read_form(request, settings.max_upload_bytes,
                                file_fields=("image", "mask", "markup"), max_files=MAX_FILES)
         edit = parse_as(CreateImageEditRequest, form.document)
-        edit_images, masks = form.files.get("image", []), form.files.get("mask", [])
-        markups = form.files.get("markup", [])
-    plan = await asyncio.to_thread(
-        plan_edit, edit, edit_images, masks[0] if masks else None, state.catalogue,
-        json_body=kind == "json", markup=markups[0] if markups else None)
+        masks, markups = form.files.get("mask", []), form.files.get("markup", [])
+        plan = await asyncio.to_thread(
+            plan_edit, edit, form.files.get("image", []), masks[0] if masks else None,
+            state.catalogue, json_body=False, markup=markups[0] if markups else None)
     return await respond(request, plan)
+
+
+async def plan_json_edit(document: dict[str, Any], state: AppState,
+                         owner: str) -> GenerationPlan:
+    """A parsed JSON edit body's plan, its pictures fetched from `owner`'s files or data URLs;
+    the batch runner plans its edit lines here too."""
+    settings = state.settings
+    edit = parse_as(CreateImageEditRequest, document)
+    edit_model(edit, state.catalogue, json_body=True)  # before fetching anything
+    edit_images = [] if edit.images is None else await image_refs.resolve(
+        edit.images, "images", state.files, settings.image_url_hosts,
+        settings.max_upload_bytes, owner)
+    masks = [] if edit.mask is None else await image_refs.resolve(
+        [edit.mask], "mask", state.files, settings.image_url_hosts,
+        settings.max_upload_bytes, owner)
+    return await asyncio.to_thread(plan_edit, edit, edit_images, masks[0] if masks else None,
+                                   state.catalogue, json_body=True)
 
 
 async def _create_variation(request: Request) -> Response:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
@@ -74,8 +74,26 @@ async def counted(request: Request, answering: Awaitable[Response]) -> Response:
 
 def _plan(body: bytes, state: AppState) -> GenerationPlan:
     """Every check that needs neither an engine nor moderation: JSON, types, the rules."""
-    image_request = parse_request(parse_json(body))
-    return plan_request(image_request, state.catalogue, state.settings.auto_size)
+    return plan_generation(parse_json(body), state)
+
+
+def plan_generation(document: dict[str, Any], state: AppState) -> GenerationPlan:
+    """A parsed generations body's plan (types, the rules); the batch runner plans its
+    lines here too, so a line is answered exactly as the route would answer it."""
+    return plan_request(parse_request(document), state.catalogue, state.settings.auto_size)
+
+
+def check_available(state: AppState, plan: GenerationPlan) -> None:
+    """503 while the plan's model is loading or after its load failed."""
+    failure = state.load_errors.get(plan.entry.engine)
+    if failure is not None:
+        raise ModelUnavailable(f"The model '{plan.model}' failed to load and is not available: "
+                          f"{failure}", code="model_unavailable")
+    if plan.entry.engine not in state.loaded:
+        raise Unavailable(
+            f"The model '{plan.model}' is still loading; retry in a few seconds.",
+            code="model_loading", headers={"retry-after": "5"},
+        )
 
 
 async def _create_image(request: Request) -> Response:
@@ -89,19 +107,6 @@ async def _create_image(request: Request) -> Response:
     else:
         plan = await asyncio.to_thread(_plan, body, state)
     return await respond(request, plan)
-
-
-def check_available(state: AppState, plan: GenerationPlan) -> None:
-    """503 while the plan's engine is loading, or when its load failed."""
-    failure = state.load_errors.get(plan.entry.engine)
-    if failure is not None:
-        raise ModelUnavailable(f"The model '{plan.model}' failed to load and is not available: "
-                               f"{failure}", code="model_unavailable")
-    if plan.entry.engine not in state.loaded:
-        raise Unavailable(
-            f"The model '{plan.model}' is still loading; retry in a few seconds.",
-            code="model_loading", headers={"retry-after": "5"},
-        )
 
 
 async def respond(request: Request, plan: GenerationPlan) -> Response:
