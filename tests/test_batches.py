@@ -439,3 +439,23 @@ def test_a_failing_line_is_its_envelope_and_the_runner_goes_on(
     assert failures["boom"]["status_code"] == interactive.status_code == 500
     assert failures["boom"]["body"] == interactive.json()
     assert [o["custom_id"] for o in jsonl(client, done.output_file_id)] == ["ok"]
+
+
+def test_an_answer_that_would_overflow_the_output_file_goes_to_the_error_file(
+        serve: Serve) -> None:
+    same = small("same", seed=7)  # the same picture every time, so the same size
+    client = client_for(serve())
+    probe = finished(client, start(client, [line("probe", same)]).id)
+    size = len(client.files.content(probe.output_file_id or "").content)
+    limited = serve(max_upload_bytes=size + size // 2)  # room for one answer, not two
+    client = client_for(limited)
+    done = finished(client, start(client, [line("a", same), line("b", same)]).id)
+    assert done.request_counts is not None
+    assert done.request_counts.model_dump() == {"total": 2, "completed": 1, "failed": 1}
+    assert [o["custom_id"] for o in jsonl(client, done.output_file_id)] == ["a"]
+    [overflow] = jsonl(client, done.error_file_id)
+    assert overflow["custom_id"] == "b" and overflow["response"]["status_code"] == 413
+    assert overflow["response"]["body"] == {"error": {
+        "message": "This answer would make the batch's output file larger than the limit of "
+                   f"{size + size // 2} bytes, so it was not kept.",
+        "type": "invalid_request_error", "param": None, "code": "batch_output_too_large"}}
