@@ -21,6 +21,7 @@ from PIL import Image
 
 from limner.batches import runner
 from limner.engines.fake import FakeEngine
+from limner.server.routes import images as images_route
 
 Serve = Callable[..., RunningServer]
 GENERATIONS: Final = "/v1/images/generations"
@@ -416,7 +417,7 @@ def test_a_failing_line_is_its_envelope_and_the_runner_goes_on(
         serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
     server = serve({"fake": FakeEngine(fail_on="boom")})
     client = client_for(server)
-    real = runner.plan_generation
+    real = images_route.plan_generation
 
     def planned(document: dict[str, Any], state: Any) -> Any:
         if document["prompt"] == "crash":
