@@ -460,3 +460,23 @@ def test_an_answer_that_would_overflow_the_output_file_goes_to_the_error_file(
         "message": "This answer would make the batch's output file larger than the limit of "
                    f"{size + size // 2} bytes, so it was not kept.",
         "type": "invalid_request_error", "param": None, "code": "batch_output_too_large"}}
+
+
+def test_a_waiting_batch_is_validated_and_cancelled_while_another_runs(serve: Serve) -> None:
+    engine = FakeEngine(gated=True)
+    client = client_for(serve({"fake": engine}))
+    running = start(client, [line(f"a{i}", small(f"a {i}")) for i in range(2)])
+    until(lambda: len(engine.batches) == 1)  # a0 is in the engine
+    waiting = start(client, [line("b0", small("b 0"))])
+    malformed = start(client, ["{"])
+    assert client.batches.cancel(waiting.id).status == "cancelling"
+    engine.release(1)  # a0 is answered; between it and a1 the other two are seen to
+    cancelled = finished(client, waiting.id)
+    failed = finished(client, malformed.id)
+    assert (cancelled.status, failed.status) == ("cancelled", "failed")
+    assert cancelled.output_file_id is None and cancelled.request_counts is not None
+    assert cancelled.request_counts.total == 0
+    assert client.batches.retrieve(running.id).status == "in_progress"
+    engine.release(100)
+    assert finished(client, running.id).status == "completed"
+    assert prompts(engine) == ["a 0", "a 1"]
