@@ -21,6 +21,7 @@ from PIL import Image
 
 from limner.batches import runner
 from limner.engines.fake import FakeEngine
+from limner.server.routes import images as images_route
 
 Serve = Callable[..., RunningServer]
 GENERATIONS: Final = "/v1/images/generations"
@@ -416,7 +417,7 @@ def test_a_failing_line_is_its_envelope_and_the_runner_goes_on(
         serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
     server = serve({"fake": FakeEngine(fail_on="boom")})
     client = client_for(server)
-    real = runner.plan_generation
+    real = images_route.plan_generation
 
     def planned(document: dict[str, Any], state: Any) -> Any:
         if document["prompt"] == "crash":
@@ -439,3 +440,43 @@ def test_a_failing_line_is_its_envelope_and_the_runner_goes_on(
     assert failures["boom"]["status_code"] == interactive.status_code == 500
     assert failures["boom"]["body"] == interactive.json()
     assert [o["custom_id"] for o in jsonl(client, done.output_file_id)] == ["ok"]
+
+
+def test_an_answer_that_would_overflow_the_output_file_goes_to_the_error_file(
+        serve: Serve) -> None:
+    same = small("same", seed=7)  # the same picture every time, so the same size
+    client = client_for(serve())
+    probe = finished(client, start(client, [line("probe", same)]).id)
+    size = len(client.files.content(probe.output_file_id or "").content)
+    limited = serve(max_upload_bytes=size + size // 2)  # room for one answer, not two
+    client = client_for(limited)
+    done = finished(client, start(client, [line("a", same), line("b", same)]).id)
+    assert done.request_counts is not None
+    assert done.request_counts.model_dump() == {"total": 2, "completed": 1, "failed": 1}
+    assert [o["custom_id"] for o in jsonl(client, done.output_file_id)] == ["a"]
+    [overflow] = jsonl(client, done.error_file_id)
+    assert overflow["custom_id"] == "b" and overflow["response"]["status_code"] == 413
+    assert overflow["response"]["body"] == {"error": {
+        "message": "This answer would make the batch's output file larger than the limit of "
+                   f"{size + size // 2} bytes, so it was not kept.",
+        "type": "invalid_request_error", "param": None, "code": "batch_output_too_large"}}
+
+
+def test_a_waiting_batch_is_validated_and_cancelled_while_another_runs(serve: Serve) -> None:
+    engine = FakeEngine(gated=True)
+    client = client_for(serve({"fake": engine}))
+    running = start(client, [line(f"a{i}", small(f"a {i}")) for i in range(2)])
+    until(lambda: len(engine.batches) == 1)  # a0 is in the engine
+    waiting = start(client, [line("b0", small("b 0"))])
+    malformed = start(client, ["{"])
+    assert client.batches.cancel(waiting.id).status == "cancelling"
+    engine.release(1)  # a0 is answered; between it and a1 the other two are seen to
+    cancelled = finished(client, waiting.id)
+    failed = finished(client, malformed.id)
+    assert (cancelled.status, failed.status) == ("cancelled", "failed")
+    assert cancelled.output_file_id is None and cancelled.request_counts is not None
+    assert cancelled.request_counts.total == 0
+    assert client.batches.retrieve(running.id).status == "in_progress"
+    engine.release(100)
+    assert finished(client, running.id).status == "completed"
+    assert prompts(engine) == ["a 0", "a 1"]

@@ -14,6 +14,7 @@ def test_light_layers_do_not_import_heavy_modules() -> None:
         "import limner.engines.diffusers, limner.engines.diffusers.options\n"
         "import limner.engines.diffusers.presets\n"
         "import limner.scheduler, limner.engines.base, limner.engines.fake\n"
+        "import limner.batches.store, limner.batches.lines\n"
         "heavy = [m for m in ('torch', 'diffusers', 'fastapi', 'starlette', 'transformers')\n"
         "         if m in sys.modules]\n"
         "print(','.join(heavy))\n"

@@ -78,9 +78,12 @@ class BatchRunner:
         self._wake.set()
 
     def cancel(self, batch_id: str) -> None:
-        """The batch is `cancelling`: stop its running line (which is then not written)."""
+        """The batch is `cancelling`: stop its running line (which is then not written), or,
+        if it is waiting its turn, finish it between two lines of the running batch."""
         if self._line is not None and self._line[0] == batch_id:
             self._line[1].cancel()
+        else:
+            self._new.add(batch_id)
         self._wake.set()
 
     def stop(self) -> None:
@@ -136,15 +139,18 @@ class BatchRunner:
         elif record.status == "cancelling":
             await self._finish(record, "cancelled")
 
-    async def _validate_new(self) -> None:
-        """Batches created since the last line are validated at once, so a malformed file
-        fails while another batch runs instead of after it."""
+    async def _tend_others(self) -> None:
+        """Batches created or cancelled since the last line are validated or finished at
+        once, so a malformed file fails, and a cancel ends, while another batch runs
+        instead of after it."""
         while self._new:
             batch_id = self._new.pop()
             with contextlib.suppress(NotFound):
                 record = await self._get(batch_id)
                 if record.status == "validating" and not self._expired(record):
                     await self._validate(record)
+                elif record.status == "cancelling":
+                    await self._finish(record, "cancelled")
 
     async def _validate(self, record: BatchRecord) -> BatchRecord:
         try:
@@ -190,7 +196,7 @@ class BatchRunner:
         for line in lines:
             if line.index in done:
                 continue
-            await self._validate_new()
+            await self._tend_others()
             record = await self._get(record.id)
             if record.status != "in_progress" or self._stopping:
                 return record

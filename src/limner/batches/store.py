@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from limner.errors import InvalidRequest, NotFound
+from limner.errors import InvalidRequest, NotFound, StorageFailed
 
 COMPLETION_WINDOW_S = 24 * 3600
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -137,8 +137,13 @@ class BatchStore:
                              completion_window=completion_window, created_at=now,
                              expires_at=now + COMPLETION_WINDOW_S, metadata=metadata,
                              created_ns=time.time_ns())
-        self._folder(record.id).mkdir(parents=True)
-        self._save(record)
+        try:
+            self._folder(record.id).mkdir(parents=True)
+            self._save(record)
+        except OSError as exc:
+            shutil.rmtree(self._folder(record.id), ignore_errors=True)
+            raise StorageFailed(f"The batch could not be stored: {exc.strerror or exc}.",
+                                code="storage_failed") from exc
         return record
 
     def get(self, batch_id: str, owner: str | None = None) -> BatchRecord:
