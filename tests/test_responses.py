@@ -257,6 +257,8 @@ def test_background_response_survives_a_restart(tmp_path: Path) -> None:
     ({"input": "x", "tools": [TOOL], "background": True, "store": False}, 400, "store",
      "invalid_value"),
     ({"tools": [TOOL]}, 400, "input", "missing_required_parameter"),
+    ({"input": "x", "tools": [TOOL], "metadata": {"k": 1}}, 400, "metadata.k",
+     "invalid_type"),
     ({"input": "x", "tools": [TOOL], "temprature": 1}, 400, "temprature",
      "unknown_parameter"),
 ])

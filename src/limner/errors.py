@@ -150,6 +150,20 @@ def invalid_value(param: str, value: object, supported: list[str]) -> InvalidReq
     )
 
 
+JSON_TYPES: dict[type, str] = {str: "a string", bool: "a boolean", int: "an integer",
+                               float: "a number", list: "an array", dict: "an object",
+                               type(None): "null"}
+"""How OpenAI's type errors name a JSON value's type."""
+
+
+def expect_type(param: str, value: Any, kind: type) -> None:
+    """OpenAI's `invalid_type` 400 unless `value` is a `kind` (a bool is no integer)."""
+    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+        got = JSON_TYPES.get(type(value), "a value of another type")
+        raise InvalidRequest(f"Invalid type for '{param}': expected {JSON_TYPES[kind]}, but "
+                             f"got {got} instead.", param=param, code="invalid_type")
+
+
 def unsupported_parameter(param: str, model: str) -> InvalidRequest:
     return InvalidRequest(
         f"Unsupported parameter: '{param}' is not supported with the model '{model}'.",

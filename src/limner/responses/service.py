@@ -188,7 +188,7 @@ class ResponsesService:
             tools=request.tools or [], tool_choice=request.tool_choice or "auto",
             parallel_tool_calls=request.parallel_tool_calls is not False,
             previous_response_id=request.previous_response_id,
-            instructions=request.instructions, metadata=metadata, store=store,
+            instructions=request.instructions, metadata=metadata or {}, store=store,
             user=request.user, safety_identifier=request.safety_identifier)
         messages = [m for m in (previous.messages if previous else []) if m["role"] != "system"]
         messages = chat_messages(request.instructions, []) + messages + \

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 
 from limner.batches.lines import ENDPOINTS
 from limner.batches.store import TERMINAL, BatchRecord
-from limner.errors import Conflict, InvalidRequest, NotFound, invalid_value
+from limner.errors import Conflict, InvalidRequest, NotFound, expect_type, invalid_value
+from limner.metadata import check_metadata
 from limner.server.parsing import parse_json, read_body
 from limner.server.state import app_state, request_owner
 
@@ -25,13 +26,8 @@ FIELDS = ("input_file_id", "endpoint", "completion_window", "metadata",
 """What the SDK sends; `output_expires_after` is accepted and ignored, since files never
 expire."""
 REQUIRED = ("input_file_id", "endpoint", "completion_window")
-MAX_METADATA = 16
-MAX_METADATA_KEY = 64
-MAX_METADATA_VALUE = 512
 MAX_LIST = 100
 _LIMIT = re.compile(r"[0-9]{1,12}")
-_JSON_TYPES = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
-               list: "an array", dict: "an object", type(None): "null"}
 
 
 @router.post("/v1/batches")
@@ -111,48 +107,15 @@ def _create_fields(document: dict[str, Any]) -> tuple[str, str, str, dict[str, s
         if document.get(key) is None:
             raise InvalidRequest(f"Missing required parameter: '{key}'.", param=key,
                                  code="missing_required_parameter")
-        _expect(key, document[key], str)
+        expect_type(key, document[key], str)
     if document.get("output_expires_after") is not None:
-        _expect("output_expires_after", document["output_expires_after"], dict)
+        expect_type("output_expires_after", document["output_expires_after"], dict)
     endpoint, window = document["endpoint"], document["completion_window"]
     if endpoint not in ENDPOINTS:
         raise invalid_value("endpoint", endpoint, list(ENDPOINTS))
     if window != "24h":
         raise invalid_value("completion_window", window, ["24h"])
-    return document["input_file_id"], endpoint, window, _metadata(document.get("metadata"))
-
-
-def _metadata(value: Any) -> dict[str, str] | None:
-    """OpenAI's metadata: at most 16 string pairs, keys up to 64 characters, values up to
-    512."""
-    if value is None:
-        return None
-    _expect("metadata", value, dict)
-    if len(value) > MAX_METADATA:
-        raise InvalidRequest(f"Invalid 'metadata': too many properties. Expected an object "
-                             f"with at most {MAX_METADATA} properties, but got {len(value)} "
-                             "instead.", param="metadata", code="object_above_max_properties")
-    for key, item in value.items():
-        if len(key) > MAX_METADATA_KEY:
-            raise InvalidRequest(
-                f"Invalid 'metadata': the key '{key[:MAX_METADATA_KEY]}...' is longer than "
-                f"{MAX_METADATA_KEY} characters.", param="metadata",
-                code="string_above_max_length")
-        _expect(f"metadata.{key}", item, str)
-        if len(item) > MAX_METADATA_VALUE:
-            raise InvalidRequest(
-                f"Invalid 'metadata.{key}': string too long. Expected a string with maximum "
-                f"length {MAX_METADATA_VALUE}, but got a string with length {len(item)} "
-                "instead.", param=f"metadata.{key}", code="string_above_max_length")
-    return dict(value)
-
-
-def _expect(param: str, value: Any, kind: type) -> None:
-    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-        expected = _JSON_TYPES[kind]
-        got = _JSON_TYPES.get(type(value), "a value of another type")
-        raise InvalidRequest(f"Invalid type for '{param}': expected {expected}, but got "
-                             f"{got} instead.", param=param, code="invalid_type")
+    return document["input_file_id"], endpoint, window, check_metadata(document.get("metadata"))
 
 
 def _limit(text: str | None) -> int:
