@@ -7,8 +7,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import FakeClock
 
 from limner.errors import NotFound, StorageFailed
+from limner.responses.store import ResponseStore, StoredResponse, new_response_id
 from limner.store.local import LocalImageStore
 from limner.store.signing import Signer, load_or_create_secret
 
@@ -84,3 +86,27 @@ def test_unwritable_store_fails_cleanly(tmp_path: Path) -> None:
     with pytest.raises(StorageFailed) as caught:
         LocalImageStore(blocker / "images").put(b"x", "png")
     assert caught.value.status == 507 and caught.value.code == "storage_failed"
+
+
+def test_stored_responses_sweep_keeps_the_cap_and_running_ones(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = ResponseStore(tmp_path, ttl_s=100, max_bytes=2500, clock=clock)
+
+    def saved(status: str) -> str:
+        response = {"id": new_response_id(), "status": status, "background": True,
+                    "output": [{"result": "A" * 1000}]}
+        store.save(StoredResponse("", response, {}))
+        clock.advance(1)
+        return str(response["id"])
+
+    running, old, newer, newest = (saved(s) for s in
+                                   ("in_progress", "completed", "completed", "completed"))
+    assert store.sweep() == 2  # over the cap: the two oldest finished ones go
+    for gone in (old, newer):
+        with pytest.raises(NotFound):
+            store.load(gone, "")
+    assert store.load(running, "").response["status"] == "in_progress"
+    assert store.load(newest, "").id == newest
+    clock.advance(101)
+    assert store.sweep() == 1  # expired; a running one never expires
+    assert [r.id for r in store.unfinished()] == [running]

@@ -1,5 +1,6 @@
 """Stored responses: one JSON record per response (and, for a background stream, its event
-log) under `data_dir/responses/<owner>/`, kept for a TTL and within a size cap.
+log) under `data_dir/responses/<owner>/`, kept for a TTL and within a size cap (both
+enforced by `sweep`).
 
 Every write goes to a temporary file that replaces the record at once, so a crash leaves the
 old record or the new one, never half of one. Ids are checked before any path is built from
@@ -77,7 +78,6 @@ class ResponseStore:
         if not record.stored_at:
             record.stored_at = self.clock()
         self._write(self._path(record.id, record.owner), json.dumps(asdict(record)))
-        self._keep_within_cap(keep=record.id)
 
     def load(self, response_id: str, owner: str) -> StoredResponse:
         path = self._path(response_id, owner)
@@ -124,13 +124,27 @@ class ResponseStore:
         return sorted(found, key=lambda r: r.stored_at)
 
     def sweep(self) -> int:
-        """Removes expired records; the number removed."""
+        """Removes expired records, then, over the size cap, the oldest finished ones (never
+        a running one); the number removed. Run periodically, so a save costs one write."""
         removed = 0
-        for record in self._all():
+        kept: list[tuple[StoredResponse, int]] = []
+        for record in sorted(self._all(), key=lambda r: r.stored_at):
             if self._expired(record):
                 with contextlib.suppress(NotFound):
                     self.delete(record.id, record.owner)
                     removed += 1
+            else:
+                kept.append((record, self._size(record)))
+        total = sum(size for _, size in kept)
+        for record, size in kept:
+            if total <= self.max_bytes:
+                break
+            if record.response.get("status") in ("queued", "in_progress"):
+                continue
+            with contextlib.suppress(NotFound):
+                self.delete(record.id, record.owner)
+                removed += 1
+            total -= size
         return removed
 
     # Helpers ------------------------------------------------------------------------------
@@ -138,22 +152,14 @@ class ResponseStore:
         running = record.response.get("status") in ("queued", "in_progress")
         return not running and self.clock() - record.stored_at > self.ttl_s
 
-    def _keep_within_cap(self, keep: str) -> None:
-        """Over the cap, the oldest finished records go first; running ones never."""
-        paths = [p for p in self.root.glob("*/resp_*.json*")] if self.root.is_dir() else []
-        sizes = {p: p.stat().st_size for p in paths if p.exists()}
-        total = sum(sizes.values())
-        if total <= self.max_bytes:
-            return
-        for record in sorted(self._all(), key=lambda r: r.stored_at):
-            if total <= self.max_bytes:
-                break
-            if record.id == keep or record.response.get("status") in ("queued", "in_progress"):
-                continue
-            path = self._path(record.id, record.owner)
-            total -= sizes.get(path, 0) + sizes.get(self._events_path(path), 0)
-            with contextlib.suppress(NotFound):
-                self.delete(record.id, record.owner)
+    def _size(self, record: StoredResponse) -> int:
+        """The bytes a record holds on disk, its event log included."""
+        path = self._path(record.id, record.owner)
+        size = 0
+        for part in (path, self._events_path(path)):
+            with contextlib.suppress(OSError):
+                size += part.stat().st_size
+        return size
 
     def _all(self) -> list[StoredResponse]:
         records = []
