@@ -10,12 +10,9 @@ poll it, follow its stream from any sequence number, or cancel it. Responses are
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from limner.catalogue import Catalogue
@@ -23,107 +20,34 @@ from limner.config import Settings
 from limner.errors import InvalidRequest, LimnerError, NotFound, QueueFull
 from limner.input_images import Upload
 from limner.metadata import check_metadata
-from limner.protocol.events import ImageEditCompletedEvent, ImageGenCompletedEvent
 from limner.protocol.images import ImageRef
 from limner.protocol.responses import (
-    TERMINAL,
-    CallError,
     CreateResponseRequest,
-    FunctionCall,
-    ImageGenerationCall,
-    ImageGenerationTool,
-    ImageGenToolUsage,
-    OutputMessage,
-    OutputText,
     ResponseError,
     ResponseObject,
     ResponseUsage,
-    TokenDetails,
-    ToolUsage,
 )
 from limner.responses import conversation
-from limner.responses.planning import (
-    Action,
-    ImageCall,
-    image_tool,
-    plan_call,
-    wanted_action,
+from limner.responses.items import (
+    HEARTBEAT_S,
+    Event,
+    Run,
+    image_call,
+    response_code,
+    tool_usage,
 )
-from limner.responses.store import (
-    ResponseStore,
-    StoredResponse,
-    item_id,
-    new_response_id,
-    response_of_item,
-)
-from limner.responses.upstream import (
-    IMAGE_FUNCTION,
-    IMAGE_TOOL,
-    TextModel,
-    chat_messages,
-    client_tools,
-)
+from limner.responses.planning import image_tool, plan_call, wanted_action
+from limner.responses.store import ResponseStore, StoredResponse, new_response_id, response_of_item
+from limner.responses.text_turns import converse
+from limner.responses.upstream import TextModel, chat_messages
 from limner.server import image_refs
 from limner.server.parsing import parse_as
 from limner.service import Generation, ImageService
 from limner.store.files import FileStore
-from limner.usage import generation_usage
 
 log = logging.getLogger("limner.responses")
-Event = dict[str, Any]
-HEARTBEAT_S = 10.0
-MAX_ROUNDS = 8
-"""Text model turns in one response: a model that keeps calling tools is stopped there."""
 QUEUE_RETRY_S = 1.0
 """How soon a background response asks again when the engine's queue is full."""
-
-
-@dataclass
-class Run:
-    """A response being answered: its live state and, in the background, its events."""
-
-    owner: str
-    request_id: str
-    request: CreateResponseRequest
-    document: dict[str, Any]
-    response: ResponseObject
-    call: ImageCall | None
-    """Image-only mode's one call, planned at admission; with a text model, `None`."""
-    items: list[dict[str, Any]]
-    stream: bool
-    tool: ImageGenerationTool | None = None
-    tool_index: int = 0
-    pictures: list[Upload] = field(default_factory=list)
-    earlier: list[Upload] = field(default_factory=list)
-    mask: Upload | None = None
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    """With a text model: the conversation as chat messages, kept for the next turn."""
-    calls: list[ImageCall] = field(default_factory=list)
-    """The image calls drawn, for `tool_usage`."""
-    events: list[Event] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    sequence: int = 0
-    failure: LimnerError | None = None
-    cancel_requested: bool = False
-    """Cancelled by its client: a task cancelled otherwise (at shutdown) resumes later."""
-    """Why its drawing failed: the answer to a whole (not streamed) foreground request."""
-
-    @property
-    def done(self) -> bool:
-        return self.response.status in TERMINAL
-
-    def event(self, kind: str, **fields: Any) -> Event:
-        event = {"type": kind, "sequence_number": self.sequence, **fields}
-        self.sequence += 1
-        return event
-
-    def lifecycle(self, kind: str) -> Event:
-        return self.event(kind, response=self.response.dump())
-
-    def record(self) -> StoredResponse:
-        return StoredResponse(self.owner, self.response.dump(), self.document, self.items,
-                              messages=self.messages)
 
 
 class ResponsesService:
@@ -158,9 +82,11 @@ class ResponsesService:
         chosen = image_tool(request, text_model=self.text_model is not None)
         index, tool = chosen if chosen is not None else (0, None)
         response_id = response_id or new_response_id()
-        turn = conversation.read_turn(request, response_id,
-                                      previous.response if previous else None,
-                                      lambda item: self._find_item(item, owner))
+        # In a thread: an `item_reference` reads a stored response, and earlier pictures are
+        # decoded from base64.
+        turn = await asyncio.to_thread(conversation.read_turn, request, response_id,
+                                       previous.response if previous else None,
+                                       lambda item: self._find_item(item, owner))
         stream = bool(request.stream)
         mask = None
         if tool is not None and tool.input_image_mask is not None:
@@ -190,9 +116,12 @@ class ResponsesService:
             previous_response_id=request.previous_response_id,
             instructions=request.instructions, metadata=metadata or {}, store=store,
             user=request.user, safety_identifier=request.safety_identifier)
-        messages = [m for m in (previous.messages if previous else []) if m["role"] != "system"]
-        messages = chat_messages(request.instructions, []) + messages + \
-            chat_messages(None, turn.items)
+        messages: list[dict[str, Any]] = []
+        if self.text_model is not None:
+            # `instructions` hold for their own turn only, as OpenAI's do.
+            history = [m for m in (previous.messages if previous else [])
+                       if m["role"] != "system"]
+            messages = chat_messages(request.instructions, history, turn.items)
         return Run(owner, request_id, request, document, response, call, turn.items, stream,
                    tool=tool, tool_index=index, pictures=pictures, earlier=earlier, mask=mask,
                    messages=messages)
@@ -248,7 +177,7 @@ class ResponsesService:
             raise
         except LimnerError as exc:  # admission refused it (moderation): a failed response
             run.response.status = "failed"
-            run.response.error = ResponseError(code=_response_code(exc), message=exc.message)
+            run.response.error = ResponseError(code=response_code(exc), message=exc.message)
             self._publish(run, run.lifecycle("response.failed"))
         finally:
             run.changed.set()
@@ -289,17 +218,18 @@ class ResponsesService:
         response.status = "in_progress"
         yield run.lifecycle("response.in_progress")
         if self.text_model is not None:
-            async for event in self._converse(run, self.text_model):
+            async for event in converse(run, self.text_model, self.images.start,
+                                        self.catalogue, self.settings.auto_size):
                 yield event
             if response.error is not None:  # the text model failed: `_converse` said so
                 return
         else:
             assert run.call is not None and generation is not None
-            async for event in self._image_call(run, run.call, generation):
+            async for event in image_call(run, run.call, generation):
                 yield event
             if run.failure is not None:
                 response.status = "failed"
-                response.error = ResponseError(code=_response_code(run.failure),
+                response.error = ResponseError(code=response_code(run.failure),
                                                message=run.failure.message)
                 yield run.lifecycle("response.failed")
                 return
@@ -307,178 +237,8 @@ class ResponsesService:
         response.status = "completed"
         response.completed_at = int(self.clock())
         response.usage = response.usage or ResponseUsage()
-        response.tool_usage = _tool_usage(run.calls)
+        response.tool_usage = tool_usage(run.calls)
         yield run.lifecycle("response.completed")
-
-    async def _image_call(self, run: Run, call: ImageCall,
-                          generation: Generation) -> AsyncIterator[Event | None]:
-        """One `image_generation_call` item from added to done; a failure is the item's
-        `error` (and `run.failure`), not an exception."""
-        response, plan = run.response, call.plan
-        index = len(response.output)
-        item = ImageGenerationCall(id=item_id(response.id, "ig", index), status="in_progress",
-                                   action=call.action)
-        response.output.append(item)
-        yield run.event("response.output_item.added", output_index=index,
-                        item=item.model_dump(exclude_none=True))
-        yield run.event("response.image_generation_call.in_progress", output_index=index,
-                        item_id=item.id)
-        item.status = "generating"
-        yield run.event("response.image_generation_call.generating", output_index=index,
-                        item_id=item.id)
-        echo = {"background": plan.background, "output_format": plan.output_format,
-                "quality": plan.quality, "size": plan.size}
-        result: str | None = None
-        try:
-            if plan.stream:
-                async for image_event in generation.events(HEARTBEAT_S):
-                    if image_event is None:
-                        yield None
-                    elif isinstance(image_event, ImageGenCompletedEvent
-                                    | ImageEditCompletedEvent):
-                        result = image_event.b64_json
-                    else:
-                        yield run.event(
-                            "response.image_generation_call.partial_image",
-                            output_index=index, item_id=item.id,
-                            partial_image_b64=image_event.b64_json,
-                            partial_image_index=image_event.partial_image_index, **echo)
-            else:
-                answer = await generation.response()
-                result = answer.data[0].b64_json if answer.data else None
-        except LimnerError as exc:
-            run.failure = exc
-            item.status = "failed"
-            item.error = _call_error(exc)
-            yield run.event("response.output_item.done", output_index=index,
-                            item=item.model_dump(exclude_none=True))
-            return
-        item.status = "completed"
-        item.result = result
-        item.revised_prompt = call.prompt
-        for name, value in echo.items():
-            setattr(item, name, value)
-        yield run.event("response.image_generation_call.completed", output_index=index,
-                        item_id=item.id)
-        yield run.event("response.output_item.done", output_index=index,
-                        item=item.model_dump(exclude_none=True))
-
-    async def _converse(self, run: Run, text_model: TextModel) -> AsyncIterator[Event | None]:
-        """The text model's turns: its image calls drawn here and answered to it, until it
-        writes its answer or calls one of the client's tools (which the client runs)."""
-        tools = ([IMAGE_TOOL] if run.tool is not None else []) + \
-            client_tools(run.request.tools or [])
-        usage = ResponseUsage()
-        latest = run.pictures[-1:] if run.pictures else run.earlier
-        for _ in range(MAX_ROUNDS):
-            try:
-                reply = await text_model.reply(run.messages, tools)
-            except LimnerError as exc:
-                run.response.status = "failed"
-                run.response.error = ResponseError(code="server_error", message=exc.message)
-                yield run.lifecycle("response.failed")
-                return
-            usage.input_tokens += reply.input_tokens
-            usage.output_tokens += reply.output_tokens
-            usage.total_tokens = usage.input_tokens + usage.output_tokens
-            run.response.usage = usage
-            run.messages.append({"role": "assistant", "content": reply.text,
-                                 **({"tool_calls": reply.tool_calls} if reply.tool_calls
-                                    else {})})
-            if reply.text:
-                async for said in self._message(run, reply.text):
-                    yield said
-            theirs = [c for c in reply.tool_calls
-                      if c.get("function", {}).get("name") != IMAGE_FUNCTION]
-            ours = [c for c in reply.tool_calls if c not in theirs]
-            for tool_call in theirs:
-                for made in self._function_call(run, tool_call):
-                    yield made
-            if theirs or not ours:
-                return
-            for tool_call in ours:
-                run.failure = None
-                async for drawn in self._tool_image(run, tool_call, latest):
-                    yield drawn
-                item = run.response.output[-1]
-                if isinstance(item, ImageGenerationCall) and item.status == "completed" \
-                        and item.result is not None:
-                    latest = [Upload(f"{item.id}.result", base64.b64decode(item.result))]
-                    answer = "The picture was drawn and is shown to the user."
-                else:
-                    reason = run.failure.message if run.failure else "it failed"
-                    answer = f"The picture could not be drawn: {reason}"
-                run.messages.append({"role": "tool", "tool_call_id": tool_call.get("id"),
-                                     "content": answer})
-            run.failure = None
-
-    async def _tool_image(self, run: Run, tool_call: dict[str, Any],
-                          latest: list[Upload]) -> AsyncIterator[Event | None]:
-        """One image call of the text model, planned and admitted like any other; a refusal
-        is a failed item whose reason goes back to the model."""
-        assert run.tool is not None
-        try:
-            arguments = json.loads(tool_call.get("function", {}).get("arguments") or "{}")
-            prompt = arguments.get("prompt") if isinstance(arguments, dict) else None
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise InvalidRequest("The text model called the image tool without a prompt.",
-                                     param="prompt", code="invalid_value")
-            asked = arguments.get("action") or run.tool.action or "auto"
-            action: Action = "edit" if latest and asked != "generate" else "generate"
-            call = await asyncio.to_thread(
-                plan_call, run.request, run.tool, run.tool_index, prompt, action,
-                latest if action == "edit" else [], run.mask, self.catalogue,
-                stream=run.stream, auto_size=self.settings.auto_size)
-            generation = await self.images.start(call.plan, run.request_id)
-        except (LimnerError, ValueError) as exc:
-            failure = exc if isinstance(exc, LimnerError) else InvalidRequest(
-                "The text model's arguments for the image tool are not JSON.",
-                code="invalid_value")
-            run.failure = failure
-            index = len(run.response.output)
-            item = ImageGenerationCall(id=item_id(run.response.id, "ig", index),
-                                       status="failed", error=_call_error(failure))
-            run.response.output.append(item)
-            yield run.event("response.output_item.added", output_index=index,
-                            item=item.model_dump(exclude_none=True))
-            yield run.event("response.output_item.done", output_index=index,
-                            item=item.model_dump(exclude_none=True))
-            return
-        async for event in self._image_call(run, call, generation):
-            yield event
-        if run.failure is None:
-            run.calls.append(call)
-
-    async def _message(self, run: Run, text: str) -> AsyncIterator[Event]:
-        index = len(run.response.output)
-        message = OutputMessage(id=item_id(run.response.id, "msg", index), status="in_progress",
-                                content=[])
-        run.response.output.append(message)
-        yield run.event("response.output_item.added", output_index=index,
-                        item=message.model_dump())
-        part = OutputText(text="")
-        common = {"item_id": message.id, "output_index": index, "content_index": 0}
-        yield run.event("response.content_part.added", part=part.model_dump(), **common)
-        yield run.event("response.output_text.delta", delta=text, logprobs=[], **common)
-        yield run.event("response.output_text.done", text=text, logprobs=[], **common)
-        part.text = text
-        yield run.event("response.content_part.done", part=part.model_dump(), **common)
-        message.content = [part]
-        message.status = "completed"
-        yield run.event("response.output_item.done", output_index=index,
-                        item=message.model_dump())
-
-    def _function_call(self, run: Run, tool_call: dict[str, Any]) -> list[Event]:
-        index = len(run.response.output)
-        function = tool_call.get("function", {})
-        item = FunctionCall(id=item_id(run.response.id, "fc", index),
-                            call_id=str(tool_call.get("id")), name=str(function.get("name")),
-                            arguments=str(function.get("arguments") or ""))
-        run.response.output.append(item)
-        return [run.event("response.output_item.added", output_index=index,
-                          item=item.model_dump()),
-                run.event("response.output_item.done", output_index=index,
-                          item=item.model_dump())]
 
     # 4. Stored responses --------------------------------------------------------------------
     async def get(self, response_id: str, owner: str) -> dict[str, Any]:
@@ -617,40 +377,6 @@ async def _replay(events: list[Event], starting_after: int | None) -> AsyncItera
     for event in events:
         if starting_after is None or event["sequence_number"] > starting_after:
             yield event
-
-
-def _tool_usage(calls: list[ImageCall]) -> ToolUsage:
-    """The image calls' usage estimates, summed."""
-    totals = {"text": 0, "image": 0, "output": 0}
-    for call in calls:
-        plan = call.plan
-        p = plan.params
-        partials = plan.partial_images if plan.stream else 0
-        usage = generation_usage(plan.prompt_tokens, p.width, p.height, plan.quality, 1,
-                                 partials, plan.input_image_tokens)
-        totals["text"] += usage.input_tokens_details.text_tokens
-        totals["image"] += usage.input_tokens_details.image_tokens
-        totals["output"] += usage.output_tokens
-    given = totals["text"] + totals["image"]
-    return ToolUsage(image_gen=ImageGenToolUsage(
-        input_tokens=given,
-        input_tokens_details=TokenDetails(text_tokens=totals["text"],
-                                          image_tokens=totals["image"]),
-        output_tokens=totals["output"],
-        output_tokens_details=TokenDetails(text_tokens=0, image_tokens=totals["output"]),
-        total_tokens=given + totals["output"]))
-
-
-def _call_error(exc: LimnerError) -> CallError:
-    return CallError(code=exc.code, message=exc.message, param=exc.param, type=exc.type,
-                     moderation_details=exc.extra.get("moderation_details"))
-
-
-def _response_code(exc: LimnerError) -> str:
-    """`Response.error.code` takes a fixed set: a refused prompt is `invalid_prompt`."""
-    if exc.code in ("moderation_blocked", "content_policy_violation"):
-        return "invalid_prompt"
-    return "rate_limit_exceeded" if isinstance(exc, QueueFull) else "server_error"
 
 
 def _not_background() -> InvalidRequest:

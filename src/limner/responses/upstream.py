@@ -104,11 +104,13 @@ def client_tools(tools: list[Any]) -> list[dict[str, Any]]:
     return declared
 
 
-def chat_messages(instructions: str | None, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Responses input items -> chat messages; pictures go as `image_url` parts."""
-    messages: list[dict[str, Any]] = []
-    if instructions:
-        messages.append({"role": "system", "content": instructions})
+def chat_messages(instructions: str | None, history: list[dict[str, Any]],
+                  items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chat for the text model: `instructions`, the earlier turns' messages, then this
+    turn's input items as messages (pictures as `image_url` parts)."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}] \
+        if instructions else []
+    messages += history
     for item in items:
         kind = item.get("type", "message")
         if kind == "message":
