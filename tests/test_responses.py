@@ -166,6 +166,11 @@ def test_earlier_call_in_the_input_and_item_reference(serve: Callable[..., Runni
                    {"role": "user", "content": "make it red"}])
         assert turn.output[0].action == "edit"  # type: ignore[union-attr]
         assert engine.batches[-1][0].prompt == "make it red"
+    listed = client.responses.input_items.list(turn.id, order="asc", limit=1)
+    assert listed.has_more and len(listed.data) == 1
+    rest = client.responses.input_items.list(turn.id, order="asc", after=listed.data[0].id)
+    assert [i.type for i in rest.data] == ["image_generation_call", "message"]
+    assert not rest.has_more
 
 
 def test_background_create_poll_cancel(serve: Callable[..., RunningServer]) -> None:

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from limner.errors import InvalidRequest, NotFound, StorageFailed
+from limner.errors import NotFound, StorageFailed
+from limner.paging import page_after
 
 COMPLETION_WINDOW_S = 24 * 3600
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -176,13 +177,7 @@ class BatchStore:
             with contextlib.suppress(NotFound):
                 records.append(self.get(folder.name, owner))
         records.sort(key=lambda r: (r.created_at, r.created_ns, r.id), reverse=True)
-        if after is not None:
-            position = next((i for i, r in enumerate(records) if r.id == after), None)
-            if position is None:
-                raise InvalidRequest(f"Invalid 'after': no batch '{after}' is in this list.",
-                                     param="after", code="invalid_value")
-            records = records[position + 1:]
-        return records[:limit], len(records) > limit
+        return page_after(records, after, limit, "batch", lambda r: r.id)
 
     def active(self) -> list[BatchRecord]:
         """Every owner's unfinished batches, oldest first: the runner's work."""

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from limner.errors import InvalidRequest, NotFound, PayloadTooLarge, StorageFailed
+from limner.errors import NotFound, PayloadTooLarge, StorageFailed
+from limner.paging import page_after
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 CHUNK = 1 << 20
@@ -132,13 +133,7 @@ class FileStore:
             if purpose is None or record.purpose == purpose:
                 records.append(record)
         records.sort(key=lambda r: (r.created_at, r.created_ns, r.id), reverse=order == "desc")
-        if after is not None:
-            position = next((i for i, r in enumerate(records) if r.id == after), None)
-            if position is None:
-                raise InvalidRequest(f"Invalid 'after': no file '{after}' is in this list.",
-                                     param="after", code="invalid_value")
-            records = records[position + 1:]
-        return records[:limit], len(records) > limit
+        return page_after(records, after, limit, "file", lambda r: r.id)
 
     def open(self, file_id: str, owner: str = "") -> tuple[FileRecord, BinaryIO]:
         """The metadata and an open handle on the data (the caller closes it), which stays

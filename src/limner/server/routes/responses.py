@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from limner.errors import InvalidRequest, LimnerError, invalid_value
+from limner.paging import page_after
 from limner.server.parsing import parse_json, read_body
 from limner.server.routes.images import (
     INLINE_BODY_BYTES,
@@ -120,18 +121,12 @@ async def list_input_items(request: Request, response_id: str) -> JSONResponse:
     items = await service.input_items(response_id, request_owner(request))
     if order == "desc":
         items = items[::-1]
-    after = query.get("after")
-    if after is not None:
-        position = next((k for k, item in enumerate(items) if item.get("id") == after), None)
-        if position is None:
-            raise InvalidRequest(f"Invalid 'after': no item '{after}' is in this list.",
-                                 param="after", code="invalid_value")
-        items = items[position + 1:]
-    page = items[:limit]
+    page, has_more = page_after(items, query.get("after"), limit, "item",
+                                lambda item: str(item.get("id")))
     return JSONResponse({"object": "list", "data": page,
                          "first_id": page[0]["id"] if page else None,
                          "last_id": page[-1]["id"] if page else None,
-                         "has_more": len(items) > limit})
+                         "has_more": has_more})
 
 
 async def _sse(events: AsyncIterator[dict[str, Any] | None]) -> AsyncIterator[bytes]:
