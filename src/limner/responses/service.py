@@ -154,7 +154,7 @@ class ResponsesService:
 
     async def start_background(self, run: Run) -> ResponseObject:
         """Stored as `queued` before the answer goes out, then drawn by a task of its own."""
-        run.events.append(run.lifecycle("response.created"))
+        self._publish(run, run.lifecycle("response.created"))
         await asyncio.to_thread(self.store.save, run.record())
         self._running[run.response.id] = run
         run.task = asyncio.create_task(self._background(run))
@@ -193,7 +193,9 @@ class ResponsesService:
             log.exception("response %s could not be stored", run.response.id)
 
     def _publish(self, run: Run, event: Event) -> None:
-        run.events.append(event)
+        """Kept for its followers when it streams; a poll reads `run.response` instead."""
+        if run.stream:
+            run.events.append(event)
         run.changed.set()
 
     async def _tracked(self, run: Run, generation: Generation | None
