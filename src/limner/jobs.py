@@ -18,6 +18,16 @@ QUALITY_LEVELS: tuple[Quality, ...] = ("low", "medium", "high", "xhigh", "max")
 
 
 @dataclass(frozen=True)
+class Adapter:
+    """A LoRA to draw with: its name (what requests and `/v1/models` call it), the file or
+    folder it is read from, and how strongly it applies (0 changes nothing)."""
+
+    name: str
+    path: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class GenerationParams:
     """What an engine needs to draw the `n` images of one request.
 
@@ -54,6 +64,10 @@ class GenerationParams:
     references: tuple[Image.Image, ...] = field(default=(), compare=False, repr=False)
     """An edit's pictures as given (before `init_image` lays them out as one), for models
     that take them as references (`EngineInfo.references`)."""
+
+    adapters: tuple[Adapter, ...] = ()
+    """LoRAs applied for this request only, in order (`EngineInfo.adapters` says whether the
+    engine takes them); a batch shares them (the scheduler's key)."""
 
     @property
     def n(self) -> int:

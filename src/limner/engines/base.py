@@ -30,6 +30,9 @@ class EngineInfo:
     edits: bool = False
     """True when it draws over a starting picture (`GenerationParams.init_image`, with or
     without `mask`): edits and variations; otherwise they are refused (400)."""
+    adapters: bool = False
+    """True when it takes LoRAs per request (`GenerationParams.adapters`); otherwise a
+    request naming one is refused (400)."""
     references: int = 0
     """For an instruction-edit model, the most pictures one edit may give it (each a
     reference, `GenerationParams.references`); 0: several pictures are laid out as one

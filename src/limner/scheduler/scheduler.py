@@ -39,7 +39,7 @@ RETRY_AFTER_MAX_S = 120.0
 RETRY_MARGIN = 0.25
 """Of a batch's time: a retry arrives a little after the room it was promised opens."""
 BatchKey = tuple[int, int, str, int | None, int, str | None, float | None, str | None, str,
-                 float]
+                 float, tuple[tuple[str, float], ...]]
 _ids = itertools.count(1)
 
 
@@ -88,7 +88,8 @@ class Job:
     def key(self) -> BatchKey:
         p = self.params
         return (p.width, p.height, p.quality, p.steps, p.min_steps, p.negative_prompt,
-                p.guidance, p.scheduler, p.edit, p.strength)
+                p.guidance, p.scheduler, p.edit, p.strength,
+                tuple((a.name, a.scale) for a in p.adapters))
 
     @property
     def cancelled(self) -> bool:
