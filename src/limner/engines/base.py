@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -63,6 +63,13 @@ class Engine(Protocol):
     def info(self) -> EngineInfo: ...
 
     def load(self) -> None: ...
+
+    def estimate_memory(self) -> Mapping[str, int]:
+        """Bytes a load will hold per device (`cpu`, `cuda:0`), known before it loads (from
+        its files); empty where that is unknown."""
+
+    def memory(self) -> Mapping[str, int]:
+        """Bytes its loaded weights hold now per device; empty once closed."""
 
     def generate(
         self,

@@ -26,7 +26,8 @@ GATE_TIMEOUT_S = 30.0
 class FakeEngine:
     def __init__(self, *, name: str = "fake", size: int = 64, step_s: float = 0.0,
                  max_batch_images: int = 8, fail_on: str | None = None,
-                 gated: bool = False) -> None:
+                 gated: bool = False, memory_bytes: int = 0, gated_load: bool = False,
+                 load_s: float = 0.0) -> None:
         self._info = EngineInfo(name=name, native_width=size, native_height=size,
                                 draws_alpha=True, max_batch_images=max_batch_images, edits=True)
         self.step_s = step_s
@@ -38,16 +39,42 @@ class FakeEngine:
         self._lock = threading.Lock()
         self._gate = threading.Semaphore(0) if gated else None
         self._stepped = threading.Condition()
+        self.memory_bytes = memory_bytes
+        """Really held while loaded (touched pages), so unloading shows in the RSS."""
+        self._weights: bytes | None = None
+        self.loads = 0
+        self.load_started = threading.Event()
+        self._load_gate = threading.Event() if gated_load else None
+        self.load_s = load_s
 
     @property
     def info(self) -> EngineInfo:
         return self._info
 
     def load(self) -> None:
+        self.load_started.set()
+        if self.load_s:
+            time.sleep(self.load_s)
+        if self._load_gate is not None and not self._load_gate.wait(GATE_TIMEOUT_S):
+            raise EngineError("the gated fake engine's load was never released")
+        self._weights = b"\x01" * self.memory_bytes if self.memory_bytes else None
+        self.loads += 1
         self.loaded = True
 
+    def release_load(self) -> None:
+        """With `gated_load`: lets the load finish."""
+        assert self._load_gate is not None, "release_load() needs gated_load=True"
+        self._load_gate.set()
+
     def close(self) -> None:
+        self._weights = None
         self.loaded = False
+
+    def estimate_memory(self) -> dict[str, int]:
+        return {"cpu": self.memory_bytes} if self.memory_bytes else {}
+
+    def memory(self) -> dict[str, int]:
+        return {"cpu": len(self._weights)} if self._weights is not None else {}
 
     def generate(self, batch: Sequence[GenerationParams],
                  on_step: StepCallback | None = None) -> list[list[Image.Image]]:

@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from limner.budget import device_name
+from limner.engines import footprint
 from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
 from limner.engines.diffusers import generic_edit, memory, processors
@@ -627,10 +629,36 @@ class DiffusersEngine:
         return editors
 
     def close(self) -> None:
+        """Drops every reference to the weights (the pipeline, its editors, the decoders,
+        cached prompts), so that collecting them gives the memory back."""
         self.pipe = None
+        self.tiny = None
+        self._preview_decoder = None
+        self._ov_runtime = None
         self._editors = {}
+        self._samplers.clear()
         self._embeds.clear()
         self._negative = None
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    def estimate_memory(self) -> dict[str, int]:
+        """The weights' size in the load's dtype, from the folder's safetensors headers."""
+        folder = Path(self.model)
+        if not folder.is_dir():
+            return {}
+        device = "cpu" if self.plan.offload != "none" else self.device
+        return {device_name(device): memory.parameter_count(folder)
+                * self.dtype.itemsize}
+
+    def memory(self) -> dict[str, int]:
+        if self.pipe is None:
+            return {}
+        return footprint.module_bytes([*self.pipe.components.values(), self.tiny,
+                                       self._preview_decoder])
 
     def _draw_size(self, width: int, height: int) -> tuple[int, int]:
         """Draw at the model's native area with the requested aspect, on the family's grid."""

@@ -102,6 +102,18 @@ class EmbeddedEngine:
         self._net = self._refs = self._text = None
         self._cache.clear()
 
+    def estimate_memory(self) -> dict[str, int]:
+        from limner.engines.embedded.assets import ASSETS
+        from limner.engines.footprint import folder_bytes
+
+        return {"cpu": folder_bytes(Path(self.weights or ASSETS))}
+
+    def memory(self) -> dict[str, int]:
+        from limner.engines.footprint import module_bytes
+
+        text = getattr(self._text, "model", None)
+        return module_bytes([self._net, text])
+
     def _embed(self, prompt: str) -> torch.Tensor:
         """Unit MiniLM vector for a prompt, with a small LRU cache (retries, n>1, streaming)."""
         from limner.engines.embedded.text import TextEncoder
