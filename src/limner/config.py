@@ -26,10 +26,17 @@ class EngineConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     ray: Mapping[str, Any] = field(default_factory=dict)
     """Its Ray Serve deployment (`limner serve --ray`): `RAY_KEYS` from its TOML table."""
+    preload: bool | None = None
+    """Loaded at start; None: only the default model is."""
+    keep_alive: float | str | None = None
+    """Unloaded after this long idle (seconds, or "30s", "5m", "2h"; -1: never); None: the
+    server's `keep_alive`."""
 
 
 RESPONSES_KEYS = ("upstream", "ttl_s", "max_bytes")
 """The `[responses]` table: the text model, and how long and how much is stored."""
+LIFECYCLE_KEYS = ("preload", "keep_alive")
+"""An engine table's keys that say when it is in memory, read by the server, not the engine."""
 RAY_KEYS = ("replicas", "autoscaling", "num_cpus", "num_gpus", "max_ongoing_requests",
             "max_queued_requests")
 """An engine table's keys that shape its deployment under Ray, not the engine itself."""
@@ -66,8 +73,20 @@ class Settings:
     gpt_default: str = "gpt-image-1"
     engines: tuple[EngineConfig, ...] = (EngineConfig(EMBEDDED_ENGINE, "embedded"),)
     default_engine: str = EMBEDDED_ENGINE
-    models: Mapping[str, str] = field(default_factory=dict)
-    """OpenAI model name (or any new name) -> engine name."""
+    models: Mapping[str, str | Mapping[str, Any]] = field(default_factory=dict)
+    """OpenAI model name (or any new name) -> engine name, or `{engine, lora}`: an engine
+    with adapters every request under that name draws with."""
+    admin_keys: tuple[str, ...] = ()
+    """Keys that may also load, unload and pull models; each is an API key too."""
+    max_model_memory: int | str | Mapping[str, int | str] | None = "80%"
+    """What the loaded models may hold together, per device (`limner.budget`)."""
+    keep_alive: float | str = -1
+    """How long an idle model stays loaded (seconds, or "30s", "5m", "2h"); -1: until the
+    budget needs its room."""
+    loras: Mapping[str, str] = field(default_factory=dict)
+    """Adapter name -> a path or hub id, beside the files in `DATA_DIR/loras/`."""
+    max_request_loras: int = 4
+    """The most adapters one request's `lora` may name."""
     responses_ttl_s: float = 30 * 86400
     """How long a stored response (`store: true`, the default) is kept, as OpenAI does."""
     responses_max_bytes: int = 1 << 30
@@ -108,7 +127,8 @@ def _from_toml(doc: Mapping[str, Any]) -> dict[str, Any]:
     simple = {f for f in Settings.__dataclass_fields__ if f not in ("engines", "models")}
     for key, value in doc.items():
         if key in simple:
-            values[key] = tuple(value) if key in ("api_keys", "image_url_hosts") else value
+            values[key] = tuple(value) if key in ("api_keys", "image_url_hosts", "admin_keys") \
+                else value
         elif key not in ("engines", "models", "responses"):
             raise ValueError(f"unknown setting {key!r} in the config file")
     for key, value in doc.get("responses", {}).items():
@@ -124,8 +144,9 @@ def _from_toml(doc: Mapping[str, Any]) -> dict[str, Any]:
             kind = table.pop("kind")
             path = table.pop("path", None)
             ray = {key: table.pop(key) for key in RAY_KEYS if key in table}
+            life = {key: table.pop(key) for key in LIFECYCLE_KEYS if key in table}
             engines.append(EngineConfig(name=name, kind=kind, path=path, options=table,
-                                        ray=ray))
+                                        ray=ray, **life))
         values["engines"] = tuple(engines)
     if "models" in doc:
         values["models"] = dict(doc["models"])
@@ -148,8 +169,35 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
     ):
         if environ.get(key):
             values[name] = cast(environ[key])
+    if keys := environ.get("LIMNER_ADMIN_KEYS"):
+        values["admin_keys"] = tuple(k.strip() for k in keys.split(",") if k.strip())
+    if environ.get("LIMNER_MAX_MODEL_MEMORY"):
+        values["max_model_memory"] = environ["LIMNER_MAX_MODEL_MEMORY"]
     if environ.get("LIMNER_DATA_DIR"):
         values["data_dir"] = Path(environ["LIMNER_DATA_DIR"]).expanduser()
     if environ.get("LIMNER_MODERATION"):
         values["moderation"] = environ["LIMNER_MODERATION"].lower() not in ("off", "0", "false")
     return values
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def keep_alive_seconds(value: float | str, where: str = "keep_alive") -> float | None:
+    """Seconds idle before an unload; None (never) for any negative value."""
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: expected seconds or a duration like '5m'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:]) if text[-1:].isalpha() else 1.0
+        number = text[:-1] if text[-1:].isalpha() else text
+        try:
+            if unit is None:
+                raise ValueError
+            seconds = float(number) * unit
+        except ValueError:
+            raise ValueError(f"{where}: {value!r} is not seconds or a duration like '30s', "
+                             "'5m', '2h' (-1: never)") from None
+    return None if seconds < 0 else seconds

@@ -133,6 +133,15 @@ class ModelUnavailable(Unavailable):
 
     should_retry = False
 
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"The model '{model}' failed to load and is not available: "
+                         f"{reason}", code="model_unavailable")
+        self.reason = reason
+
+    def named(self, model: str) -> ModelUnavailable:
+        """The same failure, told under the name the request used."""
+        return ModelUnavailable(model, self.reason)
+
 
 class TimedOut(LimnerError):
     status = 504

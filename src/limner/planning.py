@@ -25,6 +25,9 @@ FORMATS = ("png", "jpeg", "webp", "gif", "svg")
 COMPLEXITIES = ("low", "medium", "high")
 STEPS_MAX = 200
 """`steps` above this is refused before any engine is asked (each engine has its own most)."""
+LORA_SCALE_MAX = 4.0
+"""Past it a LoRA only wrecks the picture; 0 leaves it as drawn without one."""
+LORA_NAME_MAX = 128
 GUIDANCE_MAX = 30.0
 FRAME_COUNT = (2, 16, 9)
 """A GIF's frames: at least, at most, and when omitted."""
@@ -55,6 +58,9 @@ class GenerationPlan:
     prompt_tokens: int
     """The usage estimate's input tokens, counted here: with the other per-prompt work, off
     the event loop for a long prompt."""
+    lora: tuple[tuple[str, float], ...] = ()
+    """The adapters (name, scale) asked for, the model name's own first; the service finds
+    them (`limner.loras`), since which exist and fit is the server's to say."""
     frame_count: int = 0
     """For `gif`: the animation's frames (the denoising as it goes, ending on the picture)."""
     frame_duration_ms: int = 0
@@ -260,6 +266,7 @@ def plan_request(request: CreateImageRequest, catalogue: Catalogue,
         frame_count=frames[0],
         frame_duration_ms=frames[1],
         svg_model=request.svg.model if request.svg is not None else None,
+        lora=_lora(request, entry.adapters),
     )
 
 
@@ -282,6 +289,29 @@ def _check_controls(request: CreateImageRequest, prompt_max: int) -> None:
         raise InvalidRequest(
             f"Invalid 'negative_prompt': expected printable text of at most {prompt_max} "
             "characters.", param="negative_prompt", code="invalid_value")
+
+
+def _lora(request: CreateImageRequest, own: tuple[tuple[str, float], ...]
+          ) -> tuple[tuple[str, float], ...]:
+    """The model name's adapters, then the request's: one the request names again takes the
+    request's scale."""
+    given = request.lora
+    refs = [] if given is None else given if isinstance(given, list) else [given]
+    asked: dict[str, float] = dict(own)
+    for index, ref in enumerate(refs):
+        where = f"lora[{index}]" if isinstance(given, list) else "lora"
+        if not ref.name.strip() or len(ref.name) > LORA_NAME_MAX or _CONTROL.search(ref.name):
+            raise InvalidRequest(f"Invalid '{where}.name': expected the name of an adapter "
+                                 "the server offers (GET /v1/models).", param="lora",
+                                 code="invalid_value")
+        scale = 1.0 if ref.scale is None else float(ref.scale)
+        if not -LORA_SCALE_MAX <= scale <= LORA_SCALE_MAX:
+            raise InvalidRequest(f"Invalid '{where}.scale': expected a number between "
+                                 f"-{LORA_SCALE_MAX:g} and {LORA_SCALE_MAX:g}, but got "
+                                 f"{scale:g} instead.", param="lora", code="invalid_value")
+        asked.pop(ref.name, None)
+        asked[ref.name] = scale
+    return tuple(asked.items())
 
 
 def _engine_quality(quality: str, complexity: str | None) -> Quality:

@@ -63,6 +63,20 @@ class Slot:
     loading: asyncio.Future[None] | None = None
 
 
+@dataclass(frozen=True)
+class ModelLease:
+    """One model's side of the residency, as its scheduler holds it (`scheduler.Lease`)."""
+
+    residency: Residency
+    name: str
+
+    async def acquire(self) -> None:
+        await self.residency.acquire(self.name)
+
+    def release(self) -> None:
+        self.residency.release(self.name)
+
+
 class ModelTooLarge(InvalidRequest):
     """The model alone needs more than a device's budget: no unloading can make room."""
 
@@ -92,6 +106,9 @@ class Residency:
         """A model served elsewhere (Ray replicas): its load is awaited, never undone here."""
         self._slots[name] = Slot(name, load, None, dict, dict, None, True)
 
+    def lease(self, name: str) -> ModelLease:
+        return ModelLease(self, name)
+
     @property
     def names(self) -> list[str]:
         return list(self._slots)
@@ -110,6 +127,12 @@ class Residency:
 
     def ready(self, name: str) -> bool:
         return self._slots[name].status == "ready"
+
+    def sweeps(self) -> float | None:
+        """How often `expire_idle` has work to check: a quarter of the shortest keep-alive
+        (at least a second); None when every model stays loaded while idle."""
+        alive = [s.keep_alive_s for s in self._slots.values() if s.keep_alive_s is not None]
+        return max(1.0, min(alive) / 4) if alive else None
 
     def check_fits(self, name: str) -> None:
         """A model that cannot fit its budget even alone is refused before it is queued."""
@@ -260,8 +283,7 @@ class Residency:
 
 
 def _unavailable(slot: Slot) -> ModelUnavailable:
-    return ModelUnavailable(f"The model '{slot.name}' failed to load and is not available: "
-                            f"{slot.reason}", code="model_unavailable")
+    return ModelUnavailable(slot.name, slot.reason or "unknown")
 
 
 def _describe(held: Mapping[str, int]) -> str:

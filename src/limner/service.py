@@ -26,8 +26,10 @@ from limner.errors import (
     GenerationFailed,
     ImageModerationBlocked,
     InvalidRequest,
+    ModelUnavailable,
     ModerationBlocked,
 )
+from limner.loras import LoraLibrary
 from limner.metrics import Metrics
 from limner.moderation import PromptPolicy
 from limner.planning import GenerationPlan
@@ -92,8 +94,9 @@ class ImageService:
     def __init__(self, catalogue: Catalogue, schedulers: Mapping[str, EngineQueue],
                  delivery: Delivery, policy: PromptPolicy,
                  clock: Callable[[], float] = time.time,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, loras: LoraLibrary | None = None) -> None:
         self.metrics = metrics or Metrics()
+        self.loras = loras
         self.catalogue = catalogue
         self.schedulers = schedulers
         self.delivery = delivery
@@ -133,6 +136,12 @@ class ImageService:
                 f"got {len(plan.params.references)}.", param="image", code="invalid_value")
         background = _background(plan, info.draws_alpha)
         params = plan.params
+        if plan.lora:
+            if self.loras is None:
+                raise InvalidRequest("Unsupported parameter: 'lora': this server offers no "
+                                     "adapters.", param="lora", code="unsupported_parameter")
+            params = dataclasses.replace(params, adapters=self.loras.resolve(
+                plan.lora, plan.model, plan.entry.engine, info))
         if background == "key_out":
             params = dataclasses.replace(params, prompt=params.prompt + BACKDROP_HINT)
         partials = plan.partial_images if plan.stream else 0
@@ -169,7 +178,7 @@ class ImageService:
     async def _response(self, generation: Generation) -> ImagesResponse:
         plan, job = generation.plan, generation.job
         try:
-            images = await job.result
+            images = await _drawn(generation)
         finally:
             job.cancel()
         renders = [[picture] for picture in images]
@@ -218,7 +227,7 @@ class ImageService:
                 async for event in self._partial_events(generation, job.partials.get_nowait(),
                                                         counters):
                     yield event
-            images = await job.result
+            images = await _drawn(generation)
             per_image = stream_usage(self._usage(plan, 1))
             self.metrics.images.inc(len(images), model=plan.model)
             completed = (ImageEditCompletedEvent if plan.endpoint == "edits"
@@ -327,6 +336,13 @@ class Generation:
         keep-alive comment. The job is cancelled if the consumer stops early.
         """
         return self.service._events(self, heartbeat_s)
+
+
+async def _drawn(generation: Generation) -> list[Image.Image]:
+    try:
+        return await generation.job.result
+    except ModelUnavailable as exc:  # the residency names the engine; say the asked name
+        raise exc.named(generation.plan.model) from None
 
 
 def _check_controls(plan: GenerationPlan, info: EngineInfo) -> None:

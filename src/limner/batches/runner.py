@@ -281,7 +281,6 @@ class BatchRunner:
                 raise InvalidRequest("Invalid 'stream': a batch line cannot stream; omit "
                                      "'stream' or set it to false.", param="stream",
                                      code="invalid_value")
-            await self._until_loaded(plan)
             check_available(self.state, plan)
             generation = await self._admit(plan, request_id)
             response = await generation.response()
@@ -310,12 +309,6 @@ class BatchRunner:
         if edits:
             return await plan_json_edit(document, self.state, record.owner)
         return await asyncio.to_thread(plan_generation, document, self.state)
-
-    async def _until_loaded(self, plan: GenerationPlan) -> None:
-        """A batch line waits for its model's load rather than failing with 503."""
-        engine = plan.entry.engine
-        while engine not in self.state.loaded and engine not in self.state.load_errors:
-            await asyncio.sleep(POLL_S)
 
     async def _admit(self, plan: GenerationPlan, request_id: str) -> Generation:
         """Submitted only while the model's queue is empty, so interactive work goes first."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
 EXTENSION_FIELDS = frozenset({"seed", "negative_prompt", "steps", "guidance_scale",
-                              "scheduler"})
+                              "scheduler", "lora"})
 """Documented limner extensions that the OpenAI spec does not have."""
 
 
@@ -28,6 +28,15 @@ class SvgOptions(BaseModel):
 
     model: StrictStr
     reasoning: SvgReasoning | None = None
+
+
+class LoraRef(BaseModel):
+    """One adapter of `lora`: a name the server offers (`GET /v1/models`) and its scale."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr
+    scale: StrictInt | StrictFloat | None = None
 
 
 class ImageOptions(BaseModel):
@@ -59,6 +68,8 @@ class ImageOptions(BaseModel):
     """limner extension: the classifier-free guidance scale (0-30)."""
     scheduler: StrictStr | None = None
     """limner extension: the sampler, where the engine offers a choice (`jobs.SAMPLERS`)."""
+    lora: list[LoraRef] | LoraRef | None = None
+    """limner extension: LoRA adapters to draw with, `[{"name": ..., "scale": 0.8}]`."""
     safety_identifier: StrictStr | None = None
     complexity: StrictStr | None = None
     frame_count: StrictInt | None = None

@@ -139,6 +139,15 @@ def take_compatible(pending: deque[Job], batch: list[Job], max_images: int) -> N
             images += job.params.n
 
 
+class Lease(Protocol):
+    """The model's memory: `acquire` returns once it is loaded (loading it if need be) and
+    keeps it from being unloaded until `release` (`limner.residency`)."""
+
+    async def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
 class EngineQueue(Protocol):
     """What the service and the server need of a model's queue: this module's `Scheduler`
     in front of a local engine, or the proxy to a Ray Serve deployment whose replicas each
@@ -177,8 +186,11 @@ class Scheduler:
         request_timeout_s: float | None = None,
         clock: Clock = time.monotonic,
         metrics: Metrics | None = None,
+        lease: Lease | None = None,
     ) -> None:
         self.engine = engine
+        self.lease = lease
+        """None: the engine is loaded by whoever built it and stays loaded."""
         self.metrics = metrics
         self.max_queue = max_queue
         self.max_batch_images = max_batch_images or engine.info.max_batch_images
@@ -312,9 +324,55 @@ class Scheduler:
             while not self._pending:
                 self._arrived.clear()
                 await self._arrived.wait()
-            batch = await self._gather_batch()
-            if batch:
-                await self._run_batch(batch)
+            if self.lease is None:
+                await self._gather_and_run()
+                continue
+            if not await self._acquire_for_pending():
+                continue
+            try:
+                if self._pending:  # all may have gone while the model loaded
+                    await self._gather_and_run()
+            finally:
+                self.lease.release()
+
+    async def _gather_and_run(self) -> None:
+        batch = await self._gather_batch()
+        if batch:
+            await self._run_batch(batch)
+
+    async def _acquire_for_pending(self) -> bool:
+        """The model, loaded for the queued requests (which wait for it in the queue, each
+        within its deadline); when the load fails, every queued request gets its error."""
+        assert self.lease is not None
+        acquiring = asyncio.ensure_future(self.lease.acquire())
+        try:
+            while not (await asyncio.wait({acquiring}, timeout=self._until_deadline()))[0]:
+                self._expire_pending()
+        except asyncio.CancelledError:
+            acquiring.cancel()
+            raise
+        error = acquiring.exception()
+        if error is None:
+            return True
+        for job in self._pending:
+            job.fail(error)
+        self._pending.clear()
+        self._note_if_idle()
+        if not isinstance(error, LimnerError):
+            log.error("model %s could not be made ready: %s", self.engine.info.name, error)
+        return False
+
+    def _until_deadline(self) -> float | None:
+        deadlines = [job.deadline for job in self._pending if job.deadline is not None]
+        return max(0.05, min(deadlines) - self.clock()) if deadlines else None
+
+    def _expire_pending(self) -> None:
+        now = self.clock()
+        for job in list(self._pending):
+            if job.deadline is not None and now >= job.deadline:
+                self._pending.remove(job)
+                job.fail(_timed_out())
+        self._note_if_idle()
 
     async def _gather_batch(self) -> list[Job]:
         head = self._pending.popleft()

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from limner import __version__
 from limner.batches.runner import BatchRunner
 from limner.batches.store import BatchStore
+from limner.budget import Budget
 from limner.catalogue import Catalogue
-from limner.config import Settings
+from limner.config import Settings, keep_alive_seconds
 from limner.engines.base import Engine
 from limner.engines.registry import build_engine
+from limner.errors import LimnerError
+from limner.loras import LoraLibrary
 from limner.metrics import Gauge, Metrics
 from limner.moderation import PromptPolicy
+from limner.residency import Residency
 from limner.responses.service import ResponsesService
 from limner.responses.store import ResponseStore
 from limner.responses.upstream import TextModel, Upstream
@@ -66,6 +70,9 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     default_engine = settings.default_engine if settings.default_engine in names \
         else names[0]
     catalogue = Catalogue(names, default_engine, settings.models, settings.gpt_default)
+    residency = _residency(settings, names, default_engine, built, queues)
+    loras = LoraLibrary(settings.data_dir / "loras", settings.loras, _model_folders(settings),
+                        settings.max_request_loras)
     store = LocalImageStore(settings.data_dir / "images", settings.url_ttl_s, clock)
     secret = settings.signing_secret.encode() if settings.signing_secret \
         else load_or_create_secret(settings.data_dir / "signing.key")
@@ -83,11 +90,14 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
                 batch_wait_s=settings.batch_wait_ms / 1000,
                 request_timeout_s=settings.request_timeout_s,
                 metrics=metrics,
+                lease=residency.lease(name),
             )
             queue.start()
             state.schedulers[name] = queue
         loading = asyncio.create_task(_load_engines(state))
         state.tasks.append(loading)
+        if (every := residency.sweeps()) is not None:
+            state.tasks.append(asyncio.create_task(_expire_idle(residency, every)))
         state.tasks.append(asyncio.create_task(_resume_responses(state, loading)))
         state.tasks.append(asyncio.create_task(_sweep(store, state.responses.store)))
         state.batch_runner = BatchRunner(state, state.batches, clock)
@@ -107,7 +117,7 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None)
     schedulers: dict[str, EngineQueue] = {}
-    service = ImageService(catalogue, schedulers, delivery, policy, clock, metrics)
+    service = ImageService(catalogue, schedulers, delivery, policy, clock, metrics, loras)
     uploaded = FileStore(settings.data_dir / "files", settings.max_upload_bytes, clock)
     response_store = ResponseStore(settings.data_dir / "responses", settings.responses_ttl_s,
                                    settings.responses_max_bytes, clock)
@@ -119,18 +129,24 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
             TextModel(Upstream.from_config(settings.responses_upstream))
             if settings.responses_upstream else None),
         batches=BatchStore(settings.data_dir / "batches", clock),
+        residency=residency, loras=loras,
     )
     metrics.add_gauge(Gauge("limner_queue_depth", "Requests waiting for an engine.",
                             lambda: {(("model", n),): s.queue_depth
                                      for n, s in schedulers.items()}))
-    metrics.add_gauge(Gauge("limner_engine_loaded", "1 once an engine has loaded.",
-                            lambda: {(("model", n),): float(n in app.state.limner.loaded)
+    metrics.add_gauge(Gauge("limner_engine_loaded", "1 while an engine is loaded.",
+                            lambda: {(("model", n),): float(residency.ready(n))
                                      for n in names}))
+    metrics.add_gauge(Gauge("limner_model_memory_bytes",
+                            "What each loaded model holds, per device.",
+                            lambda: {(("model", n), ("device", d)): float(b)
+                                     for n in names
+                                     for d, b in residency.state(n).memory.items()}))
     metrics.add_gauge(Gauge("limner_engine_speedup",
                             "1 for each speed-up an engine runs with, as its load settled it.",
                             lambda: {(("model", n), ("speedup", s)): 1.0
                                      for n, q in schedulers.items()
-                                     if n in app.state.limner.loaded
+                                     if residency.ready(n)
                                      for s in q.info.speedups}))
     metrics.add_gauge(Gauge("limner_replicas", "Replicas serving a model (with --ray).",
                             lambda: {(("model", n),): float(up) for n, q in schedulers.items()
@@ -140,7 +156,8 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     for module in (images, edits, responses, models, files, uploads, batches, health,
                    metrics_route, playground):
         app.include_router(module.router)
-    app.add_middleware(RequestContextMiddleware, api_keys=settings.api_keys)
+    app.add_middleware(RequestContextMiddleware, api_keys=settings.api_keys,
+                       admin_keys=settings.admin_keys)
     return app
 
 
@@ -155,21 +172,46 @@ async def drain(app: FastAPI) -> None:
     await asyncio.gather(*(s.stop(grace) for s in state.schedulers.values()))
 
 
+def _residency(settings: Settings, names: list[str], default_engine: str,
+               built: Mapping[str, Engine], queues: Mapping[str, EngineQueue] | None
+               ) -> Residency:
+    """Each model's slot: preloaded when its table says so (the default model always is),
+    unloaded after its keep-alive, all within `max_model_memory`."""
+    residency = Residency(Budget(settings.max_model_memory))
+    tables = {config.name: config for config in settings.engines}
+    for name in names:
+        if queues is not None:
+            residency.add_remote(name, queues[name].load)
+            continue
+        table = tables.get(name)
+        preload = name == default_engine or bool(table and table.preload)
+        keep = table.keep_alive if table and table.keep_alive is not None \
+            else settings.keep_alive
+        residency.add_engine(name, built[name], preload=preload,
+                             keep_alive_s=keep_alive_seconds(keep, f"{name}.keep_alive"))
+    return residency
+
+
+def _model_folders(settings: Settings) -> dict[str, str]:
+    """Engine -> its saved pipeline folder, where the config names one (adapters' fit)."""
+    return {config.name: config.path for config in settings.engines
+            if config.kind == "diffusers" and config.path and Path(config.path).is_dir()}
+
+
 async def _load_engines(state: AppState) -> None:
-    for name, queue in state.schedulers.items():
+    """The preloaded models, one after another (each load is given the whole machine)."""
+    for name in state.residency.preloaded():
+        with contextlib.suppress(LimnerError):  # the residency logged it and keeps why
+            await state.residency.load(name)
+
+
+async def _expire_idle(residency: Residency, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
         try:
-            await queue.load()
-        except Exception as exc:
-            log.exception("engine %s failed to load", name)
-            state.load_errors[name] = f"{type(exc).__name__}: {exc}"
-        else:
-            state.loaded.add(name)
-            log.info("engine %s loaded", name)
-    # The loaded models are hundreds of thousands of Python objects that are never garbage:
-    # frozen, the collector stops walking them on every full collection, which otherwise
-    # put a pause of milliseconds in front of requests.
-    gc.collect()
-    gc.freeze()
+            await residency.expire_idle()
+        except Exception:
+            log.exception("unloading idle models failed")
 
 
 async def _resume_responses(state: AppState, loading: asyncio.Task[None]) -> None:

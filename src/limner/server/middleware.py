@@ -45,9 +45,11 @@ class RequestContextMiddleware:
     configured any key (or none) is accepted: the SDKs always send one.
     """
 
-    def __init__(self, app: ASGIApp, api_keys: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, api_keys: Iterable[str],
+                 admin_keys: Iterable[str] = ()) -> None:
         self.app = app
-        self._keys = [_digest(k) for k in api_keys]
+        self._admins = [_digest(k) for k in admin_keys]
+        self._keys = [_digest(k) for k in api_keys] + self._admins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,6 +61,7 @@ class RequestContextMiddleware:
         request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() \
             else f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
+        scope["state"]["admin"] = not self._keys  # an open server has no one to tell apart
         started = time.perf_counter()
         status = {"code": 0}
 
@@ -78,7 +81,9 @@ class RequestContextMiddleware:
                     await _send_json(send_with_id, 401, error_payload(
                         problem, "invalid_request_error", None, "invalid_api_key"))
                     return
-                scope["state"]["owner"] = owner_of(headers["authorization"][7:].strip())
+                given = headers["authorization"][7:].strip()
+                scope["state"]["owner"] = owner_of(given)
+                scope["state"]["admin"] = _matches(given, self._admins)
             await self.app(scope, receive, send_with_id)
         finally:
             log.info("%s %s %s %d %.1fms", request_id, scope["method"], scope["path"],
@@ -89,14 +94,18 @@ class RequestContextMiddleware:
             return ("You didn't provide an API key. You need to provide your API key in an "
                     "Authorization header using Bearer auth (i.e. Authorization: Bearer "
                     "YOUR_KEY).")
-        given = _digest(authorization[7:].strip())
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(given, key)
-        if matched:
+        if _matches(authorization[7:].strip(), self._keys):
             return None
         return "Incorrect API key provided. You can find your API keys in the server's " \
                "configuration (--api-key or LIMNER_API_KEYS)."
+
+
+def _matches(key: str, digests: list[bytes]) -> bool:
+    given = _digest(key)
+    matched = False
+    for digest in digests:
+        matched |= hmac.compare_digest(given, digest)
+    return matched
 
 
 async def _send_json(send: Send, status: int, payload: object,

@@ -34,7 +34,9 @@ _EXPECTED = {"prompt": "a string", "model": "a string", "quality": "a string",
              "svg.reasoning.effort": "a string", "images": "an array of image references",
              "mask": "an object", "input_fidelity": "a string",
              "images.image_url": "a string", "images.file_id": "a string",
-             "mask.image_url": "a string", "mask.file_id": "a string"}
+             "mask.image_url": "a string", "mask.file_id": "a string",
+             "lora": "an array of {name, scale} objects", "lora.name": "a string",
+             "lora.scale": "a number"}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -160,6 +162,8 @@ def coerce_form_value(name: str, value: str) -> Any:
     False), so both bodies meet the same checks; a string that is no such value is the
     JSON body's `invalid_type` error."""
     expected = _EXPECTED.get(name, "a string")
+    if name == "lora":
+        return _form_lora(value)
     try:
         if expected == "an integer":
             return int(value.strip())
@@ -178,6 +182,31 @@ def coerce_form_value(name: str, value: str) -> Any:
             f"Invalid type for '{name}': expected {expected}, but got a string that is not "
             "one instead.", param=name, code="invalid_type") from None
     return value
+
+
+def _form_lora(value: str) -> Any:
+    """A form's `lora`: the JSON body's array (or object) as text, or the short form
+    `name` / `name:scale`, comma-separated."""
+    text = value.strip()
+    if text.startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise InvalidRequest("Invalid 'lora': expected a JSON array of {name, scale} "
+                                 "objects, or names with optional scales: 'ink:0.8,paper'.",
+                                 param="lora", code="invalid_value") from None
+    adapters: list[dict[str, Any]] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, colon, scale = part.rpartition(":") if ":" in part else (part, "", "")
+        item: dict[str, Any] = {"name": name.strip()}
+        if colon:
+            try:
+                item["scale"] = float(scale)
+            except ValueError:
+                raise InvalidRequest(f"Invalid 'lora': {scale!r} is not a scale in "
+                                     f"{part!r}.", param="lora", code="invalid_value") from None
+        adapters.append(item)
+    return adapters
 
 
 def _translate(exc: ValidationError, document: dict[str, Any]) -> InvalidRequest:

@@ -9,6 +9,8 @@ from limner.batches.store import BatchStore
 from limner.catalogue import Catalogue
 from limner.config import Settings
 from limner.engines.base import Engine
+from limner.loras import LoraLibrary
+from limner.residency import Residency
 from limner.responses.service import ResponsesService
 from limner.scheduler import EngineQueue
 from limner.service import Delivery, ImageService
@@ -30,8 +32,8 @@ class AppState:
     files: FileStore
     responses: ResponsesService
     batches: BatchStore
-    loaded: set[str] = field(default_factory=set)
-    load_errors: dict[str, str] = field(default_factory=dict)
+    residency: Residency
+    loras: LoraLibrary
     tasks: list[Any] = field(default_factory=list)
     batch_runner: BatchRunner | None = None
     """Set by the lifespan; None before it starts."""

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from limner.errors import LimnerError, ModelUnavailable, Unavailable
+from limner.errors import LimnerError, ModelUnavailable
 from limner.planning import GenerationPlan, plan_request
 from limner.protocol.json_body import json_body
 from limner.server.parsing import parse_json, parse_request, read_body
@@ -84,16 +84,12 @@ def plan_generation(document: dict[str, Any], state: AppState) -> GenerationPlan
 
 
 def check_available(state: AppState, plan: GenerationPlan) -> None:
-    """503 while the plan's model is loading or after its load failed."""
-    failure = state.load_errors.get(plan.entry.engine)
-    if failure is not None:
-        raise ModelUnavailable(f"The model '{plan.model}' failed to load and is not available: "
-                          f"{failure}", code="model_unavailable")
-    if plan.entry.engine not in state.loaded:
-        raise Unavailable(
-            f"The model '{plan.model}' is still loading; retry in a few seconds.",
-            code="model_loading", headers={"retry-after": "5"},
-        )
+    """503 after the plan's model failed to load, 400 when it cannot fit the memory budget
+    even alone; a model not loaded yet is loaded while the request waits in its queue."""
+    model = state.residency.state(plan.entry.engine)
+    if model.status == "failed":
+        raise ModelUnavailable(plan.model, model.reason or "unknown")
+    state.residency.check_fits(plan.entry.engine)
 
 
 async def _create_image(request: Request) -> Response:
