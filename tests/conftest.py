@@ -181,6 +181,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     with contextlib.ExitStack() as stack:
         def start(engines: Mapping[str, Engine] | None = None,
                   **overrides: Any) -> RunningServer:
+            if "tables" in overrides:  # the config's engine tables, beside the given engines
+                overrides["engines"] = overrides.pop("tables")
             return stack.enter_context(running_server(tmp_path, engines, **overrides))
 
         yield start

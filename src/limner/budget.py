@@ -103,4 +103,4 @@ class Budget:
 
 def gib(amount: int) -> str:
     """A size as people read it in an error message."""
-    return f"{amount / 2**30:.2f} GiB" if amount >= 2**28 else f"{amount / 2**20:.1f} MiB"
+    return f"{amount / 2**30:.2f} GiB" if amount >= 2**30 else f"{amount / 2**20:.1f} MiB"

@@ -295,11 +295,10 @@ def _lora(request: CreateImageRequest, own: tuple[tuple[str, float], ...]
           ) -> tuple[tuple[str, float], ...]:
     """The model name's adapters, then the request's: one the request names again takes the
     request's scale."""
-    given = request.lora
-    refs = [] if given is None else given if isinstance(given, list) else [given]
+    refs = request.lora or []
     asked: dict[str, float] = dict(own)
     for index, ref in enumerate(refs):
-        where = f"lora[{index}]" if isinstance(given, list) else "lora"
+        where = f"lora[{index}]"
         if not ref.name.strip() or len(ref.name) > LORA_NAME_MAX or _CONTROL.search(ref.name):
             raise InvalidRequest(f"Invalid '{where}.name': expected the name of an adapter "
                                  "the server offers (GET /v1/models).", param="lora",
@@ -309,6 +308,9 @@ def _lora(request: CreateImageRequest, own: tuple[tuple[str, float], ...]
             raise InvalidRequest(f"Invalid '{where}.scale': expected a number between "
                                  f"-{LORA_SCALE_MAX:g} and {LORA_SCALE_MAX:g}, but got "
                                  f"{scale:g} instead.", param="lora", code="invalid_value")
+        if any(other.name == ref.name for other in refs[:index]):
+            raise InvalidRequest(f"Invalid 'lora': the adapter '{ref.name}' is named twice.",
+                                 param="lora", code="invalid_value")
         asked.pop(ref.name, None)
         asked[ref.name] = scale
     return tuple(asked.items())

@@ -158,6 +158,7 @@ class Residency:
             if slot.status == "ready" and not self._turn.locked():
                 slot.users += 1
                 return
+            mine = False
             async with self._turn:
                 if slot.status == "ready":
                     slot.users += 1
@@ -167,10 +168,25 @@ class Residency:
                 if slot.loading is None:
                     await self._make_room(slot)
                     slot.status = "loading"  # its reservation counts from now on
+                    # In use from the start: a load waited for is not undone by the next
+                    # load's room-making before its own batch has run.
+                    slot.users += 1
+                    mine = True
                     slot.loading = asyncio.ensure_future(self._load(slot))
                 loading = slot.loading
-            with contextlib.suppress(LimnerError):
-                await asyncio.shield(loading)  # the next round says what became of it
+            try:
+                await asyncio.shield(loading)
+            except LimnerError:
+                if mine:
+                    self.release(name)
+                    raise
+                continue  # another caller's load: the next round says what became of it
+            except BaseException:
+                if mine:
+                    self.release(name)
+                raise
+            if mine:
+                return
 
     def release(self, name: str) -> None:
         slot = self._slots[name]

@@ -27,9 +27,10 @@ class FakeEngine:
     def __init__(self, *, name: str = "fake", size: int = 64, step_s: float = 0.0,
                  max_batch_images: int = 8, fail_on: str | None = None,
                  gated: bool = False, memory_bytes: int = 0, gated_load: bool = False,
-                 load_s: float = 0.0) -> None:
+                 load_s: float = 0.0, adapters: bool = False) -> None:
         self._info = EngineInfo(name=name, native_width=size, native_height=size,
-                                draws_alpha=True, max_batch_images=max_batch_images, edits=True)
+                                draws_alpha=True, max_batch_images=max_batch_images, edits=True,
+                                adapters=adapters)
         self.step_s = step_s
         self.fail_on = fail_on
         """A prompt that makes `generate` raise, to test failures."""
@@ -116,7 +117,9 @@ class FakeEngine:
     def _draw(self, params: GenerationParams, seed: int, step: int, total: int) -> Image.Image:
         """The disc on a transparent square; for an edit, on the starting picture itself, so
         tests can tell the kept pixels from the drawn ones."""
-        digest = hashlib.sha256(f"{params.prompt}\0{seed}".encode()).digest()
+        # Adapters change the colour, as a LoRA changes a picture; none draws as before.
+        styled = "".join(f"\0{a.name}:{a.scale:g}" for a in params.adapters)
+        digest = hashlib.sha256(f"{params.prompt}\0{seed}{styled}".encode()).digest()
         if params.init_image is not None:
             image = params.init_image.copy()
         else:

@@ -8,7 +8,15 @@ Types are strict, so `"n": "2"` is an `invalid_type` error rather than a silent 
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 EXTENSION_FIELDS = frozenset({"seed", "negative_prompt", "steps", "guidance_scale",
                               "scheduler", "lora"})
@@ -68,13 +76,19 @@ class ImageOptions(BaseModel):
     """limner extension: the classifier-free guidance scale (0-30)."""
     scheduler: StrictStr | None = None
     """limner extension: the sampler, where the engine offers a choice (`jobs.SAMPLERS`)."""
-    lora: list[LoraRef] | LoraRef | None = None
-    """limner extension: LoRA adapters to draw with, `[{"name": ..., "scale": 0.8}]`."""
+    lora: list[LoraRef] | None = None
+    """limner extension: LoRA adapters to draw with, `[{"name": ..., "scale": 0.8}]` (one
+    object alone is taken as a list of one)."""
     safety_identifier: StrictStr | None = None
     complexity: StrictStr | None = None
     frame_count: StrictInt | None = None
     frame_duration_ms: StrictInt | None = None
     svg: SvgOptions | None = None
+
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _one_lora(cls, value: object) -> object:
+        return [value] if isinstance(value, dict) else value
 
     def given(self) -> set[str]:
         """Fields the client set to a non-null value."""
