@@ -251,7 +251,7 @@ def test_requests_with_different_adapters_are_drawn_apart(
     loras = tmp_path / "loras"
     loras.mkdir()
     for name in ("ink", "paper"):
-        (loras / f"{name}.safetensors").write_bytes(b"\x08" + b"\0" * 7 + b"{}")
+        (loras / f"{name}.safetensors").write_bytes(b"\x02" + b"\0" * 7 + b"{}")
     engine = FakeEngine(name="fake", adapters=True, step_s=0.05)
     server = serve({"fake": engine}, data_dir=tmp_path,
                    models={"dall-e-3": {"engine": "fake", "lora": [{"name": "ink",
@@ -291,7 +291,7 @@ def test_bad_adapters_are_refused_naming_lora(serve: Callable[..., RunningServer
     loras = tmp_path / "loras"
     loras.mkdir()
     for name in ("ink", "paper", "moss"):
-        (loras / f"{name}.safetensors").write_bytes(b"\x08" + b"\0" * 7 + b"{}")
+        (loras / f"{name}.safetensors").write_bytes(b"\x02" + b"\0" * 7 + b"{}")
     server = serve({"fake": FakeEngine(adapters=True), "plain": FakeEngine(name="plain")},
                    data_dir=tmp_path, max_request_loras=2)
     client = client_for(server)

@@ -380,86 +380,6 @@ def _form_fields(body: dict[str, Any]) -> dict[str, str]:
     return fields
 
 
-@main.group("models", invoke_without_command=True)
-@client_options
-@click.pass_context
-def models_command(ctx: click.Context, base_url: str | None, api_key: str | None,
-                   output_format_: str | None) -> None:
-    """List the server's models (GET /models); `pull` and `presets` manage local ones."""
-    _remember(ctx.find_root(), base_url, api_key, output_format_)
-    if ctx.invoked_subcommand is None:
-        _list_models(ctx)
-
-
-@models_command.command("list")
-@client_options
-@click.pass_context
-def models_list(ctx: click.Context, base_url: str | None, api_key: str | None,
-                output_format_: str | None) -> None:
-    """List the server's models: GET /models."""
-    _remember(ctx.find_root(), base_url, api_key, output_format_)
-    _list_models(ctx)
-
-
-@models_command.command("presets")
-def models_presets() -> None:
-    """The well-known models `serve --model NAME` and `models pull NAME` know: family, native
-    size, steps (low/medium/high quality), guidance, GB of memory in bf16 (RAM to run on the
-    CPU, GPU memory with no offload; estimates from parameter counts), licence and hub id."""
-    from limner.engines.diffusers.presets import PRESETS
-
-    rows = [("name", "family", "size", "steps", "cfg", "RAM", "GPU", "licence", "repo")]
-    for preset in PRESETS.values():
-        steps = "/".join(str(preset.steps[q]) for q in ("low", "medium", "high"))
-        rows.append((preset.name, preset.family, str(preset.native_size), steps,
-                     f"{preset.guidance:g}", f"{preset.memory_cpu_gb:g}",
-                     f"{preset.memory_gpu_gb:g}", preset.licence, preset.repo))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    numeric = {2, 4, 5, 6}
-    for row in rows:
-        cells = [cell.rjust(width) if i in numeric else cell.ljust(width)
-                 for i, (cell, width) in enumerate(zip(row, widths, strict=True))]
-        click.echo(" ".join(cells).rstrip())
-
-
-@models_command.command("pull")
-@click.argument("name")
-@click.option("--data-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
-              help="Where models are kept (DATA_DIR/models/NAME).")
-@click.option("--source", default=None, type=click.Path(exists=True, file_okay=False,
-              path_type=Path), help="Copy from this local folder instead of downloading.")
-def models_pull(name: str, data_dir: Path | None, source: Path | None) -> None:
-    """Fetch a preset's weights once, so `serve --model NAME` needs no network."""
-    from limner.config import load_settings
-    from limner.engines.diffusers.presets import PRESETS, pull
-
-    preset = PRESETS.get(name)
-    if preset is None:
-        raise click.BadParameter(f"unknown preset {name!r}; known: {', '.join(PRESETS)}",
-                                 param_hint="NAME")
-    settings = load_settings(data_dir=data_dir)
-    try:
-        target = pull(preset, settings.data_dir, source)
-    except Exception as exc:
-        raise click.ClickException(f"could not fetch {preset.repo}: {exc}") from exc
-    click.echo(f"{preset.name}: weights in {target}; serve with `limner serve --model "
-               f"{preset.name}`", err=True)
-
-
-def _list_models(ctx: click.Context) -> None:
-    base, key, fmt = _client_settings(ctx)
-    try:
-        response = httpx.get(f"{base}/models", headers={"authorization": f"Bearer {key}"},
-                             timeout=30)
-    except httpx.HTTPError as exc:
-        click.echo(f"error: could not reach {base}: {exc}", err=True)
-        sys.exit(1)
-    _fail_on_error(response)
-    _print(response.json(), fmt, response.content)
-    click.echo("Every OpenAI model name is served by the embedded model unless configured "
-               "otherwise; what it can draw: docs/MODEL_CARD.md", err=True)
-
-
 # Helpers ------------------------------------------------------------------------------------
 def _print(payload: Any, fmt: str, raw: bytes | None = None) -> None:
     if fmt == "raw" and raw is not None:
@@ -578,9 +498,11 @@ def _stream(client: httpx.Client, url: str, headers: dict[str, str], content: di
 def _add_commands() -> None:
     """The command groups that live in their own modules (they import this one's helpers)."""
     from limner.cli_batches import batches
+    from limner.cli_models import models_command
     from limner.cli_responses import responses
 
     main.add_command(batches)
+    main.add_command(models_command)
     main.add_command(responses)
 
 
