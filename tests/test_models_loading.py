@@ -41,6 +41,16 @@ def colour(item: openai.types.Image) -> tuple[int, ...]:
     return pixel
 
 
+def first_image(answer: openai.types.ImagesResponse) -> openai.types.Image:
+    assert answer.data
+    return answer.data[0]
+
+
+def body_of(error: openai.APIStatusError) -> dict[str, object]:
+    assert isinstance(error.body, dict)
+    return error.body
+
+
 def state_of(server: RunningServer, name: str) -> dict[str, object]:
     """Its `/healthz` entry; `idle_s` (which grows as the test runs) only checked to be a
     number where the model is loaded and idle."""
@@ -75,7 +85,7 @@ def test_the_second_model_unloads_the_first_under_a_budget_that_fits_one(
     before = rss()
     answer = client.images.generate(model="second", prompt="an otter",
                                     response_format="b64_json")
-    assert Image.open(io.BytesIO(base64.b64decode(answer.data[0].b64_json or ""))).size \
+    assert Image.open(io.BytesIO(base64.b64decode(first_image(answer).b64_json or ""))).size \
         == (1024, 1024)
     assert (first.loaded, second.loaded) == (False, True)
     assert state_of(server, "first") == {"status": "unloaded", "memory": {}}
@@ -151,13 +161,13 @@ def test_requests_during_a_load_wait_for_it_and_share_it(
         streaming = pool.submit(lambda: [e.type for e in client.images.generate(
             model="slow", prompt="otter 3", stream=True, partial_images=0)])
         time.sleep(0.3)
-        assert not any(f.done() for f in (*waiting, streaming))
+        assert not streaming.done() and not any(f.done() for f in waiting)
         slow.release_load()
         results = [f.result(timeout=30) for f in waiting]
         assert streaming.result(timeout=30) == ["image_generation.completed"]
     assert slow.loads == 1
-    assert [len(r.data) for r in results] == [1, 1]
-    assert colour(results[0].data[0]) != colour(results[1].data[0])
+    assert [len(r.data or []) for r in results] == [1, 1]
+    assert colour(first_image(results[0])) != colour(first_image(results[1]))
 
 
 def test_a_model_too_large_for_the_budget_is_refused_naming_it(
@@ -237,7 +247,7 @@ def test_a_failed_load_is_tried_again_by_an_operator(
     client = client_for(server)
     with pytest.raises(openai.InternalServerError) as caught:
         client.images.generate(model="flaky", prompt="an otter")
-    assert caught.value.body["message"] == (
+    assert body_of(caught.value)["message"] == (
         "The model 'flaky' failed to load and is not available: RuntimeError: the disk was "
         "not mounted yet")
     assert client.models.retrieve("flaky").model_dump()["status"] == "failed"
@@ -265,7 +275,7 @@ def test_requests_with_different_adapters_are_drawn_apart(
         extra: dict[str, object] = {"seed": 7} if lora is None else {"seed": 7, "lora": lora}
         answer = client.images.generate(model="gpt-image-1", prompt="an otter",
                                         response_format="b64_json", extra_body=extra)
-        return colour(answer.data[0])
+        return colour(first_image(answer))
 
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(draw, lora) for lora in (
@@ -279,11 +289,11 @@ def test_requests_with_different_adapters_are_drawn_apart(
     # The OpenAI name with its own adapter draws with it; the request may change its scale.
     styled = client.images.generate(model="dall-e-3", prompt="an otter",
                                     response_format="b64_json", extra_body={"seed": 7})
-    assert colour(styled.data[0]) not in drawn
+    assert colour(first_image(styled)) not in drawn
     rescaled = client.images.generate(
         model="dall-e-3", prompt="an otter", response_format="b64_json",
         extra_body={"seed": 7, "lora": {"name": "ink", "scale": 0.8}})
-    assert colour(rescaled.data[0]) == drawn[0]
+    assert colour(first_image(rescaled)) == drawn[0]
 
 
 def test_bad_adapters_are_refused_naming_lora(serve: Callable[..., RunningServer],
@@ -317,11 +327,11 @@ def test_bad_adapters_are_refused_naming_lora(serve: Callable[..., RunningServer
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.generate(prompt="an otter", extra_body={"lora": [{"name": "ink",
                                                                         "path": "/etc"}]})
-    assert caught.value.body["code"] == "unknown_parameter"
-    assert caught.value.body["param"] == "lora[0].path"
+    assert body_of(caught.value)["code"] == "unknown_parameter"
+    assert body_of(caught.value)["param"] == "lora[0].path"
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.generate(prompt="an otter", extra_body={"lora": "ink"})
-    assert caught.value.body["code"] == "invalid_type"
+    assert body_of(caught.value)["code"] == "invalid_type"
     # An edit through multipart takes the short form.
     png = io.BytesIO()
     Image.new("RGBA", (64, 64), (9, 9, 9, 255)).save(png, "PNG")
