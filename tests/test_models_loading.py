@@ -160,9 +160,15 @@ def test_requests_during_a_load_wait_for_it_and_share_it(
         # A stream for the loading model opens and waits too, with no invented pictures.
         streaming = pool.submit(lambda: [e.type for e in client.images.generate(
             model="slow", prompt="otter 3", stream=True, partial_images=0)])
-        time.sleep(0.3)
-        assert not streaming.done() and not any(f.done() for f in waiting)
-        slow.release_load()
+        with httpx.stream("POST", server.v1 + "/images/generations", timeout=30,
+                          json={"model": "slow", "prompt": "otter 4", "stream": True,
+                                "response_format": "b64_json"}) as raw:
+            lines = raw.iter_lines()
+            assert next(lines) == ": loading model slow; the first events follow its load"
+            assert not streaming.done() and not any(f.done() for f in waiting)
+            slow.release_load()
+            assert [line for line in lines if line.startswith("event:")] == [
+                "event: image_generation.completed"]
         results = [f.result(timeout=30) for f in waiting]
         assert streaming.result(timeout=30) == ["image_generation.completed"]
     assert slow.loads == 1

@@ -39,7 +39,16 @@ def frame_error(exc: BaseException) -> bytes:
                                      separators=(",", ":")).encode())
 
 
-async def sse_body(events: AsyncIterator[BaseModel | None]) -> AsyncIterator[bytes]:
+def comment(text: str) -> bytes:
+    """A line every SSE reader skips: for people watching the stream (curl), not clients."""
+    return b"".join((b": ", " ".join(text.split()).encode(), b"\n\n"))
+
+
+async def sse_body(events: AsyncIterator[BaseModel | None],
+                   first: bytes = b"") -> AsyncIterator[bytes]:
+    """`first` is sent before any event (a comment saying the model is loading)."""
+    if first:
+        yield first
     try:
         async for event in events:
             yield HEARTBEAT if event is None else frame_model(event)

@@ -15,7 +15,7 @@ from limner.errors import LimnerError, ModelUnavailable
 from limner.planning import GenerationPlan, plan_request
 from limner.protocol.json_body import json_body
 from limner.server.parsing import parse_json, parse_request, read_body
-from limner.server.sse import sse_body
+from limner.server.sse import comment, sse_body
 from limner.server.state import AppState, app_state
 
 log = logging.getLogger("limner.audit")
@@ -92,6 +92,14 @@ def check_available(state: AppState, plan: GenerationPlan) -> None:
     state.residency.check_fits(plan.entry.engine)
 
 
+def _loading_note(state: AppState, plan: GenerationPlan) -> bytes:
+    """A stream for a model not in memory says so first, in a comment: no invented partial
+    images, and SDKs skip comments."""
+    if state.residency.ready(plan.entry.engine):
+        return b""
+    return comment(f"loading model {plan.entry.engine}; the first events follow its load")
+
+
 async def _create_image(request: Request) -> Response:
     state = app_state(request.app)
     # 1. Parse and validate everything before any work starts or a stream opens. The work
@@ -118,7 +126,7 @@ async def respond(request: Request, plan: GenerationPlan) -> Response:
     generation = await state.service.start(plan, request_id)
     if plan.stream:
         return StreamingResponse(
-            sse_body(generation.events()),
+            sse_body(generation.events(), _loading_note(state, plan)),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
