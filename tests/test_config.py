@@ -49,3 +49,31 @@ def test_catalogue_maps_names_to_engines() -> None:
         catalogue.resolve("dall-e-4")
     with pytest.raises(ValueError):
         Catalogue(["emoji"], "emoji", {"x": "missing"})
+
+
+def test_several_models_their_lifetimes_adapters_and_admins(tmp_path: Path) -> None:
+    config = tmp_path / "limner.toml"
+    config.write_text(
+        'admin_keys = ["ops"]\nmax_model_memory = { cpu = "16GiB", cuda = "90%" }\n'
+        'keep_alive = "5m"\nmax_request_loras = 2\n'
+        '[engines.fast]\nkind = "fake"\npreload = true\n'
+        '[engines.good]\nkind = "fake"\nkeep_alive = -1\n'
+        '[loras]\nink = "/loras/ink.safetensors"\n'
+        '[models]\n"dall-e-3" = { engine = "good", lora = [{ name = "ink", scale = 0.5 }] }\n'
+        '"dall-e-2" = { engine = "fast", lora = ["ink"] }\n'
+    )
+    settings = load_settings(config, environ={"LIMNER_ADMIN_KEYS": "ops, root"})
+    assert settings.admin_keys == ("ops", "root")
+    assert settings.max_model_memory == {"cpu": "16GiB", "cuda": "90%"}
+    assert (settings.keep_alive, settings.max_request_loras) == ("5m", 2)
+    assert settings.engines == (EngineConfig("fast", "fake", preload=True),
+                                EngineConfig("good", "fake", keep_alive=-1))
+    assert settings.loras == {"ink": "/loras/ink.safetensors"}
+    catalogue = Catalogue(["fast", "good"], "fast", settings.models)
+    three, two = catalogue.resolve("dall-e-3"), catalogue.resolve("dall-e-2")
+    assert (three.engine, three.adapters) == ("good", (("ink", 0.5),))
+    assert (two.engine, two.adapters) == ("fast", (("ink", 1.0),))
+    with pytest.raises(ValueError, match="each lora is a name or"):
+        Catalogue(["fast"], "fast", {"x": {"engine": "fast", "lora": [{"scale": 1}]}})
+    with pytest.raises(ValueError, match="unknown keys"):
+        Catalogue(["fast"], "fast", {"x": {"engine": "fast", "loras": []}})
