@@ -106,6 +106,14 @@ def lora_file(path: str | Path) -> tuple[Path, Path | None]:
                      + (f", and {len(files)} other .safetensors files" if files else ""))
 
 
+def fingerprint(path: str | Path) -> tuple[str, int, int]:
+    """(the LoRA's weight file, its size, its mtime in ns): a file replaced under the same
+    path is read and judged again (`lora_file`'s errors where there is none)."""
+    file, _ = lora_file(path)
+    stat = file.stat()
+    return str(file.resolve()), stat.st_size, stat.st_mtime_ns
+
+
 def header(file: Path) -> dict[str, Any]:
     """A safetensors file's header: tensor name -> {dtype, shape, offsets}, plus
     `__metadata__`; `ValueError` where the file is not safetensors."""
