@@ -29,6 +29,7 @@ import torch
 
 from limner import adapter_shapes
 from limner.engines.base import EngineError
+from limner.engines.diffusers.options import LORA_BLOCKERS
 from limner.errors import InvalidRequest
 from limner.jobs import Adapter
 
@@ -50,6 +51,21 @@ def unsupported(pipe: Any) -> str | None:
         return "PEFT is not installed (pip install 'limner[diffusers]')"
     if not callable(getattr(pipe, "load_lora_weights", None)):
         return f"diffusers loads no LoRAs into {type(pipe).__name__}"
+    return None
+
+
+def refusal(pipe: Any, request_loras: bool | str, running: Sequence[str]) -> str | None:
+    """Why a loaded pipeline takes no LoRAs per request, as it runs now (a kernel check may
+    have turned packing off since the plan); None where it takes them."""
+    if request_loras is False:
+        return "request_loras is off for it"
+    why = unsupported(pipe)
+    if why is not None:
+        return why
+    blocking = [name for name in LORA_BLOCKERS if name in running]
+    if blocking:
+        return (f"it runs with {', '.join(blocking)}, which replace torch's layers "
+                "(request_loras = true turns them off)")
     return None
 
 

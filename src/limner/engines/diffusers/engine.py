@@ -53,7 +53,6 @@ from limner.engines.diffusers.accel import fusion, kernel_check, layout, weight_
 from limner.engines.diffusers.accel import prepack as weight_packing
 from limner.engines.diffusers.families import Family, family_for
 from limner.engines.diffusers.options import (
-    LORA_BLOCKERS,
     DiffusersOptions,
     LoadPlan,
     Platform,
@@ -231,14 +230,10 @@ class DiffusersEngine:
                           speedups=self._running() if loaded else ())
 
     def _takes_loras(self) -> bool:
-        """Before a load, what the plan expects; after, what runs: the pipeline takes LoRAs
-        and no speed-up that replaces or bakes torch's layers is on."""
+        """Before a load, what the plan expects; after, what runs (`adapters.refusal`)."""
         if self.pipe is None:
             return self.plan.request_loras
-        running = set(self._running())
-        return self.options.request_loras is not False \
-            and loras.unsupported(self.pipe) is None \
-            and not any(name in running for name in LORA_BLOCKERS)
+        return loras.refusal(self.pipe, self.options.request_loras, self._running()) is None
 
     def _running(self) -> tuple[str, ...]:
         running = {"openvino": self.backend == "openvino", "int8": self.quantize == "int8",
@@ -737,9 +732,11 @@ class DiffusersEngine:
 
     def _switch_loras(self, adapters: Sequence[Adapter]) -> None:
         """The batch's LoRAs (a batch shares them) made the active ones."""
-        if adapters and not self._takes_loras():
-            raise InvalidRequest(f"The model '{self._name}' takes no LoRAs per request with "
-                                 "its speed-ups", param="lora", code="lora_unsupported")
+        why = loras.refusal(self.pipe, self.options.request_loras, self._running()) \
+            if adapters else None
+        if why is not None:
+            raise InvalidRequest(f"The model '{self._name}' takes no LoRAs per request: {why}",
+                                 param="lora", code="lora_unsupported")
         if self.loras.activate(self.pipe, adapters):
             self._embeds.clear()  # a text encoder's LoRA went on or off
             self._negative = None
