@@ -220,10 +220,11 @@ def test_static_loras_are_fused_under_every_plan(plan: str, sd15: Path, root: Pa
     """The CPU's default torch plan (bf16, NHWC, packing and fusion where it has them, the
     weight cache), torch in float32 (packing and fusion where oneDNN agrees) and OpenVINO
     (whose IR cache must not hand the model's own UNet to a load with a LoRA) draw with it."""
-    options: dict[str, Any] = {"default": {"cache_dir": str(root / "cache-sd15")},
-                               "fp32": {"dtype": "float32", "backend": "torch"},
-                               "openvino": {"backend": "openvino", "warmup": False,
-                                            "cache_dir": str(root / "cache-ov")}}[plan]
+    plans: dict[str, dict[str, Any]] = {
+        "default": {"cache_dir": str(root / "cache-sd15")},
+        "fp32": {"dtype": "float32", "backend": "torch"},
+        "openvino": {"backend": "openvino", "warmup": False, "cache_dir": str(root / "cache-ov")}}
+    options = plans[plan]
     if plan == "openvino":
         pytest.importorskip("openvino")
     without = engine_for(sd15, **options)
