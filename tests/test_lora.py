@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from limner import adapter_shapes
 from limner.adapter_shapes import AdapterShape, describe, fits, model_shape
+from limner.engines.base import EngineError
 from limner.engines.diffusers.accel import weight_cache
 from limner.engines.diffusers.engine import DiffusersEngine
 from limner.errors import InvalidRequest
@@ -239,6 +240,29 @@ def test_static_loras_are_fused_under_every_plan(plan: str, sd15: Path, root: Pa
     if plan == "fp32":  # the fused weights draw what the wrapped layers draw
         assert np.abs(fused - draw(plain, lora(loras["a"]))).max() <= 3
     engine.close()
+
+
+def test_static_and_per_request_loras_together(sd15: Path, loras: dict[str, Path],
+                                               plain: DiffusersEngine) -> None:
+    engine = engine_for(sd15, loras=[{"name": "a", "path": str(loras["a"])}], **PLAIN)
+    assert engine.info.adapters
+    fused = draw(engine)
+    assert np.abs(fused - draw(plain, lora(loras["a"]))).max() <= 3
+    assert np.abs(draw(engine, lora(loras["b"])) - fused).max() > 8
+    assert np.array_equal(draw(engine), fused)
+    engine.close()
+
+
+def test_a_pipeline_diffusers_loads_no_loras_into(root: Path, loras: dict[str, Path]) -> None:
+    pixart = build_family("pixart-sigma", root)
+    engine = engine_for(pixart, **PLAIN)
+    assert not engine.info.adapters  # the plan could not know: the load does
+    with pytest.raises(InvalidRequest) as refused:
+        draw(engine, lora(loras["a"]))
+    assert refused.value.code == "lora_unsupported" and "PixArt" in refused.value.message
+    engine.close()
+    with pytest.raises(EngineError, match="cannot take the LoRAs"):
+        engine_for(pixart, loras=[{"name": "a", "path": str(loras["a"])}], **PLAIN)
 
 
 def test_static_loras_with_packing_and_the_weight_cache(sdxl: Path, root: Path,
