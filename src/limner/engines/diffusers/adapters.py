@@ -16,6 +16,7 @@ half-loaded layers are deleted, and the verdict is kept so the next request fail
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import logging
@@ -45,9 +46,14 @@ _PEFT_CONFIG_SKIPPED = {"peft_type", "task_type", "base_model_name_or_path", "re
 Stamp = tuple[str, int, int]
 
 
+@functools.cache
+def _peft_installed() -> bool:
+    return importlib.util.find_spec("peft") is not None
+
+
 def unsupported(pipe: Any) -> str | None:
     """Why the pipeline cannot take LoRAs, or None where it can."""
-    if importlib.util.find_spec("peft") is None:
+    if not _peft_installed():
         return "PEFT is not installed (pip install 'limner[diffusers]')"
     if not callable(getattr(pipe, "load_lora_weights", None)):
         return f"diffusers loads no LoRAs into {type(pipe).__name__}"
