@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from limner import adapter_shapes
 from limner.adapter_shapes import AdapterShape, describe, fits, model_shape
 from limner.engines.base import EngineError
+from limner.engines.diffusers import adapters
 from limner.engines.diffusers.accel import weight_cache
 from limner.engines.diffusers.engine import DiffusersEngine
 from limner.errors import InvalidRequest
@@ -174,6 +175,19 @@ def test_per_request_loras_switch_both_ways(plain: DiffusersEngine, base: np.nda
     assert np.array_equal(draw(fresh, b), with_b)
     fresh.close()
     assert fresh.loras.loaded == ()
+
+
+def test_the_least_recently_used_lora_is_unloaded_past_the_cap(
+        plain: DiffusersEngine, base: np.ndarray, loras: dict[str, Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(adapters, "MAX_LOADED", 1)
+    a, b = lora(loras["a"]), lora(loras["b"])
+    with_a, with_b = draw(plain, a), draw(plain, b)
+    assert plain.loras.loaded == (b.name,)  # A went: B's batch keeps B
+    loads = counting_loads(plain)
+    assert np.array_equal(draw(plain, b), with_b) and loads == []
+    assert np.array_equal(draw(plain, a), with_a) and loads == [a.name]
+    assert plain.loras.loaded == (a.name,) and np.array_equal(draw(plain), base)
 
 
 def test_edits_draw_with_the_batchs_lora(plain: DiffusersEngine, loras: dict[str, Path]

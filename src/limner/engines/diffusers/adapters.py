@@ -265,12 +265,16 @@ class Loras:
         self._undo(pipe, name)
 
     def _evict(self, pipe: Any, keep: set[str]) -> None:
+        """Delete the least recently used LoRAs past `MAX_LOADED`, none of `keep` (the
+        batch's): what is active stays so."""
+        active = self._active
         for name in list(self._loaded):
             if len(self._loaded) <= MAX_LOADED:
-                return
+                break
             if name not in keep:
                 log.info("%s: unloading the LoRA %r (least recently used)", self.model, name)
                 self._delete(pipe, name)
+        self._active = active
 
 
 def _load_peft(pipe: Any, name: str, file: Path, config: Path, target: str | None) -> None:
