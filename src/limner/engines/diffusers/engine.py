@@ -46,6 +46,7 @@ from limner.budget import device_name
 from limner.engines import footprint
 from limner.engines.base import EngineError, EngineInfo, split_per_request
 from limner.engines.cpu import cpu_has_bf16
+from limner.engines.diffusers import adapters as loras
 from limner.engines.diffusers import generic_edit, memory, processors
 from limner.engines.diffusers.accel import compile as compile_models
 from limner.engines.diffusers.accel import fusion, kernel_check, layout, weight_cache
@@ -58,7 +59,8 @@ from limner.engines.diffusers.options import (
     quality_steps,
     resolve,
 )
-from limner.jobs import GenerationParams, StepCallback, StepUpdate
+from limner.errors import InvalidRequest
+from limner.jobs import Adapter, GenerationParams, StepCallback, StepUpdate
 
 log = logging.getLogger("limner.engines.diffusers")
 _T = TypeVar("_T")
@@ -175,6 +177,8 @@ class DiffusersEngine:
         self._broken_previews: set[str] = set()
         self.stepped_down: list[str] = []
         """The speed-ups switched off because drawing failed inside them, with why."""
+        self.loras = loras.Loras(self._name)
+        """The per-request LoRAs loaded into the pipeline (`adapters`)."""
 
     def _follow(self, plan: LoadPlan) -> None:
         """Take the plan's choices as what the next load does."""
@@ -222,8 +226,14 @@ class DiffusersEngine:
         return EngineInfo(name=self._name, native_width=size, native_height=size,
                           draws_alpha=False, max_batch_images=self._max_batch,
                           controls=controls, max_steps=MAX_STEPS, edits=bool(self._editors),
-                          references=references,
+                          references=references, adapters=self._takes_loras(),
                           speedups=self._running() if loaded else ())
+
+    def _takes_loras(self) -> bool:
+        """Before a load, what the plan expects; after, what runs (`adapters.refusal`)."""
+        if self.pipe is None:
+            return self.plan.request_loras
+        return loras.refusal(self.pipe, self.options.request_loras, self._running()) is None
 
     def _running(self) -> tuple[str, ...]:
         running = {"openvino": self.backend == "openvino", "int8": self.quantize == "int8",
@@ -256,6 +266,8 @@ class DiffusersEngine:
         self._editors = {}
         self.applied = []
         steps: list[tuple[str, Callable[[Any], str | None]]] = [
+            # Static LoRAs first: every speed-up after them sees plain (fused) weights.
+            ("loras", lambda pipe: loras.fuse_static(pipe, self.options.loras, self._name)),
             (f"family {self.family.name}", lambda pipe: self.family.prepare(pipe, self.dtype)),
             ("layout", self._lay_out),
             ("weight cache", self._save_weights),
@@ -336,7 +348,10 @@ class DiffusersEngine:
         return f"NHWC, {kept} attention outputs kept so"
 
     def _save_weights(self, pipe: Any) -> str | None:
-        if self._cache is not None and self._missing:
+        # With static LoRAs fused in, the loaded weights are no longer the model's own, and
+        # the cache is keyed by the model's files: nothing is saved from them (the copies
+        # converted from the files before the load are the model's, and still used).
+        if self._cache is not None and self._missing and not self.options.loras:
             self.weights_saved = sorted(self.weights_saved + weight_cache.save(
                 pipe, self.model, self._cache, self.dtype, self._missing, self.channels_last))
         parts = []
@@ -476,7 +491,8 @@ class DiffusersEngine:
                               f"{type(pipe).__name__}")
         cache = Path(self.cache_dir) / "openvino" if self.cache_dir else None
         calibration = self._calibration() if self.quantize == "int8" else None
-        runtime = ovb.OpenVINORuntime(cache, self.threads, self.ov_precision, calibration)
+        runtime = ovb.OpenVINORuntime(cache, self.threads, self.ov_precision, calibration,
+                                      variant=loras.static_key(self.options.loras))
         self._ov_runtime = runtime
         try:
             object.__setattr__(pipe, "unet", runtime.unet(pipe.unet, self.model))
@@ -635,6 +651,7 @@ class DiffusersEngine:
         self.tiny = None
         self._preview_decoder = None
         self._ov_runtime = None
+        self.loras.reset()  # PEFT's layers go with the pipeline's modules
         self._editors = {}
         self._samplers.clear()
         self._embeds.clear()
@@ -689,6 +706,7 @@ class DiffusersEngine:
         if self.pipe is None:
             raise EngineError("the engine is not loaded")
         first = batch[0]
+        self._switch_loras(first.adapters)
         kind = first.edit
         way = "generate" if kind == "generate" else self._edit_ways.get(kind)
         width, height = self._draw_size(first.width, first.height)
@@ -711,6 +729,17 @@ class DiffusersEngine:
             return self._call(pipe, batch, on_step, way, asked, total, (width, height))
         finally:
             pipe.scheduler = own_scheduler
+
+    def _switch_loras(self, adapters: Sequence[Adapter]) -> None:
+        """The batch's LoRAs (a batch shares them) made the active ones."""
+        why = loras.refusal(self.pipe, self.options.request_loras, self._running()) \
+            if adapters else None
+        if why is not None:
+            raise InvalidRequest(f"The model '{self._name}' takes no LoRAs per request: {why}",
+                                 param="lora", code="lora_unsupported")
+        if self.loras.activate(self.pipe, adapters):
+            self._embeds.clear()  # a text encoder's LoRA went on or off
+            self._negative = None
 
     def _call(self, pipe: Any, batch: Sequence[GenerationParams],
               on_step: StepCallback | None, way: str | None, asked: int, total: int,

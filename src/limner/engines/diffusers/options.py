@@ -2,7 +2,8 @@
 
 `DiffusersOptions.parse` turns a config table into a frozen, typed object; an unknown key or
 an ill-typed value is a `ValueError` naming it. `resolve` then decides what the load will do
-(device, dtype, layout, packing, fusion, warm-up, int8, weight cache, batch size) from the options
+(device, dtype, layout, packing, fusion, warm-up, int8, weight cache, batch size, per-request
+LoRAs) from the options
 and a description of the machine, refuses combinations that cannot work, and says why each
 choice came out as it did. Both are torch-free, so every combination is tested without a
 model. What the load then really runs can differ (a kernel check may turn packing off); the
@@ -15,6 +16,8 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from limner.jobs import Adapter
 
 QUALITY_LEVELS = ("low", "medium", "high", "xhigh", "max")
 BACKENDS = ("auto", "torch", "openvino")
@@ -35,6 +38,10 @@ DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "bfloat16": "
 DEFAULT_STEPS = {"low": 1, "medium": 2, "high": 4}
 """`xhigh` and `max` follow from `high` unless given: 1.5 and 2 times its steps."""
 Dtype = Literal["float32", "bfloat16", "float16"]
+LORA_BLOCKERS = ("openvino", "int8", "compile", "prepack", "fuse")
+"""Speed-ups under which a LoRA cannot be switched per request: PEFT wraps torch's own
+`nn.Linear` layers, which packing and fusion replace with packed copies and which OpenVINO
+and torch.compile bake into a graph (static `loras` are fused before any of them)."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,12 @@ class DiffusersOptions:
     offload: str = "none"
     """On CUDA, `model` keeps each component on the CPU until it runs, `sequential` each
     layer: for a model larger than the card (slower; `model` by far the less so)."""
+    loras: tuple[Adapter, ...] = ()
+    """LoRAs fused into the weights at load, for every request (`{name, path, scale}` tables;
+    the server resolves names to paths)."""
+    request_loras: bool | Literal["auto"] = "auto"
+    """Whether requests may bring LoRAs of their own: `auto` where no speed-up of
+    `LORA_BLOCKERS` runs, `true` turning those off, `false` never."""
 
     @classmethod
     def parse(cls, table: Mapping[str, Any]) -> DiffusersOptions:
@@ -82,6 +95,7 @@ class DiffusersOptions:
             values.pop("steps", None)
         if values.get("scheduler") is None:
             values.pop("scheduler", None)
+        values["loras"] = _loras(values.get("loras") or ())
         options = cls(**values)
         options._check_values()
         return options
@@ -104,6 +118,9 @@ class DiffusersOptions:
             if quality not in QUALITY_LEVELS or not isinstance(steps, int) or steps < 1:
                 raise ValueError(f"steps must map low, medium, high, xhigh and max to positive "
                                  f"integers, not {dict(self.steps)!r}")
+        if self.request_loras not in (True, False, "auto"):
+            raise ValueError("request_loras must be true, false or 'auto', not "
+                             f"{self.request_loras!r}")
         if self.offload not in OFFLOAD:
             raise ValueError(f"offload must be one of {', '.join(map(repr, OFFLOAD))}, not "
                              f"{self.offload!r}")
@@ -119,7 +136,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "tiny_decoder": str, "decoder": str, "scheduler": Mapping, "backend": str,
     "cache_dir": str, "compile": (bool, str), "channels_last": bool, "cache_weights": bool,
     "warmup": bool, "prepack": bool, "fuse": bool, "quantize": str, "quantize_samples": int,
-    "offload": str,
+    "offload": str, "loras": (list, tuple), "request_loras": (bool, str),
 }
 
 
@@ -134,7 +151,37 @@ def _check_type(key: str, value: Any, kind: type | tuple[type, ...]) -> None:
 
 
 _EXPECTED = {"compile": "true, false or a torch.compile mode "
-                        f"({', '.join(map(repr, COMPILE_MODES))})"}
+                        f"({', '.join(map(repr, COMPILE_MODES))})",
+             "loras": "a list of tables with name, path and scale",
+             "request_loras": "true, false or 'auto'"}
+
+
+def _loras(given: Any) -> tuple[Adapter, ...]:
+    """`loras` as `Adapter`s: each a table (or an `Adapter`) with a name and a path, and a
+    scale (1 unless given); names are unique, as the pipeline keys its adapters by them."""
+    out: list[Adapter] = []
+    for index, entry in enumerate(given):
+        if isinstance(entry, Adapter):
+            entry = {"name": entry.name, "path": entry.path, "scale": entry.scale}
+        where = f"loras[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"{where} must be a table with name, path and scale, not "
+                             f"{entry!r}")
+        unknown = sorted(set(entry) - {"name", "path", "scale"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: name, "
+                             "path, scale")
+        name, path, scale = entry.get("name"), entry.get("path"), entry.get("scale", 1.0)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}.name must be a non-empty string, not {name!r}")
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"{where}.path must be a non-empty string, not {path!r}")
+        if isinstance(scale, bool) or not isinstance(scale, int | float):
+            raise ValueError(f"{where}.scale must be a number, not {scale!r}")
+        if any(lora.name == name for lora in out):
+            raise ValueError(f"{where}.name {name!r} is given twice")
+        out.append(Adapter(name=name, path=path, scale=float(scale)))
+    return tuple(out)
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
@@ -179,6 +226,8 @@ class LoadPlan:
     steps: Mapping[str, int]
     reasons: tuple[str, ...]
     offload: str = "none"
+    request_loras: bool = False
+    """Whether requests may bring their own LoRAs (none of `LORA_BLOCKERS` planned)."""
 
     def describe(self) -> str:
         return "; ".join(self.reasons)
@@ -201,6 +250,7 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
     if options.compile and openvino:
         raise ValueError("compile = true and backend = 'openvino' both compile the UNet: "
                          "choose one")
+    _check_request_loras(options)
     # 1. Device and dtype.
     if openvino:
         if options.device not in (None, "cpu"):
@@ -236,8 +286,12 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
         raise ValueError("prepack = true packs layer weights for oneDNN: it needs "
                          "backend = 'torch' on a CPU without compile, in float32 (or "
                          "bfloat16 where the CPU has it)")
-    prepack = _default(options.prepack, eager_cpu and packable, "prepack",
-                       "eager torch on a CPU in a dtype oneDNN packs", reasons)
+    if options.request_loras is True and options.prepack is None:
+        reasons.append("prepack off (request_loras: PEFT wraps torch's own layers)")
+        prepack = False
+    else:
+        prepack = _default(options.prepack, eager_cpu and packable, "prepack",
+                           "eager torch on a CPU in a dtype oneDNN packs", reasons)
     if options.fuse and not prepack:
         raise ValueError("fuse = true runs elementwise work inside the packed layers' "
                          "oneDNN calls: it needs prepack")
@@ -267,11 +321,37 @@ def resolve(options: DiffusersOptions, platform: Platform, *,
     # request of it waits for the last image; a GPU draws a batch nearly for the price of one.
     max_batch = options.max_batch_images or (1 if cpu else 4)
     steps = quality_steps({**DEFAULT_STEPS, **dict(options.steps)})
+    # 8. Per-request LoRAs: switched on torch's own layers, so only where nothing bakes them.
+    blockers = [name for name, on in (("openvino", openvino), ("int8", quantize == "int8"),
+                                      ("compile", bool(options.compile)),
+                                      ("prepack", prepack), ("fuse", fuse)) if on]
+    request_loras = options.request_loras is not False and not blockers
+    if options.request_loras is False:
+        reasons.append("per-request LoRAs off (asked)")
+    else:
+        asked = "asked" if options.request_loras is True else "auto"
+        reasons.append(f"per-request LoRAs {'on' if request_loras else 'off'} ({asked}: "
+                       + (f"{', '.join(blockers)} on)" if blockers else "torch's own layers)"))
     return LoadPlan(backend=backend, device=device, dtype=dtype, openvino_precision=precision,
                     channels_last=channels_last, prepack=prepack, fuse=fuse, warmup=warmup,
                     cache_weights=cache_weights, quantize=quantize,
                     quantize_samples=samples, max_batch_images=max_batch,
-                    steps=steps, reasons=tuple(reasons), offload=options.offload)
+                    steps=steps, reasons=tuple(reasons), offload=options.offload,
+                    request_loras=request_loras)
+
+
+def _check_request_loras(options: DiffusersOptions) -> None:
+    """`request_loras = true` turns off what it cannot run beside, except what was asked."""
+    if options.request_loras is not True:
+        return
+    asked = [name for name, on in (("backend = 'openvino'", options.backend == "openvino"),
+                                   ("quantize = 'int8'", options.quantize == "int8"),
+                                   ("compile", bool(options.compile)),
+                                   ("prepack = true", options.prepack is True),
+                                   ("fuse = true", options.fuse is True)) if on]
+    if asked:
+        raise ValueError(f"request_loras = true switches LoRAs on torch's own layers, which "
+                         f"{', '.join(asked)} replace or bake in: choose one")
 
 
 def _default(asked: bool | None, default: bool, name: str, why: str,
@@ -294,7 +374,7 @@ def _backend(options: DiffusersOptions, platform: Platform,
                                                          and platform.cuda)
                   or bool(options.compile) or bool(options.channels_last)
                   or bool(options.prepack) or bool(options.fuse)
-                  or DTYPES[options.dtype] == "float16")
+                  or DTYPES[options.dtype] == "float16" or options.request_loras is True)
     if not platform.openvino or torch_only:
         why = "OpenVINO is not installed" if not platform.openvino else \
             "an option asked for is torch's"

@@ -320,12 +320,16 @@ def _config_dict(config: Any) -> dict[str, Any]:
 
 
 def cache_key(source: str, component: str, config: Mapping[str, Any],
-              files: list[tuple[str, int, int]], stored: str = "f16") -> str:
+              files: list[tuple[str, int, int]], stored: str = "f16",
+              variant: Any = None) -> str:
     """Hash of what decides the converted model: the weights (by size and mtime), the
-    component's config, the OpenVINO version, this module's wrapper layout and the type
-    its weights are stored in."""
+    component's config, the OpenVINO version, this module's wrapper layout, the type
+    its weights are stored in, and what changed the weights after loading (`variant`: the
+    static LoRAs fused in; left out of the hash when None, so older keys stay valid)."""
     doc = {"source": source, "component": component, "config": dict(config), "files": files,
            "openvino": ov.get_version(), "layout": LAYOUT, "stored": stored}
+    if variant is not None:
+        doc["variant"] = variant
     text = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -344,8 +348,10 @@ class OpenVINORuntime:
     """Converts (or reads cached IR of) pipeline components and wraps them for the pipeline."""
 
     def __init__(self, cache_dir: Path | None, threads: int | None, precision: str,
-                 calibration: Mapping[str, Any] | None = None) -> None:
+                 calibration: Mapping[str, Any] | None = None, variant: Any = None) -> None:
         self.cache_dir = cache_dir
+        self.variant = variant
+        """Part of the UNet's and text encoder's keys: the static LoRAs fused into them."""
         self.calibration = dict(calibration) if calibration is not None else None
         """What decides the int8 calibration (see `int8_key`); None: no int8."""
         self.core = ov.Core()
@@ -407,7 +413,8 @@ class OpenVINORuntime:
         """The component's runner: on its cached int8 IR where int8 is asked and one is
         there (no conversion then), else on the converted model, which is then left to
         quantize (`pending`) where int8 is asked."""
-        key = cache_key(source, component, config, weight_files(folder), self.stored)
+        key = cache_key(source, component, config, weight_files(folder), self.stored,
+                        None if component == "tiny_decoder" else self.variant)
         int8 = self.calibration is not None and component in INT8_PARTS
         target = None
         if int8 and self.cache_dir is not None and self.calibration is not None:
