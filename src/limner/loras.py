@@ -14,6 +14,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from limner import adapter_shapes
+from limner.adapter_shapes import AdapterShape
 from limner.engines.base import EngineInfo
 from limner.errors import InvalidRequest
 from limner.jobs import Adapter
@@ -32,7 +34,7 @@ class LoraLibrary:
         self.model_folders = dict(model_folders or {})
         """Engine name -> its saved pipeline folder, where it has one (the fit check)."""
         self.max_per_request = max_per_request
-        self._shapes: dict[str, object] = {}
+        self._shapes: dict[str, AdapterShape] = {}
 
     def all(self) -> dict[str, str]:
         """Every adapter's name -> its path (or hub id); the folder's win over the config's
@@ -58,14 +60,11 @@ class LoraLibrary:
         folder = self.model_folders.get(engine)
         if folder is None or not Path(path).exists():
             return None
-        from limner import adapter_shapes
-
         try:
             model = self._shapes.get(folder)
             if model is None:
                 model = self._shapes[folder] = adapter_shapes.model_shape(Path(folder))
-            return adapter_shapes.fits(adapter_shapes.describe(Path(path)),
-                                       model)  # type: ignore[arg-type]
+            return adapter_shapes.fits(adapter_shapes.describe(Path(path)), model)
         except Exception as exc:  # an unreadable file is the engine's to refuse, with why
             log.debug("could not read the shapes of %s for %s: %s", name, engine, exc)
             return None
