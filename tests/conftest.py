@@ -156,13 +156,16 @@ def running_server(data_dir: Path, engines: Mapping[str, Engine] | None = None, 
     `data_dir=` among the overrides replaces the port's own folder under `data_dir`, so a
     second server can take over the first one's data."""
     port = free_port()
-    engines = engines if engines is not None else {"fake": FakeEngine()}
-    values: dict[str, Any] = {"port": port, "data_dir": data_dir / f"data-{port}",
-                              "default_engine": next(iter(engines))}
+    configured = engines is None and bool(overrides.get("engines"))
+    """Engine tables and no engines: the server builds them from its config, as in use."""
+    engines = {} if configured else engines if engines is not None else {"fake": FakeEngine()}
+    values: dict[str, Any] = {
+        "port": port, "data_dir": data_dir / f"data-{port}",
+        "default_engine": overrides["engines"][0].name if configured else next(iter(engines))}
     values.update(overrides)
     settings = Settings(**values)
     clock = FakeClock()
-    app = create_app(settings, engines=engines, clock=clock)
+    app = create_app(settings, engines=None if configured else engines, clock=clock)
     server = LimnerServer(uvicorn_config(app, settings), app)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

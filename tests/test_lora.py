@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model, inject_adapter_in_model
-from peft.utils import get_peft_model_state_dict
+from peft import LoraConfig, get_peft_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -33,9 +32,9 @@ from limner.engines.diffusers.engine import DiffusersEngine
 from limner.errors import InvalidRequest
 from limner.jobs import Adapter, GenerationParams
 from limner.testing.families import build_family, load_pipeline
+from limner.testing.loras import ATTENTION, make_lora
 
 torch.set_num_threads(1)
-ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
 PLAIN = {"dtype": "float32", "backend": "torch", "prepack": False}
 """Plain torch in float32: nothing replaces torch's layers, so `auto` takes LoRAs."""
 
@@ -58,29 +57,6 @@ def sdxl(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def flux(root: Path) -> Path:
     return build_family("flux", root)
-
-
-def make_lora(model: Path, out: Path, seed: int, *, text_encoder: bool = False,
-              denoiser: bool = True) -> Path:
-    """A rank-4 LoRA of the model's attention (and of its first text encoder), random
-    where PEFT would start it at zero, saved by the pipeline class's `save_lora_weights`."""
-    if (out / adapter_shapes.DIFFUSERS_FILE).is_file():
-        return out
-    pipe = load_pipeline(model)
-    torch.manual_seed(seed)
-    layers: dict[str, Any] = {}
-    if denoiser:
-        name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
-        getattr(pipe, name).add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=ATTENTION,
-                                                   init_lora_weights=False))
-        layers[f"{name}_lora_layers"] = get_peft_model_state_dict(getattr(pipe, name))
-    if text_encoder:  # through PEFT itself: transformers' add_adapter wants a newer PEFT
-        inject_adapter_in_model(LoraConfig(
-            r=4, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"],
-            init_lora_weights=False), pipe.text_encoder)
-        layers["text_encoder_lora_layers"] = get_peft_model_state_dict(pipe.text_encoder)
-    type(pipe).save_lora_weights(str(out), **layers)
-    return out
 
 
 @pytest.fixture(scope="module")

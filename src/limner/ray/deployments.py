@@ -23,6 +23,7 @@ from limner.engines.base import EngineInfo
 from limner.engines.registry import build_engine
 from limner.errors import LimnerError
 from limner.jobs import GenerationParams
+from limner.loras import LoraLibrary
 from limner.metrics import Gauge
 from limner.ray.remote import Message, RemoteQueue, error_to_wire
 from limner.scheduler import Scheduler
@@ -38,7 +39,9 @@ class ModelReplica:
 
     def __init__(self, config: EngineConfig, settings: Settings) -> None:
         self.settings = settings
-        self.engine = build_engine(config, settings.threads, settings.data_dir)
+        self.engine = build_engine(config, settings.threads, settings.data_dir,
+                                   LoraLibrary(settings.data_dir / "loras",
+                                               settings.loras).all())
         self.engine.load()
         self._scheduler: Scheduler | None = None
         self._replica = serve.get_replica_context().replica_id.unique_id

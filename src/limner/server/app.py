@@ -60,10 +60,13 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     serves models that are loaded elsewhere instead (a Ray Serve deployment's replicas, by
     `limner.ray`); `clock` is the wall clock of URL expiry, injectable so tests can jump an
     hour ahead."""
+    loras = LoraLibrary(settings.data_dir / "loras", settings.loras, _model_folders(settings),
+                        settings.max_request_loras)
     built: dict[str, Engine] = {}
     if queues is None:
         built = dict(engines) if engines is not None else {
-            config.name: build_engine(config, settings.threads, settings.data_dir)
+            config.name: build_engine(config, settings.threads, settings.data_dir,
+                                      loras.all())
             for config in settings.engines
         }
     names = list(queues) if queues is not None else list(built)
@@ -71,8 +74,6 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
         else names[0]
     catalogue = Catalogue(names, default_engine, settings.models, settings.gpt_default)
     residency = _residency(settings, names, default_engine, built, queues)
-    loras = LoraLibrary(settings.data_dir / "loras", settings.loras, _model_folders(settings),
-                        settings.max_request_loras)
     store = LocalImageStore(settings.data_dir / "images", settings.url_ttl_s, clock)
     secret = settings.signing_secret.encode() if settings.signing_secret \
         else load_or_create_secret(settings.data_dir / "signing.key")
