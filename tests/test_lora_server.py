@@ -22,12 +22,12 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from conftest import RunningServer
 from PIL import Image
 
 from limner.config import EngineConfig
 from limner.testing.families import build_family
 from limner.testing.loras import make_lora
-from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.slow
 TINY = {"dtype": "float32", "native_size": 64, "threads": 1,
