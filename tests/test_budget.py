@@ -54,3 +54,16 @@ def test_keep_alive_durations() -> None:
     assert keep_alive_seconds("90") == 90.0
     with pytest.raises(ValueError, match=r"sdxl\.keep_alive: 'soon' is not seconds"):
         keep_alive_seconds("soon", "sdxl.keep_alive")
+
+
+def test_a_modules_footprint_counts_tensors_kept_as_attributes() -> None:
+    """Packed layers keep their oneDNN weights as plain attributes: the budget sees them."""
+    import torch
+
+    from limner.engines.footprint import module_bytes
+
+    layer = torch.nn.Linear(256, 256, bias=False)
+    assert module_bytes([layer]) == {"cpu": 256 * 256 * 4}
+    layer.packed = torch.zeros(512, 256)
+    shared = torch.nn.Sequential(layer, layer)
+    assert module_bytes([shared]) == {"cpu": 256 * 256 * 4 + 512 * 256 * 4}

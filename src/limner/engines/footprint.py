@@ -10,19 +10,26 @@ import torch
 
 
 def module_bytes(modules: Iterable[object]) -> dict[str, int]:
+    """Parameters and buffers, and tensors a module keeps as plain attributes (packed
+    layers keep their oneDNN weights so, where `parameters()` does not see them)."""
     held: dict[str, int] = {}
     seen: set[tuple[str, int]] = set()
     for module in modules:
         if not isinstance(module, torch.nn.Module):
             continue
-        for tensor in (*module.parameters(), *module.buffers()):
-            storage = tensor.untyped_storage()
+        kept = (value for sub in module.modules() for value in vars(sub).values()
+                if isinstance(value, torch.Tensor))
+        for tensor in (*module.parameters(), *module.buffers(), *kept):
             device = _device(tensor.device)
-            key = (device, storage.data_ptr())
-            if key in seen or storage.data_ptr() == 0:
+            try:
+                storage = tensor.untyped_storage()
+                key, size = (device, storage.data_ptr()), storage.nbytes()
+            except (RuntimeError, NotImplementedError):  # opaque layouts (mkldnn) have none
+                key, size = (device, id(tensor)), tensor.numel() * tensor.element_size()
+            if key in seen or key[1] == 0:
                 continue
             seen.add(key)
-            held[device] = held.get(device, 0) + storage.nbytes()
+            held[device] = held.get(device, 0) + size
     return held
 
 

@@ -31,6 +31,7 @@ from limner.responses.upstream import TextModel, Upstream
 from limner.scheduler import EngineQueue, Scheduler
 from limner.server.errors import install_error_handlers
 from limner.server.middleware import RequestContextMiddleware
+from limner.server.paths import Targets
 from limner.server.routes import (
     batches,
     edits,
@@ -115,8 +116,10 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
                     queue.close()
             state.service.close()
 
+    # No trailing-slash redirects: Starlette builds their Location from the Host header,
+    # which any client (or attacker) sets; a path that is not a route is a 404.
     app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url=None,
-                  redoc_url=None)
+                  redoc_url=None, redirect_slashes=False)
     schedulers: dict[str, EngineQueue] = {}
     service = ImageService(catalogue, schedulers, delivery, policy, clock, metrics, loras)
     uploaded = FileStore(settings.data_dir / "files", settings.max_upload_bytes, clock)
@@ -158,7 +161,8 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
                    metrics_route, playground):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, api_keys=settings.api_keys,
-                       admin_keys=settings.admin_keys)
+                       admin_keys=settings.admin_keys,
+                       targets=Targets(settings.host, settings.public_base_url))
     return app
 
 

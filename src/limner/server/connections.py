@@ -1,4 +1,5 @@
-"""Connection limits that uvicorn lacks: a head and a body deadline, and a connection cap.
+"""Connection limits that uvicorn lacks: a head and a body deadline, a connection cap, and
+answers for clients that half-close.
 
 uvicorn closes only an idle keep-alive connection; one that never sends a byte, sends its
 head a line at a time (slowloris), or its body a byte at a time keeps its socket for good,
@@ -13,10 +14,13 @@ import asyncio
 import json
 import logging
 import resource
+import socket
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from limner.protocol.errors import error_payload
@@ -24,6 +28,10 @@ from limner.protocol.errors import error_payload
 log = logging.getLogger("limner.connections")
 Phase = Literal["head", "body", "app"]
 RESERVED_FDS = 128
+PROBE_AFTER_S = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
+"""When a half-closed connection is checked for a reset (round trips up to seconds)."""
+TCP_CLOSE = 7
+"""Linux's `tcpi_state` of a connection the peer has reset."""
 """File descriptors kept back from the connection cap: model files, image files, logs."""
 
 
@@ -79,11 +87,27 @@ class AcceptErrorFilter(logging.Filter):
 _throttle = LogThrottle(log)
 
 
+def _was_reset(sock: socket.socket | None) -> bool:
+    """Whether the peer has reset the connection: a pending socket error, or (on Linux)
+    TCP's state."""
+    if sock is None:
+        return False
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            return True
+        if hasattr(socket, "TCP_INFO"):
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE
+    except OSError:
+        return True
+    return False
+
+
 def _raw_response(status: int, reason: str, message: str, code: str) -> bytes:
     body = json.dumps(error_payload(message, "invalid_request_error" if status < 500
                                     else "server_error", None, code)).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+            f"content-length: {len(body)}\r\nx-request-id: req_{uuid.uuid4().hex}\r\n"
+            "connection: close\r\n\r\n").encode()
     return head + body
 
 
@@ -98,6 +122,7 @@ class LimitedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_phase: Phase | None = None
+        self._half_closed = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -121,6 +146,40 @@ class LimitedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        """A client that half-closes once its request is sent (`shutdown(SHUT_WR)`, as some
+        proxies and one-shot tools do) still reads its answer, so an end of input after a
+        whole request does not cancel it. TCP cannot tell that from a client that is gone
+        until something is written: a `100 Continue` (which every HTTP/1.1 client must
+        accept and skip) is, and a peer that has really closed answers it with a reset,
+        seen within a round trip. Before the request is complete, an end of input closes
+        the connection as before."""
+        cycle = self.cycle
+        if self._phase() != "app" or cycle is None:
+            return None
+        self._half_closed = True
+        if not cycle.response_started:
+            self.transport.write(self.conn.send(h11.InformationalResponse(
+                status_code=100, headers=[], reason=b"Continue")) or b"")
+        self.loop.call_later(PROBE_AFTER_S[0], self._probe, 0)
+        return True
+
+    def _probe(self, attempt: int) -> None:
+        """Aborts the connection once the kernel has seen the peer reset it; the app's
+        request then reads a disconnect, as for any client that went away."""
+        if self.transport.is_closing():
+            return
+        if _was_reset(self.transport.get_extra_info("socket")):
+            log.debug("a half-closed client is gone (reset): its request is cancelled")
+            self.transport.abort()
+        elif attempt + 1 < len(PROBE_AFTER_S):
+            self.loop.call_later(PROBE_AFTER_S[attempt + 1], self._probe, attempt + 1)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._half_closed:  # nothing more can arrive on it
+            self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         """A request h11 cannot parse: the envelope, not uvicorn's plain text."""

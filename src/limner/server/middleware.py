@@ -1,5 +1,5 @@
-"""Pure-ASGI middleware: request ids on every response, API keys, an access log line, and a
-last resort for what escapes the app."""
+"""Pure-ASGI middleware: request ids on every response, request targets made routable
+(`paths`), API keys, an access log line, and a last resort for what escapes the app."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from limner.errors import Unavailable
 from limner.protocol.errors import error_payload
+from limner.server.paths import Targets
 from limner.server.sse import frame_error
 
 log = logging.getLogger("limner.access")
@@ -46,8 +47,9 @@ class RequestContextMiddleware:
     """
 
     def __init__(self, app: ASGIApp, api_keys: Iterable[str],
-                 admin_keys: Iterable[str] = ()) -> None:
+                 admin_keys: Iterable[str] = (), targets: Targets | None = None) -> None:
         self.app = app
+        self.targets = targets or Targets()
         self._admins = [_digest(k) for k in admin_keys]
         self._keys = [_digest(k) for k in api_keys] + self._admins
 
@@ -74,6 +76,11 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            misdirected = self.targets.normalize(scope)  # before anything reads the path
+            if misdirected is not None:
+                await _send_json(send_with_id, 421, error_payload(
+                    misdirected.message, "invalid_request_error", None, "misdirected_request"))
+                return
             path = scope["path"]
             if self._keys and not (path in OPEN_EXACT or path.startswith(OPEN_PATHS)):
                 problem = self._check_key(headers.get("authorization"))

@@ -674,8 +674,12 @@ class DiffusersEngine:
     def memory(self) -> dict[str, int]:
         if self.pipe is None:
             return {}
-        return footprint.module_bytes([*self.pipe.components.values(), self.tiny,
+        held = footprint.module_bytes([*self.pipe.components.values(), self.tiny,
                                        self._preview_decoder])
+        if self._ov_runtime is not None:  # OpenVINO's compiled models are beyond torch's view
+            for device, size in self.estimate_memory().items():
+                held[device] = max(held.get(device, 0), size)
+        return held
 
     def _draw_size(self, width: int, height: int) -> tuple[int, int]:
         """Draw at the model's native area with the requested aspect, on the family's grid."""
