@@ -143,3 +143,19 @@ def test_a_client_gone_for_good_is_still_cancelled(serve: Serve) -> None:
         time.sleep(0.3)
     time.sleep(2.0)  # uncancelled, all 8 steps (1.6 s) would have run
     assert 0 < engine.steps_run < 4
+
+
+def test_open_webui_with_a_base_url_typed_with_a_trailing_slash(serve: Serve) -> None:
+    """Open WebUI's generation request as it sends it for `IMAGES_OPENAI_API_BASE_URL =
+    http://host:port/v1/` (`clients-2026-12.md` §1): the path joined unnormalised, its body,
+    an empty Bearer key; it reads `b64_json`."""
+    server = serve()
+    body = json.dumps({"model": "dall-e-2", "prompt": "a lighthouse", "n": 1,
+                       "size": "512x512", "response_format": "b64_json"}).encode()
+    head = (b"POST /v1//images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer \r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n")
+    status, headers, content = exchange(server, head, body)
+    assert (status, headers["content-type"]) == (200, "application/json")
+    image = image_of(content)
+    assert (image.size, image.format) == ((512, 512), "PNG")
