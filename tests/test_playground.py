@@ -424,6 +424,36 @@ def test_api_key_prompt_wrong_key_then_right_key(serve: Serve,
     assert "sk-right" not in snippets and "$OPENAI_API_KEY" in snippets
 
 
+def test_a_person_types_the_key_and_presses_generate(serve: Serve,
+                                                    open_tab: Callable[..., Tab]) -> None:
+    """The issue's new user: the page opens on a server with keys, asks for one at once
+    with the server's message, and Generate itself uses what was typed."""
+    server = serve(api_keys=("sk-right",))
+    page = open_tab(server, provoked=(401,)).page
+    key = page.get_by_label("API key")
+    expect(key).to_be_visible()
+    expect(key).to_be_focused()
+    expect(page.locator("#key-error")).to_have_text(
+        "You didn't provide an API key. You need to provide your API key in an Authorization "
+        "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+    assert page.locator("#model option").count() == 0  # nothing to list without a key
+    key.fill("sk-wrong")
+    prompt_box(page).fill("an otter")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator("#key-error")).to_contain_text("Incorrect API key provided")
+    expect(key).to_have_attribute("aria-invalid", "true")
+    assert page.locator("#gallery img").count() == 0
+    key.fill("sk-right")
+    with page.expect_request("**/v1/images/generations") as sent:
+        page.get_by_role("button", name="Generate").click()
+    assert sent.value.headers["authorization"] == "Bearer sk-right"
+    expect(page.locator("#gallery img")).to_have_count(1)
+    expect(page.get_by_label("Model")).to_have_value("fake")
+    expect(page.locator("#key-error")).to_be_hidden()
+    expect(key).not_to_have_attribute("aria-invalid", "true")
+    assert page.evaluate("Object.values(localStorage)") == ["sk-right"]
+
+
 def test_a_400_highlights_its_control_a_block_and_a_429_say_why(
         serve: Serve, open_tab: Callable[..., Tab]) -> None:
     engine = FakeEngine(gated=True)

@@ -26,6 +26,8 @@ function endpoint() {
 function clearError() {
   $("error").hidden = true;
   $("error").replaceChildren();
+  $("key-error").hidden = true;
+  $("key-error").textContent = "";
   for (const element of document.querySelectorAll("[aria-invalid]")) {
     element.removeAttribute("aria-invalid");
     element.removeAttribute("aria-describedby");
@@ -43,6 +45,10 @@ function controlFor(param) {
 
 function showError(error) {
   clearError();
+  if (error instanceof ApiError && error.status === 401) {
+    askForKey(error.message);
+    return;
+  }
   const box = $("error");
   const message = document.createElement("p");
   const detail = document.createElement("p");
@@ -62,13 +68,6 @@ function showError(error) {
   }
   box.append(message, detail);
   box.hidden = false;
-  if (error instanceof ApiError && error.status === 401) {
-    $("key-section").hidden = false;
-    $("api-key").setAttribute("aria-invalid", "true");
-    $("api-key").setAttribute("aria-describedby", "error");
-    $("api-key").focus();
-    return;
-  }
   const control = error instanceof ApiError ? controlFor(error.param) : null;
   if (control) {
     const details = control.closest("details");
@@ -77,6 +76,16 @@ function showError(error) {
     control.setAttribute("aria-describedby", "error");
     control.focus();
   }
+}
+
+/** A 401: the key field, shown with the server's own message beside it. */
+function askForKey(message) {
+  $("key-section").hidden = false;
+  $("key-error").textContent = message;
+  $("key-error").hidden = false;
+  $("api-key").setAttribute("aria-invalid", "true");
+  $("api-key").setAttribute("aria-describedby", "key-error");
+  $("api-key").focus();
 }
 
 function notice(text) {
@@ -104,6 +113,21 @@ async function loadModels() {
     showError(error);
     return false;
   }
+}
+
+/**
+ * The key as typed now: a person types it and presses Generate (or Enter), so whatever is
+ * in the field is the key, kept as if "Use key" had been pressed. Resolves to whether the
+ * server takes it (the model lists fill then); false leaves the 401 at the field.
+ */
+async function adoptTypedKey() {
+  const typed = $("api-key").value.trim();
+  const changed = !$("key-section").hidden && typed !== storedKey();
+  if (changed) storeKey(typed);
+  if (!changed && settings.models.length) return true;
+  const ok = await loadModels();
+  if (ok && changed) notice("Key saved in this browser.");
+  return ok;
 }
 
 function setUpKey() {
@@ -262,6 +286,7 @@ async function generate() {
   if (running) return;
   clearError();
   notice("");
+  if (!(await adoptTypedKey())) return;
   const prompt = $("prompt").value;
   const controller = new AbortController();
   let request;
