@@ -325,7 +325,7 @@ def test_an_edit_with_a_painted_mask_streams_from_images_edits(
     page = open_tab(server).page
     page.evaluate(RECORD_FORMS)
     source = picture_file(tmp_path / "room.png", (192, 128), (20, 120, 200, 255))
-    page.get_by_label("Image", exact=True).set_input_files(source)
+    page.get_by_label("Images", exact=True).set_input_files(source)
     mask = page.locator("#mask")
     expect(mask).to_be_visible()
     assert mask.evaluate("c => [c.width, c.height]") == [192, 128]
@@ -388,6 +388,11 @@ def test_drop_and_paste_load_the_picture_and_dall_e_2_draws_variations(
         document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data,
                                                             bubbles: true}));
     }""", ["otter.png", bytes_of["otter.png"]])
+    # A GPT model edits both, in order; the first keeps the canvas until it is removed.
+    expect(page.get_by_role("list", name="Pictures to edit, in order")
+           .get_by_role("listitem")).to_have_count(2)
+    expect(page.locator("#picture")).to_have_js_property("width", 96)
+    page.get_by_role("button", name="Remove wide.png").click()
     expect(page.locator("#picture")).to_have_js_property("width", 64)
     page.get_by_label("Variations (dall-e-2)").check()
     expect(page.get_by_label("Model")).to_have_value("dall-e-2")
@@ -528,7 +533,7 @@ def test_phone_width_dark_theme_labels_and_focus(serve: Serve, open_tab: Callabl
     server = serve()
     page = open_tab(server, viewport={"width": 390, "height": 844},
                     color_scheme="dark").page
-    page.get_by_label("Image", exact=True).set_input_files(
+    page.get_by_label("Images", exact=True).set_input_files(
         picture_file(tmp_path / "big.png", (1600, 900), (10, 10, 10, 255)))
     page.get_by_text("Advanced").click()
     page.get_by_label("Pictures (n)").fill("2")

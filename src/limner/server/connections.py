@@ -87,6 +87,26 @@ class AcceptErrorFilter(logging.Filter):
 _throttle = LogThrottle(log)
 
 
+def _note_event_streams(cycle: Any) -> None:
+    """Marks the cycle `limner_event_stream` once its answer starts as `text/event-stream`,
+    so an end of input can be checked with an SSE comment. The cycle's `send` is wrapped
+    before its ASGI task first runs (the task reads `self.send` when it starts)."""
+    if getattr(cycle, "limner_watched", False):
+        return
+    cycle.limner_watched = True
+    cycle.limner_event_stream = False
+    original = cycle.send
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            cycle.limner_event_stream = any(
+                name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                for name, value in message.get("headers", []))
+        await original(message)
+
+    cycle.send = send
+
+
 def _was_reset(sock: socket.socket | None) -> bool:
     """Whether the peer has reset the connection: a pending socket error, or (on Linux)
     TCP's state."""
@@ -137,6 +157,8 @@ class LimitedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        if self.cycle is not None:
+            _note_event_streams(self.cycle)
         phase = self._phase()
         if phase == "app":
             self._disarm()
@@ -162,6 +184,10 @@ class LimitedH11Protocol(H11Protocol):
         if not cycle.response_started:
             self.transport.write(self.conn.send(h11.InformationalResponse(
                 status_code=100, headers=[], reason=b"Continue")) or b"")
+        elif getattr(cycle, "limner_event_stream", False) and not cycle.response_complete:
+            # An event stream under way: a comment line is an event its reader skips.
+            self.transport.write(self.conn.send(h11.Data(data=b": checking the connection\n\n"))
+                                 or b"")
         self.loop.call_later(PROBE_AFTER_S[0], self._probe, 0)
         return True
 

@@ -3,7 +3,7 @@
 
 import { ApiError, apiUrl, call, events, storedKey, storeKey } from "./api.js";
 import { Gallery } from "./gallery.js";
-import { ImageInput } from "./image.js";
+import { ImageInput, MAX_PICTURES } from "./image.js";
 import { Settings } from "./settings.js";
 import { curl, pythonSdk } from "./snippets.js";
 
@@ -104,9 +104,8 @@ async function loadModels() {
   }
   try {
     const body = await (await call("v1/models")).json();
-    const ids = body.data.map((model) => model.id);
-    settings.setModels(ids, preferred);
-    $("variation-choice").hidden = !ids.includes("dall-e-2");
+    settings.setModels(body.data, preferred);
+    $("variation-choice").hidden = !settings.models.includes("dall-e-2");
     clearError();
     return true;
   } catch (error) {
@@ -194,7 +193,7 @@ class Pending {
     status.className = "status";
     this.text = document.createElement("p");
     this.text.setAttribute("role", "status");
-    this.text.textContent = `Sending to /v1/images/${request.endpoint}…`;
+    this.text.textContent = `Sending to /v1/${request.endpoint === "responses" ? "" : "images/"}${request.endpoint}…`;
     this.elapsed = document.createElement("span");
     this.elapsed.className = "elapsed";
     this.elapsed.textContent = "0.0 s";
@@ -250,10 +249,17 @@ async function build(prompt) {
     const image = settings.family().gpt ? picture.file : await picture.png();
     request.blobs.image = image;
     request.files.image = image.name;
+    // GPT models edit up to 16 pictures; the others take the first alone.
+    request.blobs.more = kind === "edits" && settings.family().gpt ? picture.files.slice(1) : [];
     const mask = kind === "edits" ? await picture.maskFile() : null;
     if (mask) {
       request.blobs.mask = mask;
       request.files.mask = mask.name;
+    }
+    const markup = kind === "edits" && settings.applicable().markup ? await picture.markupFile() : null;
+    if (markup) {
+      request.blobs.markup = markup;
+      request.files.markup = markup.name;
     }
   }
   return request;
@@ -263,9 +269,15 @@ function send(request, signal) {
   const path = `v1/images/${request.endpoint}`;
   if (request.endpoint === "generations") return call(path, { method: "POST", json: request.fields, signal });
   const form = new FormData();
-  for (const [name, value] of Object.entries(request.fields)) form.append(name, String(value));
-  form.append("image", request.blobs.image, request.files.image);
+  for (const [name, value] of Object.entries(request.fields)) {
+    form.append(name, typeof value === "object" ? JSON.stringify(value) : String(value));
+  }
+  const images = [[request.blobs.image, request.files.image],
+    ...(request.blobs.more || []).map((file) => [file, file.name])];
+  const part = images.length > 1 ? "image[]" : "image";
+  for (const [blob, name] of images) form.append(part, blob, name);
   if (request.blobs.mask) form.append("mask", request.blobs.mask, request.files.mask);
+  if (request.blobs.markup) form.append("markup", request.blobs.markup, request.files.markup);
   return call(path, { method: "POST", form, signal });
 }
 
@@ -278,8 +290,33 @@ async function keep(request, prompt, b64, format, index, pending) {
     created: Date.now(), prompt, endpoint: request.endpoint, fields: request.fields, index,
     blob, mime, ext: EXT[mime], width, height, elapsedMs: Math.round(pending.seconds() * 1000),
     source: request.blobs.image || null, sourceName: request.files.image || null,
-    mask: request.blobs.mask || null,
+    mask: request.blobs.mask || null, more: request.blobs.more || [],
+    markup: request.blobs.markup || null,
   });
+}
+
+// A conversation: each prompt a turn of the Responses API whose image tool edits the last
+// turn's picture (`previous_response_id`), with this form's settings as the tool's options.
+const TOOL_OPTIONS = ["model", "size", "quality", "background", "output_format", "output_compression",
+  "moderation", "input_fidelity", "complexity", "frame_count", "frame_duration_ms", "svg"];
+let lastResponse = null;
+
+function inConversation() {
+  return $("conversation").checked && !$("conversation").closest("[hidden]");
+}
+
+function conversationTurn(prompt) {
+  const fields = settings.collect(prompt);
+  const tool = { type: "image_generation" };
+  for (const name of TOOL_OPTIONS) if (fields[name] !== undefined) tool[name] = fields[name];
+  const body = { input: prompt, tools: [tool] };
+  if (lastResponse) body.previous_response_id = lastResponse;
+  return { endpoint: "responses", fields: body, files: {}, blobs: {} };
+}
+
+function endConversation() {
+  lastResponse = null;
+  $("new-conversation").hidden = true;
 }
 
 async function generate() {
@@ -291,7 +328,7 @@ async function generate() {
   const controller = new AbortController();
   let request;
   try {
-    request = await build(prompt);
+    request = inConversation() ? conversationTurn(prompt) : await build(prompt);
   } catch (error) {
     showError(error);
     return;
@@ -301,8 +338,19 @@ async function generate() {
   $("generate").disabled = true;
   let kept = 0;
   try {
-    const response = await send(request, controller.signal);
-    if (request.fields.stream) {
+    const response = request.endpoint === "responses"
+      ? await call("v1/responses", { method: "POST", json: request.fields, signal: controller.signal })
+      : await send(request, controller.signal);
+    if (request.endpoint === "responses") {
+      pending.status("Drawing…");
+      const body = await response.json();
+      for (const item of body.output.filter((entry) => entry.type === "image_generation_call")) {
+        await keep(request, prompt, item.result, item.output_format, kept, pending);
+        kept += 1;
+      }
+      lastResponse = body.id;
+      $("new-conversation").hidden = false;
+    } else if (request.fields.stream) {
       pending.status("Drawing…");
       let partials = 0;
       for await (const event of events(response)) {
@@ -339,11 +387,15 @@ async function reuse(record) {
   $("prompt").value = record.prompt;
   if (record.source) {
     await picture.load(record.source, record.sourceName, record.mask);
+    if ((record.more || []).length) await picture.add(record.more);
     document.querySelector(`input[name="mode"][value="${record.endpoint === "variations" ? "variation" : "edit"}"]`).checked = true;
   } else {
     picture.clear();
   }
-  settings.apply(record.fields);
+  const conversation = record.endpoint === "responses";
+  settings.apply(conversation ? { ...record.fields.tools[0], type: undefined } : record.fields);
+  $("conversation").checked = conversation;
+  endConversation();
   $("prompt").focus();
   notice("Settings restored from the picture.");
 }
@@ -354,10 +406,16 @@ function showCall(record) {
   const files = $("api-call-files");
   files.replaceChildren();
   if (record.source) {
+    const more = record.more || [];
     request.files.image = record.sourceName;
+    request.files.more = more.map((file) => file.name);
     if (record.mask) request.files.mask = "mask.png";
+    if (record.markup) request.files.markup = "markup.png";
     files.append("Files it sends:");
-    for (const [label, blob, name] of [["image", record.source, record.sourceName], ["mask", record.mask, "mask.png"]]) {
+    const parts = [["image", record.source, record.sourceName],
+      ...more.map((file, i) => [`picture ${i + 2}`, file, file.name]),
+      ["mask", record.mask, "mask.png"], ["markup", record.markup, "markup.png"]];
+    for (const [label, blob, name] of parts) {
       if (!blob) continue;
       const link = document.createElement("a");
       link.href = URL.createObjectURL(blob);
@@ -399,7 +457,8 @@ function setUpDialogs() {
 async function start() {
   const rules = await (await fetch(apiUrl("playground/rules.json"))).json();
   settings = new Settings(rules, endpoint);
-  picture = new ImageInput(() => settings.update(), (message) => showError(new Error(message)));
+  picture = new ImageInput(() => settings.update(), (message) => showError(new Error(message)),
+    () => (settings.family().gpt ? MAX_PICTURES : 1));
   gallery = new Gallery({ onReuse: reuse, onShowCall: showCall });
   setUpDialogs();
   setUpKey();
@@ -409,6 +468,11 @@ async function start() {
       settings.update();
     });
   }
+  $("conversation").addEventListener("change", endConversation);
+  $("new-conversation").addEventListener("click", () => {
+    endConversation();
+    notice("A new conversation: the next prompt draws a new picture.");
+  });
   $("model").addEventListener("change", () => {
     if (endpoint() === "variations" && settings.model !== "dall-e-2") {
       document.querySelector('input[name="mode"][value="edit"]').checked = true;

@@ -20,7 +20,9 @@ function openDatabase() {
 }
 
 export function describe(record) {
-  const parts = [record.fields.model, `${record.width}x${record.height}`, record.ext];
+  const model = record.endpoint === "responses"
+    ? `${record.fields.tools[0].model || "image tool"} (conversation)` : record.fields.model;
+  const parts = [model, `${record.width}x${record.height}`, record.ext];
   if (record.fields.seed !== undefined) parts.push(`seed ${record.fields.seed}`);
   if (record.elapsedMs) parts.push(`${(record.elapsedMs / 1000).toFixed(1)} s`);
   return parts.join(" · ");

@@ -1,8 +1,10 @@
-// The "Image" control: a picture from the file picker, a drop or a paste, shown on a canvas
-// with a mask painted over it. The mask is exported as OpenAI's: a PNG of the picture's own
-// size, alpha 0 where painted (to be redrawn), opaque everywhere else.
+// The "Image" control: pictures from the file picker, drops or pastes (up to 16, in order;
+// the first shown on a canvas with a mask, or markup, painted over it). The mask is exported
+// as OpenAI's: a PNG of the first picture's size, alpha 0 where painted (to be redrawn),
+// opaque everywhere else; markup as a transparent PNG of the strokes themselves.
 
 const STROKE = "rgb(230 40 90)";
+export const MAX_PICTURES = 16;
 
 function toBlob(canvas, type = "image/png") {
   return new Promise((resolve, reject) => {
@@ -16,21 +18,27 @@ function safeName(name, type) {
 }
 
 export class ImageInput {
-  constructor(onChange, onError) {
+  /** `capacity()`: how many pictures the chosen model edits (16, or 1 where a new picture
+   * replaces the one there). */
+  constructor(onChange, onError, capacity = () => MAX_PICTURES) {
     this.onChange = onChange;
+    this.capacity = capacity;
     this.onError = onError;
     this.input = document.getElementById("image");
     this.zone = document.getElementById("request");
     this.editor = document.getElementById("editor");
+    this.list = document.getElementById("image-list");
     this.picture = document.getElementById("picture");
     this.mask = document.getElementById("mask");
+    this.markup = document.getElementById("markup");
     this.brush = document.getElementById("brush");
-    this.file = null;
+    this.files = [];
     this.painted = false;
+    this.marked = false;
     this.input.addEventListener("change", () => {
-      const file = this.input.files && this.input.files[0];
-      if (file) this.load(file, file.name);
-      else this.clear();
+      const chosen = [...(this.input.files || [])].filter((file) => !this.files.includes(file));
+      if (chosen.length) this.add(chosen);
+      else if (!this.input.files.length) this.clear();
     });
     document.getElementById("remove-image").addEventListener("click", () => this.clear());
     document.getElementById("clear-mask").addEventListener("click", () => this.clearMask());
@@ -39,48 +47,125 @@ export class ImageInput {
     this.listenForPainting();
   }
 
+  /** The first picture: the one the mask and markup belong to. */
+  get file() { return this.files[0] || null; }
   get width() { return this.picture.width; }
   get height() { return this.picture.height; }
 
+  /** Where the brush paints now: "mask", or "markup" for the models that take it. */
+  get target() {
+    const chosen = document.querySelector('input[name="brush-target"]:checked');
+    return chosen && !chosen.closest("[hidden]") ? chosen.value : "mask";
+  }
+
+  /** One picture in place of all (a restored request's first picture). */
   async load(blob, name, maskBlob = null) {
-    let bitmap;
-    try {
-      bitmap = await createImageBitmap(blob);
-    } catch {
-      this.onError(`The browser could not read "${name}" as a picture.`);
-      return;
+    this.files = [];
+    await this.add([blob], [name]);
+    if (maskBlob && this.file) await this.restoreMask(maskBlob);
+  }
+
+  /** Pictures after those already there, up to 16; the first one drawn on the canvas. */
+  async add(blobs, names = []) {
+    if (this.capacity() < 2) this.files = [];  // one picture: the new one takes its place
+    const room = MAX_PICTURES - this.files.length;
+    if (blobs.length > room) {
+      this.onError(`An edit takes at most ${MAX_PICTURES} pictures; ${blobs.length - Math.max(room, 0)} were left out.`);
     }
-    const file = blob instanceof File ? blob : new File([blob], safeName(name, blob.type), { type: blob.type });
-    if (this.input.files[0] !== file) {
-      // Dropped, pasted or restored pictures show in the file control like chosen ones.
-      const transfer = new DataTransfer();
-      transfer.items.add(file);
-      this.input.files = transfer.files;
+    const wasFirst = this.file;
+    for (const [index, blob] of blobs.slice(0, Math.max(room, 0)).entries()) {
+      const name = names[index] || blob.name || "pasted.png";
+      try {
+        const bitmap = await createImageBitmap(blob);
+        bitmap.close();
+      } catch {
+        this.onError(`The browser could not read "${name}" as a picture.`);
+        continue;
+      }
+      this.files.push(blob instanceof File ? blob : new File([blob], safeName(name, blob.type), { type: blob.type }));
     }
-    this.file = file;
-    for (const canvas of [this.picture, this.mask]) {
+    if (this.file !== wasFirst) await this.drawFirst();
+    this.changed();
+  }
+
+  remove(index) {
+    this.files.splice(index, 1);
+    if (index === 0) this.drawFirst();
+    this.changed();
+  }
+
+  /** Moves a picture one place earlier; moved to the front, it takes the canvas (and the
+   * mask, which belonged to the other, is cleared). */
+  async moveEarlier(index) {
+    if (index <= 0) return;
+    [this.files[index - 1], this.files[index]] = [this.files[index], this.files[index - 1]];
+    if (index === 1) await this.drawFirst();
+    this.changed();
+  }
+
+  async drawFirst() {
+    this.clearMask();
+    if (!this.file) return;
+    const bitmap = await createImageBitmap(this.file);
+    for (const canvas of [this.picture, this.mask, this.markup]) {
       canvas.width = bitmap.width;
       canvas.height = bitmap.height;
     }
     this.picture.getContext("2d").drawImage(bitmap, 0, 0);
     bitmap.close();
-    this.clearMask();
-    if (maskBlob) await this.restoreMask(maskBlob);
-    this.editor.hidden = false;
+  }
+
+  /** The file control, the list and the editor say what is chosen now. */
+  changed() {
+    const transfer = new DataTransfer();
+    for (const file of this.files) transfer.items.add(file);
+    this.input.files = transfer.files;
+    this.editor.hidden = !this.file;
+    this.renderList();
     this.onChange();
+  }
+
+  renderList() {
+    for (const img of this.list.querySelectorAll("img")) URL.revokeObjectURL(img.src);
+    this.list.replaceChildren();
+    this.list.hidden = this.files.length < 2;
+    this.files.forEach((file, index) => {
+      const item = document.createElement("li");
+      const thumb = document.createElement("img");
+      thumb.src = URL.createObjectURL(file);
+      thumb.alt = "";
+      const label = document.createElement("span");
+      label.textContent = `${index + 1}. ${file.name}${index === 0 ? " (mask and markup)" : ""}`;
+      item.append(thumb, label);
+      if (index > 0) item.append(this.button(`Move ${file.name} earlier`, "↑", () => this.moveEarlier(index)));
+      item.append(this.button(`Remove ${file.name}`, "✕", () => this.remove(index)));
+      this.list.append(item);
+    });
+  }
+
+  button(label, text, action) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "quiet";
+    button.textContent = text;
+    button.setAttribute("aria-label", label);
+    button.addEventListener("click", action);
+    return button;
   }
 
   clear() {
-    this.file = null;
+    this.files = [];
     this.input.value = "";
-    this.painted = false;
-    this.editor.hidden = true;
-    this.onChange();
+    this.clearMask();
+    this.changed();
   }
 
   clearMask() {
-    this.mask.getContext("2d").clearRect(0, 0, this.mask.width, this.mask.height);
+    for (const canvas of [this.mask, this.markup]) {
+      canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+    }
     this.painted = false;
+    this.marked = false;
   }
 
   /** The picture as a PNG, for dall-e-2, which takes nothing else. */
@@ -88,6 +173,13 @@ export class ImageInput {
     if (this.file.type === "image/png") return this.file;
     const blob = await toBlob(this.picture);
     return new File([blob], this.file.name.replace(/\.[^.]*$/, "") + ".png", { type: "image/png" });
+  }
+
+  /** The strokes drawn as markup, a transparent PNG of the first picture's size; null when
+   * none are drawn. */
+  async markupFile() {
+    if (!this.marked) return null;
+    return new File([await toBlob(this.markup)], "markup.png", { type: "image/png" });
   }
 
   /** OpenAI's mask, or null when nothing is painted. */
@@ -136,19 +228,19 @@ export class ImageInput {
     this.zone.addEventListener("dragleave", () => this.zone.classList.remove("dragging"));
     this.zone.addEventListener("drop", (event) => {
       this.zone.classList.remove("dragging");
-      const file = [...event.dataTransfer.files].find((f) => f.type.startsWith("image/"));
-      if (!file) return;
+      const files = [...event.dataTransfer.files].filter((f) => f.type.startsWith("image/"));
+      if (!files.length) return;
       event.preventDefault();
-      this.load(file, file.name);
+      this.add(files);
     });
   }
 
   listenForPaste() {
     document.addEventListener("paste", (event) => {
-      const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
-      if (!file) return;  // text pastes into the prompt as usual
+      const files = [...(event.clipboardData?.files || [])].filter((f) => f.type.startsWith("image/"));
+      if (!files.length) return;  // text pastes into the prompt as usual
       event.preventDefault();
-      this.load(file, file.name || "pasted.png");
+      this.add(files, files.map((f) => f.name || "pasted.png"));
     });
   }
 
@@ -162,8 +254,9 @@ export class ImageInput {
       };
     };
     const stroke = (from, to) => {
-      const context = this.mask.getContext("2d");
-      context.strokeStyle = STROKE;
+      const markup = this.target === "markup";
+      const context = (markup ? this.markup : this.mask).getContext("2d");
+      context.strokeStyle = markup ? document.getElementById("markup-color").value : STROKE;
       context.lineCap = "round";
       context.lineJoin = "round";
       context.lineWidth = (Number(this.brush.value) / 100) * Math.min(this.width, this.height);
@@ -171,7 +264,8 @@ export class ImageInput {
       context.moveTo(from.x, from.y);
       context.lineTo(to.x + 0.01, to.y);
       context.stroke();
-      this.painted = true;
+      if (markup) this.marked = true;
+      else this.painted = true;
     };
     this.mask.addEventListener("pointerdown", (event) => {
       event.preventDefault();

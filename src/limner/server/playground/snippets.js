@@ -26,25 +26,38 @@ function python(value) {
   return JSON.stringify(value);  // a JSON string or number is a Python literal as well
 }
 
-/** `call`: {endpoint, fields, files: {image, mask}}; `base`: the API's base URL. */
+function path(call) {
+  return call.endpoint === "responses" ? "responses" : `images/${call.endpoint}`;
+}
+
+/** The picture parts a multipart call sends: [part name, file name]. */
+function pictureParts(call) {
+  const images = [call.files.image, ...(call.files.more || [])].filter(Boolean);
+  const part = images.length > 1 ? "image[]" : "image";
+  return [...images.map((name) => [part, name]),
+    ...["mask", "markup"].filter((name) => call.files[name]).map((name) => [name, call.files[name]])];
+}
+
+/** `call`: {endpoint, fields, files: {image, more, mask, markup}}; `base`: the API's base. */
 export function curl(call, base) {
-  const lines = [`curl ${shellQuote(`${base}/images/${call.endpoint}`)}`];
+  const lines = [`curl ${shellQuote(`${base}/${path(call)}`)}`];
   if (call.fields.stream) lines[0] += " -N";
   lines.push(`-H "Authorization: Bearer $OPENAI_API_KEY"`);
-  if (call.endpoint === "generations") {
+  if (call.endpoint === "generations" || call.endpoint === "responses") {
     lines.push(`-H "Content-Type: application/json"`);
     lines.push(`-d ${shellQuote(JSON.stringify(call.fields, null, 2))}`);
   } else {
     for (const [name, value] of Object.entries(call.fields)) {
-      lines.push(`--form-string ${shellQuote(`${name}=${value}`)}`);
+      const text = typeof value === "object" ? JSON.stringify(value) : value;
+      lines.push(`--form-string ${shellQuote(`${name}=${text}`)}`);
     }
-    if (call.files.image) lines.push(`-F ${shellQuote(`image=@${call.files.image}`)}`);
-    if (call.files.mask) lines.push(`-F ${shellQuote(`mask=@${call.files.mask}`)}`);
+    for (const [part, name] of pictureParts(call)) lines.push(`-F ${shellQuote(`${part}=@${name}`)}`);
   }
   return lines.join(" \\\n  ");
 }
 
 export function pythonSdk(call, base) {
+  if (call.endpoint === "responses") return pythonResponses(call, base);
   const method = { generations: "generate", edits: "edit", variations: "create_variation" }[call.endpoint];
   const args = [];
   const extra = {};
@@ -52,17 +65,12 @@ export function pythonSdk(call, base) {
     if (SDK_PARAMS[method].includes(name)) args.push(`${name}=${python(value)}`);
     else extra[name] = value;
   }
-  if (call.files.image) args.push(`image=open(${python(call.files.image)}, "rb")`);
+  const images = [call.files.image, ...(call.files.more || [])].filter(Boolean);
+  if (images.length === 1) args.push(`image=open(${python(images[0])}, "rb")`);
+  if (images.length > 1) args.push(`image=[${images.map((name) => `open(${python(name)}, "rb")`).join(", ")}]`);
   if (call.files.mask) args.push(`mask=open(${python(call.files.mask)}, "rb")`);
   if (Object.keys(extra).length) args.push(`extra_body=${python(extra)}`);
-  const head = [
-    "import base64",
-    "import os",
-    "",
-    "from openai import OpenAI",
-    "",
-    `client = OpenAI(base_url=${python(base)}, api_key=os.environ["OPENAI_API_KEY"])`,
-  ];
+  const head = header(base);
   const invoke = `client.images.${method}(\n    ${args.join(",\n    ")},\n)`;
   const ext = call.fields.output_format === "jpeg" ? "jpg" : call.fields.output_format || "png";
   if (call.fields.stream) {
@@ -86,5 +94,31 @@ export function pythonSdk(call, base) {
     "for i, image in enumerate(result.data, 1):",
     `    with open(f"image-{i}.${ext}", "wb") as f:`,
     "        f.write(base64.b64decode(image.b64_json))",
+  ].join("\n");
+}
+
+function header(base) {
+  return [
+    "import base64",
+    "import os",
+    "",
+    "from openai import OpenAI",
+    "",
+    `client = OpenAI(base_url=${python(base)}, api_key=os.environ["OPENAI_API_KEY"])`,
+  ];
+}
+
+/** A conversation turn: `client.responses.create` with the image tool. */
+function pythonResponses(call, base) {
+  const args = Object.entries(call.fields).map(([name, value]) => `${name}=${python(value)}`);
+  const tool = call.fields.tools[0] || {};
+  const ext = tool.output_format === "jpeg" ? "jpg" : tool.output_format || "png";
+  return [
+    ...header(base),
+    `response = client.responses.create(\n    ${args.join(",\n    ")},\n)`,
+    "picture = next(item for item in response.output if item.type == \"image_generation_call\")",
+    `with open("image.${ext}", "wb") as f:`,
+    "    f.write(base64.b64decode(picture.result))",
+    "print(response.id)  # the next turn's previous_response_id",
   ].join("\n");
 }
