@@ -528,6 +528,155 @@ def test_cancel_aborts_the_request_and_the_server_stops(serve: Serve,
     assert page.locator("#gallery img").count() == 0
 
 
+ALL_PARTS = """async () => {
+    const parts = [];
+    for (const [name, value] of window.sentForms.at(-1).entries()) {
+        parts.push([name, typeof value === "string" ? value
+            : [value.name, Array.from(new Uint8Array(await value.arrayBuffer()))]]);
+    }
+    return parts;
+}"""
+
+
+def body_of(request: Any) -> dict[str, Any]:
+    """A JSON request's body as the page sent it."""
+    body = request.post_data_json
+    assert isinstance(body, dict), body
+    return body
+
+
+def paint(page: Page, canvas: str, at: float = 0.25) -> None:
+    """A short horizontal stroke across the canvas's middle, a quarter of the way in."""
+    box = page.locator(canvas).bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] * at, box["y"] + box["height"] * 0.5
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + box["width"] * 0.1, y, steps=4)
+    page.mouse.up()
+
+
+def test_an_edit_of_several_pictures_in_order_with_markup_and_fidelity(
+        serve: Serve, open_tab: Callable[..., Tab], tmp_path: Path) -> None:
+    server = serve(engines={"fake": FakeEngine()})
+    page = open_tab(server).page
+    page.evaluate(RECORD_FORMS)
+    files = [picture_file(tmp_path / f"{name}.png", (128, 64), color) for name, color in
+             (("first", (200, 0, 0, 255)), ("second", (0, 200, 0, 255)),
+              ("third", (0, 0, 200, 255)))]
+    page.get_by_label("Model").select_option("gpt-image-2.5-sunburst")
+    page.get_by_label("Images", exact=True).set_input_files(files)
+    listed = page.get_by_role("list", name="Pictures to edit, in order").get_by_role("listitem")
+    expect(listed).to_have_count(3)
+    page.get_by_role("button", name="Move third.png earlier").click()
+    expect(listed.nth(1)).to_contain_text("third.png")
+    page.get_by_label("Input fidelity").select_option("high")
+    page.get_by_label("markup, drawn over the picture as a guide").check()
+    paint(page, "#mask")
+    prompt_box(page).fill("the three as one poster")
+    with page.expect_request("**/v1/images/edits"):
+        page.get_by_role("button", name="Generate").click()
+    parts: list[list[Any]] = page.evaluate(ALL_PARTS)
+    pictures = [value[0] for name, value in parts if name == "image[]"]
+    assert pictures == ["first.png", "third.png", "second.png"]
+    fields = {name: value for name, value in parts if isinstance(value, str)}
+    assert (fields["model"], fields["input_fidelity"]) == ("gpt-image-2.5-sunburst", "high")
+    assert "mask" not in dict(parts)  # the brush drew markup, not a mask
+    markup = Image.open(io.BytesIO(bytes(dict(parts)["markup"][1])))
+    assert markup.size == (128, 64) and markup.mode == "RGBA"
+    assert markup.getchannel("A").getpixel((38, 32)) == 255
+    assert markup.getchannel("A").getpixel((120, 5)) == 0
+    expect(page.locator("#gallery img")).to_have_count(1)
+    # gpt-image-2 takes neither input_fidelity nor markup: both go from the page.
+    page.get_by_label("Model").select_option("gpt-image-2")
+    expect(page.get_by_label("Input fidelity")).to_be_hidden()
+    expect(page.get_by_label("markup, drawn over the picture as a guide")).to_be_hidden()
+
+
+def test_frames_complexity_svg_and_safety_identifier_where_they_apply(
+        serve: Serve, open_tab: Callable[..., Tab]) -> None:
+    server = serve(engines={"fake": FakeEngine()})
+    page = open_tab(server, provoked=(400,)).page
+    page.get_by_label("Model").select_option("gpt-image-1")
+    expect(page.get_by_label("Frames")).to_be_hidden()
+    page.get_by_label("Output format").select_option("gif")
+    page.get_by_label("Frames").fill("4")
+    page.get_by_label("Frame duration (ms)").fill("100")
+    page.get_by_label("Complexity").select_option("high")
+    page.locator("#advanced summary").click()
+    page.get_by_label("Safety identifier").fill("user-42")
+    prompt_box(page).fill("a spinning top")
+    with page.expect_request("**/v1/images/generations") as sent:
+        page.get_by_role("button", name="Generate").click()
+    body = body_of(sent.value)
+    assert {k: body[k] for k in ("output_format", "frame_count", "frame_duration_ms",
+                                 "complexity", "safety_identifier")} == {
+        "output_format": "gif", "frame_count": 4, "frame_duration_ms": 100,
+        "complexity": "high", "safety_identifier": "user-42"}
+    assert "stream" not in body  # a gif does not stream
+    expect(page.locator("#gallery img")).to_have_count(1)
+    # The server's 400 lands on its own control.
+    page.get_by_label("Frames").fill("99")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("alert")).to_contain_text("Invalid 'frame_count'")
+    expect(page.get_by_label("Frames")).to_have_attribute("aria-invalid", "true")
+    page.get_by_label("Output format").select_option("svg")
+    expect(page.get_by_label("Frames")).to_be_hidden()
+    expect(page.get_by_label("SVG author")).to_be_visible()
+    page.get_by_label("Model").select_option("dall-e-3")
+    for label in ("Complexity", "SVG author", "Input fidelity"):
+        expect(page.get_by_label(label)).to_be_hidden()
+
+
+def test_adapters_and_each_models_state_come_from_the_models_list(
+        serve: Serve, open_tab: Callable[..., Tab], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "loras").mkdir(parents=True)
+    (data / "loras" / "ink.safetensors").write_bytes(b"{}")
+    engine = FakeEngine(adapters=True)
+    server = serve(engines={"fake": engine, "late": FakeEngine(name="late")}, data_dir=data)
+    page = open_tab(server).page
+    page.get_by_label("Model").select_option("fake")
+    expect(page.get_by_label("Model")).to_have_value("fake")
+    expect(page.locator("#model-state")).to_have_text("")
+    page.get_by_label("ink", exact=True).check()
+    page.get_by_label("Scale of ink").fill("0.5")
+    prompt_box(page).fill("an inked otter")
+    with page.expect_request("**/v1/images/generations") as sent:
+        page.get_by_role("button", name="Generate").click()
+    assert body_of(sent.value)["lora"] == [{"name": "ink", "scale": 0.5}]
+    expect(page.locator("#gallery img")).to_have_count(1)
+    page.get_by_label("Model").select_option("late")
+    expect(page.locator("#model-state")).to_have_text(
+        "Not in memory: the first request loads it, which takes a while.")
+    expect(page.get_by_role("group", name="LoRA adapters")).to_be_hidden()
+
+
+def test_a_conversation_edits_the_last_picture(serve: Serve,
+                                               open_tab: Callable[..., Tab]) -> None:
+    server = serve(engines={"fake": FakeEngine()})
+    page = open_tab(server).page
+    page.get_by_label("Model").select_option("gpt-image-1")
+    page.get_by_label("Conversation: each prompt edits the last picture (Responses API)").check()
+    prompt_box(page).fill("a lighthouse")
+    with page.expect_response("**/v1/responses") as first:
+        page.get_by_role("button", name="Generate").click()
+    assert "previous_response_id" not in body_of(first.value.request)
+    assert body_of(first.value.request)["tools"][0]["model"] == "gpt-image-1"
+    expect(page.locator("#gallery img")).to_have_count(1)
+    prompt_box(page).fill("now at night")
+    with page.expect_request("**/v1/responses") as second:
+        page.get_by_role("button", name="Generate").click()
+    assert body_of(second.value)["previous_response_id"] == first.value.json()["id"]
+    expect(page.locator("#gallery img")).to_have_count(2)
+    page.get_by_role("button", name="New conversation").click()
+    prompt_box(page).fill("a harbour")
+    with page.expect_request("**/v1/responses") as third:
+        page.get_by_role("button", name="Generate").click()
+    assert "previous_response_id" not in body_of(third.value)
+    expect(page.locator("#gallery img")).to_have_count(3)
+
+
 def test_phone_width_dark_theme_labels_and_focus(serve: Serve, open_tab: Callable[..., Tab],
                                                  tmp_path: Path) -> None:
     server = serve()

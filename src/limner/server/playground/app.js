@@ -309,7 +309,9 @@ function conversationTurn(prompt) {
   const fields = settings.collect(prompt);
   const tool = { type: "image_generation" };
   for (const name of TOOL_OPTIONS) if (fields[name] !== undefined) tool[name] = fields[name];
-  const body = { input: prompt, tools: [tool] };
+  // The top-level `model` names the text model, which limner's own image-only answers
+  // merely echo (a configured upstream uses its own): the picture's model says what drew.
+  const body = { model: fields.model, input: prompt, tools: [tool] };
   if (lastResponse) body.previous_response_id = lastResponse;
   return { endpoint: "responses", fields: body, files: {}, blobs: {} };
 }
