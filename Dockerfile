@@ -13,7 +13,8 @@
 #   TORCH_INDEX    the wheel index torch comes from: .../whl/cpu (default) or .../whl/cu128.
 #                  Empty: PyPI, after the wheels in wheels/ (a local torch wheel there wins).
 #   EXTRAS         limner's extras: diffusers,openvino (default); empty for the embedded
-#                  model alone.
+#                  model alone; add ray for KubeRay (docs/ray/rayservice.yaml).
+#   APT_PACKAGES   more Debian/Ubuntu packages in the final image (none by default).
 # wheels/ (wheels pip takes before any index) and certs/ (extra CA certificates, *.crt,
 # for pip behind a TLS-inspecting proxy) are read by the build stage only; neither reaches
 # the final image.
@@ -50,11 +51,19 @@ RUN set -eu; \
     /opt/limner/bin/python -c 'import limner, torch; print("limner in the image; torch", torch.__version__)'
 
 FROM ${BASE}
+# Debian or Ubuntu packages for the final image (e.g. wget, which KubeRay's default probes
+# run inside Ray's containers).
+ARG APT_PACKAGES=""
 ENV DEBIAN_FRONTEND=noninteractive
+# tini is PID 1: it hands SIGTERM to limner, and a SIGTERM that comes before limner has set
+# its handler (while torch imports) still ends it, where PID 1 itself would ignore it.
 RUN set -eu; \
-    if ! command -v python3 >/dev/null; then \
+    packages="$APT_PACKAGES"; \
+    command -v python3 >/dev/null || packages="$packages python3 ca-certificates"; \
+    command -v tini >/dev/null || packages="$packages tini"; \
+    if [ -n "${packages# }" ]; then \
         apt-get update \
-        && apt-get install -y --no-install-recommends python3 ca-certificates \
+        && apt-get install -y --no-install-recommends $packages \
         && rm -rf /var/lib/apt/lists/*; \
     fi; \
     groupadd --gid 10001 limner; \
@@ -76,5 +85,6 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
 # SIGTERM drains: requests in flight finish within shutdown_grace_s (30 s), then exit 0.
 # Give the runtime more than that before it kills (docker/podman stop -t 40).
 STOPSIGNAL SIGTERM
-# Exec form: limner is PID 1 and gets the signal itself.
+# Exec form, no shell between: tini passes the signal straight to limner.
+ENTRYPOINT ["tini", "--"]
 CMD ["limner", "serve", "--host", "0.0.0.0", "--port", "8000"]
