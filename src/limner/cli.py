@@ -499,10 +499,12 @@ def _add_commands() -> None:
     """The command groups that live in their own modules (they import this one's helpers)."""
     from limner.cli_batches import batches
     from limner.cli_models import models_command
+    from limner.cli_provenance import provenance
     from limner.cli_responses import responses
 
     main.add_command(batches)
     main.add_command(models_command)
+    main.add_command(provenance)
     main.add_command(responses)
 
 

@@ -31,12 +31,15 @@ class EngineConfig:
     keep_alive: float | str | None = None
     """Unloaded after this long idle (seconds, or "30s", "5m", "2h"; -1: never); None: the
     server's `keep_alive`."""
+    provenance: str | None = None
+    """"c2pa" or "none" for this engine's pictures; None: the server's `provenance`."""
 
 
 RESPONSES_KEYS = ("upstream", "ttl_s", "max_bytes")
 """The `[responses]` table: the text model, and how long and how much is stored."""
-LIFECYCLE_KEYS = ("preload", "keep_alive")
-"""An engine table's keys that say when it is in memory, read by the server, not the engine."""
+LIFECYCLE_KEYS = ("preload", "keep_alive", "provenance")
+"""An engine table's keys read by the server, not the engine: when it is in memory, and
+whether its pictures carry content credentials."""
 RAY_KEYS = ("replicas", "autoscaling", "num_cpus", "num_gpus", "max_ongoing_requests",
             "max_queued_requests")
 """An engine table's keys that shape its deployment under Ray, not the engine itself."""
@@ -91,6 +94,20 @@ class Settings:
     """How long a stored response (`store: true`, the default) is kept, as OpenAI does."""
     responses_max_bytes: int = 1 << 30
     """What stored responses may hold on disk together; past it the oldest go first."""
+    provenance: str = "c2pa"
+    """Content credentials on every picture: "c2pa" (a signed C2PA manifest) or "none"."""
+    provenance_cert: str | None = None
+    """The signing certificate chain (PEM, the signer's first); with `provenance_key`. None:
+    a chain this server makes once under `DATA_DIR/c2pa/`."""
+    provenance_key: str | None = None
+    """The signing certificate's private key (PEM, EC P-256: ES256)."""
+    provenance_trust: str | None = None
+    """Trust anchors (PEM) for the check: a manifest whose signer chains to one is
+    `trusted`, any other whose signature holds `valid`."""
+    provenance_organization: str | None = None
+    """Written in each manifest (and the made certificate's name) as who runs the server."""
+    provenance_prompt: bool = False
+    """Whether manifests carry the prompt (prompts can be private: off by default)."""
     responses_upstream: Mapping[str, Any] | None = None
     """A text model for `/v1/responses` (`base_url`, `model`, `api_key`); none: image-only."""
 
@@ -166,6 +183,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
         ("signing_secret", "LIMNER_SIGNING_SECRET", str),
         ("threads", "LIMNER_THREADS", int),
         ("max_upload_bytes", "LIMNER_MAX_UPLOAD_BYTES", int),
+        ("provenance", "LIMNER_PROVENANCE", str),
     ):
         if environ.get(key):
             values[name] = cast(environ[key])

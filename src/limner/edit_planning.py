@@ -111,7 +111,9 @@ def plan_edit(request: CreateImageEditRequest, images: list[Upload], mask: Uploa
                                  references=tuple(d.image for d in decoded))
     tokens = sum(input_image_tokens(d.image.width, d.image.height, fidelity) for d in decoded)
     return dataclasses.replace(plan, params=params, endpoint="edits",
-                               input_image_tokens=tokens if plan.is_gpt else 0)
+                               input_image_tokens=tokens if plan.is_gpt else 0,
+                               inputs=tuple((u.data, f"image/{d.format}")
+                                            for u, d in zip(images, decoded, strict=True)))
 
 
 def plan_variation(request: CreateImageVariationRequest, images: list[Upload],

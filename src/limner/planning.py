@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from limner.catalogue import Catalogue, ModelEntry
@@ -69,6 +69,12 @@ class GenerationPlan:
     """Which route asked: it names the stream's events (`image_edit.*` for edits)."""
     input_image_tokens: int = 0
     """The usage estimate's tokens for an edit's input pictures (`usage.input_image_tokens`)."""
+    inputs: tuple[tuple[bytes, str], ...] = field(default=(), compare=False, repr=False)
+    owner: str | None = None
+    """Who asked: a digest of the request's key (never the key), written in the picture's
+    content credentials; None without keys."""
+    """An edit's pictures as uploaded (bytes, MIME type): those with content credentials
+    become the ingredients of the answer's."""
 
     @property
     def model(self) -> str:

@@ -41,6 +41,7 @@ from limner.protocol.events import (
 )
 from limner.protocol.images import Image as ImageData
 from limner.protocol.images import ImageGenUsage, ImagesResponse, SvgUsage
+from limner.provenance.policy import Provenance
 from limner.scheduler import EngineQueue, Job, PartialImage
 from limner.store.local import LocalImageStore, StoredFile
 from limner.store.signing import Signer
@@ -94,8 +95,10 @@ class ImageService:
     def __init__(self, catalogue: Catalogue, schedulers: Mapping[str, EngineQueue],
                  delivery: Delivery, policy: PromptPolicy,
                  clock: Callable[[], float] = time.time,
-                 metrics: Metrics | None = None, loras: LoraLibrary | None = None) -> None:
+                 metrics: Metrics | None = None, loras: LoraLibrary | None = None,
+                 provenance: Provenance | None = None) -> None:
         self.metrics = metrics or Metrics()
+        self.provenance = provenance
         self.loras = loras
         self.catalogue = catalogue
         self.schedulers = schedulers
@@ -250,7 +253,7 @@ class ImageService:
         event = (ImageEditPartialImageEvent if plan.endpoint == "edits"
                  else ImageGenPartialImageEvent)
         for position, picture in enumerate(partial.images):
-            text = await self._off_loop(self._encode_b64, generation, picture)
+            text = await self._off_loop(self._encode_b64, generation, picture, False)
             index = counters.get(position, 0)
             counters[position] = index + 1
             yield event(
@@ -259,8 +262,10 @@ class ImageService:
                 output_format=plan.output_format, partial_image_index=index,
             )
 
-    def _encode(self, generation: Generation, frames: list[Image.Image]) -> bytes:
-        """One image's file: its last frame in a still format, all of them in a GIF."""
+    def _encode(self, generation: Generation, frames: list[Image.Image],
+                final: bool = True) -> bytes:
+        """One image's file: its last frame in a still format, all of them in a GIF; a final
+        picture (not a preview) with its content credentials, signed in this same thread."""
         plan = generation.plan
         p = plan.params
         started = time.perf_counter()
@@ -271,12 +276,16 @@ class ImageService:
             keep = None if p.init_image is None or p.mask is None else (p.init_image, p.mask)
             blob = imaging.finish(frames[-1], p.width, p.height, generation.background,
                                   plan.output_format, plan.output_compression, keep)
+        if final and self.provenance is not None:
+            engine = self.schedulers[plan.entry.engine].info.name
+            blob = self.provenance.mark(blob, plan, engine, plan.owner)
         self.metrics.encode_seconds.observe(time.perf_counter() - started, model=plan.model)
         return blob
 
-    def _encode_b64(self, generation: Generation, picture: Image.Image) -> str:
+    def _encode_b64(self, generation: Generation, picture: Image.Image,
+                    final: bool = True) -> str:
         """One stream event's image: base64 too grows with the picture, so not on the loop."""
-        return _stream_b64(self._encode(generation, [picture]))
+        return _stream_b64(self._encode(generation, [picture], final))
 
     def _encode_all(self, generation: Generation,
                     renders: list[list[Image.Image]]) -> list[bytes]:

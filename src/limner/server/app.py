@@ -24,6 +24,7 @@ from limner.errors import LimnerError
 from limner.loras import LoraLibrary
 from limner.metrics import Gauge, Metrics
 from limner.moderation import PromptPolicy
+from limner.provenance.policy import from_settings as provenance_from
 from limner.residency import Residency
 from limner.responses.service import ResponsesService
 from limner.responses.store import ResponseStore
@@ -41,6 +42,7 @@ from limner.server.routes import (
     metrics_route,
     models,
     playground,
+    provenance,
     responses,
     uploads,
 )
@@ -121,7 +123,9 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     app = FastAPI(title="limner", version=__version__, lifespan=lifespan, docs_url=None,
                   redoc_url=None, redirect_slashes=False)
     schedulers: dict[str, EngineQueue] = {}
-    service = ImageService(catalogue, schedulers, delivery, policy, clock, metrics, loras)
+    credentials = provenance_from(settings, names)
+    service = ImageService(catalogue, schedulers, delivery, policy, clock, metrics, loras,
+                           credentials)
     uploaded = FileStore(settings.data_dir / "files", settings.max_upload_bytes, clock)
     response_store = ResponseStore(settings.data_dir / "responses", settings.responses_ttl_s,
                                    settings.responses_max_bytes, clock)
@@ -133,7 +137,7 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
             TextModel(Upstream.from_config(settings.responses_upstream))
             if settings.responses_upstream else None),
         batches=BatchStore(settings.data_dir / "batches", clock),
-        residency=residency, loras=loras,
+        residency=residency, loras=loras, provenance=credentials,
     )
     metrics.add_gauge(Gauge("limner_queue_depth", "Requests waiting for an engine.",
                             lambda: {(("model", n),): s.queue_depth
@@ -157,8 +161,8 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
                                      if (up := q.replicas_up()) is not None}))
     install_error_handlers(app)
     # `files` before `uploads`: `/v1/files/images/{name}` must win over `/v1/files/{id}/content`.
-    for module in (images, edits, responses, models, files, uploads, batches, health,
-                   metrics_route, playground):
+    for module in (images, edits, responses, models, files, uploads, batches, provenance,
+                   health, metrics_route, playground):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware, api_keys=settings.api_keys,
                        admin_keys=settings.admin_keys,

@@ -10,6 +10,7 @@ from limner.catalogue import Catalogue
 from limner.config import Settings
 from limner.engines.base import Engine
 from limner.loras import LoraLibrary
+from limner.provenance.policy import Provenance
 from limner.residency import Residency
 from limner.responses.service import ResponsesService
 from limner.scheduler import EngineQueue
@@ -34,6 +35,7 @@ class AppState:
     batches: BatchStore
     residency: Residency
     loras: LoraLibrary
+    provenance: Provenance
     tasks: list[Any] = field(default_factory=list)
     batch_runner: BatchRunner | None = None
     """Set by the lifespan; None before it starts."""

@@ -4,6 +4,7 @@ every image endpoint shares (`respond`)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from limner.planning import GenerationPlan, plan_request
 from limner.protocol.json_body import json_body
 from limner.server.parsing import parse_json, parse_request, read_body
 from limner.server.sse import comment, sse_body
-from limner.server.state import AppState, app_state
+from limner.server.state import AppState, app_state, request_owner
 
 log = logging.getLogger("limner.audit")
 router = APIRouter()
@@ -119,6 +120,7 @@ async def respond(request: Request, plan: GenerationPlan) -> Response:
     state = app_state(request.app)
     request_id: str = request.state.request_id
     check_available(state, plan)
+    plan = dataclasses.replace(plan, owner=request_owner(request) or None)
     log.info("%s %s model=%s n=%d size=%s quality=%s stream=%s safety_identifier=%r",
              request_id, plan.endpoint, plan.model, plan.params.n, plan.size, plan.quality,
              plan.stream, plan.safety_identifier)

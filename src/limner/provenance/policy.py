@@ -1,0 +1,68 @@
+"""Which pictures carry credentials and what theirs say, as the configuration decides:
+`provenance` for the server and per engine, the signing credentials, the trust list, the
+organisation and whether the prompt is written."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from limner.provenance import credentials
+from limner.provenance.checking import Checker
+from limner.provenance.signing import Facts, Marker
+
+if TYPE_CHECKING:
+    from limner.config import Settings
+    from limner.planning import GenerationPlan
+
+MODES = ("c2pa", "none")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    marker: Marker | None
+    """None where no engine's pictures are marked."""
+    checker: Checker
+    marked: frozenset[str]
+    """The engines whose pictures carry a manifest."""
+    include_prompt: bool = False
+
+    def mark(self, blob: bytes, plan: GenerationPlan, engine_model: str,
+             owner: str | None = None) -> bytes:
+        """The encoded picture with its manifest, or as it is where its engine has none."""
+        if self.marker is None or plan.entry.engine not in self.marked:
+            return blob
+        facts = Facts(model=plan.model, engine_model=engine_model, endpoint=plan.endpoint,
+                      created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      owner=owner, prompt=plan.params.prompt if self.include_prompt else None,
+                      inputs=plan.inputs)
+        return self.marker.mark(blob, plan.output_format, facts)
+
+
+def from_settings(settings: Settings, engines: list[str]) -> Provenance:
+    """Raises ValueError for a mode that is neither `c2pa` nor `none`, or half a key pair."""
+    tables = {config.name: config for config in settings.engines}
+    marked = set()
+    for name in engines:
+        table = tables.get(name)
+        mode = table.provenance if table and table.provenance is not None \
+            else settings.provenance
+        if mode not in MODES:
+            where = f"engine {name!r}: provenance" if table and table.provenance else \
+                "provenance"
+            raise ValueError(f"{where} must be 'c2pa' or 'none', not {mode!r}")
+        if mode == "c2pa":
+            marked.add(name)
+    if settings.provenance not in MODES:
+        raise ValueError(f"provenance must be 'c2pa' or 'none', not {settings.provenance!r}")
+    trust = Path(settings.provenance_trust).read_text() if settings.provenance_trust else None
+    marker = None
+    if marked:
+        found = credentials.load(
+            Path(settings.provenance_cert) if settings.provenance_cert else None,
+            Path(settings.provenance_key) if settings.provenance_key else None,
+            settings.data_dir / "c2pa", settings.provenance_organization)
+        marker = Marker(found, settings.provenance_organization)
+    return Provenance(marker, Checker(trust), frozenset(marked), settings.provenance_prompt)
