@@ -91,14 +91,15 @@ def test_the_second_model_unloads_the_first_under_a_budget_that_fits_one(
     assert (first.loaded, second.loaded) == (False, True)
     assert state_of(server, "first") == {"status": "unloaded", "memory": {}}
     assert state_of(server, "second")["memory"] == {"cpu": 96 * MIB}
-    # One model's memory in, one out: the process holds about what it held before.
-    assert abs(rss() - before) < 48 * MIB
+    # One model's memory in, one out: the process holds no more than before (it may hold
+    # less: the unload's trim hands back other freed memory too), not both models' 192 MiB.
+    assert rss() - before < 48 * MIB
 
     unloaded = rss()
     client.images.generate(model="first", prompt="an otter")
     assert (first.loaded, second.loaded) == (True, False)
     assert (first.loads, second.loads) == (2, 1)
-    assert abs(rss() - unloaded) < 48 * MIB
+    assert rss() - unloaded < 48 * MIB
     health = httpx.get(server.base_url + "/healthz").json()
     assert health["status"] == "ok" and health["loaded"] == ["first"]
 

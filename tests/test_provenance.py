@@ -195,3 +195,38 @@ def test_a_check_without_a_file_is_a_400_naming_it(serve: Serve) -> None:
     assert answer.json() == {"error": {
         "message": "Missing required parameter: 'file'.", "type": "invalid_request_error",
         "param": "file", "code": "missing_required_parameter"}}
+
+
+def test_the_watermark_survives_a_jpeg_at_75_and_a_half_size_resize(serve: Serve) -> None:
+    server = serve(watermark=True)
+    data = generated(server, model="gpt-image-1", size="1024x1024")
+    answer = client_for(server).content_provenance_checks.create(file=("p.png", data))
+    c2pa_result, ours = (r.model_dump() for r in answer.results)
+    assert (c2pa_result["type"], c2pa_result["validation_state"]) == ("c2pa", "valid")
+    assert (ours["type"], ours["outcome"], ours["model"]) == (
+        "limner_watermark", "detected", "gpt-image-1")
+    record = server.settings.data_dir / "watermarks" / ours["id"][:2] / f"{ours['id']}.json"
+    assert json.loads(record.read_text())["model"] == "gpt-image-1"
+    picture = Image.open(io.BytesIO(data)).convert("RGB").resize((512, 512),
+                                                                 Image.Resampling.LANCZOS)
+    reencoded = io.BytesIO()
+    picture.save(reencoded, "JPEG", quality=75)
+    after = httpx.post(server.v1 + "/content_provenance_checks",
+                       files={"file": ("p.jpg", reencoded.getvalue())}, timeout=30).json()
+    stripped, kept = after["results"]
+    assert stripped["validation_state"] == "not_present"  # the metadata went with the re-encode
+    assert (kept["outcome"], kept["id"], kept["model"]) == ("detected", ours["id"],
+                                                            "gpt-image-1")
+    plain = io.BytesIO()
+    Image.new("RGB", (512, 512), (120, 60, 30)).save(plain, "PNG")
+    assert check_all(server, plain.getvalue())[1] == {
+        "type": "limner_watermark", "outcome": "not_detected", "id": None, "model": None,
+        "generated_at": None}
+
+
+def check_all(server: RunningServer, data: bytes) -> list[dict[str, Any]]:
+    answer = httpx.post(server.v1 + "/content_provenance_checks",
+                        files={"file": ("f", data)}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    results: list[dict[str, Any]] = answer.json()["results"]
+    return results

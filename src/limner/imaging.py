@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -117,11 +118,15 @@ Keep = tuple[Image.Image, Image.Image]
 
 
 def finish(image: Image.Image, width: int, height: int, background: Background,
-           output_format: str, compression: int, keep: Keep | None = None) -> bytes:
-    """The whole imaging step: exact size, background, an edit's kept pixels, encoding."""
+           output_format: str, compression: int, keep: Keep | None = None,
+           mark: Callable[[Image.Image], Image.Image] | None = None) -> bytes:
+    """The whole imaging step: exact size, background, an edit's kept pixels, a watermark
+    (`mark`, on the final pixels), encoding."""
     picture = apply_background(fit_to_size(image, width, height), background)
     if keep is not None:
         picture = keep_unmasked(picture, *keep)
+    if mark is not None:
+        picture = mark(picture)
     return encode(picture, output_format, compression)
 
 

@@ -274,13 +274,17 @@ class ImageService:
                                             plan.frame_duration_ms)
         else:
             keep = None if p.init_image is None or p.mask is None else (p.init_image, p.mask)
+            mark = self.provenance.watermarker(plan, self._engine_model(plan), plan.owner) \
+                if final and self.provenance is not None else None
             blob = imaging.finish(frames[-1], p.width, p.height, generation.background,
-                                  plan.output_format, plan.output_compression, keep)
+                                  plan.output_format, plan.output_compression, keep, mark)
         if final and self.provenance is not None:
-            engine = self.schedulers[plan.entry.engine].info.name
-            blob = self.provenance.mark(blob, plan, engine, plan.owner)
+            blob = self.provenance.mark(blob, plan, self._engine_model(plan), plan.owner)
         self.metrics.encode_seconds.observe(time.perf_counter() - started, model=plan.model)
         return blob
+
+    def _engine_model(self, plan: GenerationPlan) -> str:
+        return self.schedulers[plan.entry.engine].info.name
 
     def _encode_b64(self, generation: Generation, picture: Image.Image,
                     final: bool = True) -> str:

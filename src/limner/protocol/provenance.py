@@ -18,7 +18,18 @@ class ResultC2PA(BaseModel):
     reason: str | None = None
 
 
+class ResultWatermark(BaseModel):
+    """This server's invisible watermark (`watermark = true`): its id, and what the server
+    recorded for it."""
+
+    type: Literal["limner_watermark"] = "limner_watermark"
+    outcome: Literal["detected", "not_detected"]
+    id: str | None = None
+    model: str | None = None
+    generated_at: str | None = None
+
+
 class ContentProvenanceCheck(BaseModel):
     object: Literal["content_provenance_check"] = "content_provenance_check"
     created_at: int
-    results: list[ResultC2PA]
+    results: list[ResultC2PA | ResultWatermark]

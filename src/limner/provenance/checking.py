@@ -15,8 +15,13 @@ import json
 from typing import Any
 
 import c2pa
+from PIL import Image
 
+from limner.provenance.records import Records
 from limner.provenance.signing import ASSERTION, COMPOSITE, TRAINED
+
+WATERMARK_TYPE = "limner_watermark"
+"""This server's own result type, beside OpenAI's `c2pa` and `synthid`."""
 
 SNIFF = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
          (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
@@ -36,7 +41,9 @@ def mime_of(data: bytes) -> str | None:
 
 
 class Checker:
-    def __init__(self, trust_pem: str | None = None) -> None:
+    def __init__(self, trust_pem: str | None = None, records: Records | None = None) -> None:
+        self.records = records
+        """Where this server's watermark ids are recorded; None: watermarks are not read."""
         self._context: c2pa.Context | None = None
         if trust_pem:
             self._context = c2pa.Context.from_dict({
@@ -83,6 +90,32 @@ class Checker:
                 f["explanation"] for f in failures if f.get("explanation")
                 and f.get("code") != "signingCredential.untrusted") or state or "invalid"
         return answer
+
+
+    def results(self, data: bytes) -> list[dict[str, Any]]:
+        """Every signal this server reads: C2PA, then its own watermark where it writes one."""
+        found = [self.c2pa(data)]
+        if self.records is not None:
+            found.append(self.watermark(data))
+        return found
+
+    def watermark(self, data: bytes) -> dict[str, Any]:
+        """The `limner_watermark` result: this server's id in the pixels, and its record."""
+        absent = {"type": WATERMARK_TYPE, "outcome": "not_detected", "id": None,
+                  "model": None, "generated_at": None}
+        try:
+            from limner.provenance import watermark
+
+            with Image.open(io.BytesIO(data)) as picture:
+                picture.load()
+                reading = watermark.read(picture)
+        except Exception:  # not a raster picture PIL reads (an SVG, a text file): none
+            return absent
+        if reading is None:
+            return absent
+        record = (self.records.get(reading.id) if self.records else None) or {}
+        return {**absent, "outcome": "detected", "id": f"{reading.id:010x}",
+                "model": record.get("model"), "generated_at": record.get("generated_at")}
 
 
 def _assertion(manifest: dict[str, Any], label: str) -> dict[str, Any] | None:

@@ -5,12 +5,16 @@ organisation and whether the prompt is written."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from PIL import Image
+
 from limner.provenance import credentials
 from limner.provenance.checking import Checker
+from limner.provenance.records import Records
 from limner.provenance.signing import Facts, Marker
 
 if TYPE_CHECKING:
@@ -18,6 +22,12 @@ if TYPE_CHECKING:
     from limner.planning import GenerationPlan
 
 MODES = ("c2pa", "none")
+WATERMARKED = ("png", "jpeg", "webp")
+"""The formats a watermark goes into: a GIF's palette and an SVG's paths would not keep it."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,25 @@ class Provenance:
     marked: frozenset[str]
     """The engines whose pictures carry a manifest."""
     include_prompt: bool = False
+    records: Records | None = None
+    """Where watermark ids are recorded; None: no watermark."""
+
+    def watermarker(self, plan: GenerationPlan, engine_model: str,
+                    owner: str | None) -> Callable[[Image.Image], Image.Image] | None:
+        """What writes the watermark into this plan's final pixels, if anything does."""
+        records = self.records
+        if records is None or plan.entry.engine not in self.marked or \
+                plan.output_format not in WATERMARKED:
+            return None
+
+        def write(picture: Image.Image) -> Image.Image:
+            from limner.provenance import watermark
+
+            mark = watermark.new_id()
+            records.put(mark, {"model": plan.model, "engine_model": engine_model,
+                               "generated_at": _now(), "owner": owner})
+            return watermark.embed(picture, mark)
+        return write
 
     def mark(self, blob: bytes, plan: GenerationPlan, engine_model: str,
              owner: str | None = None) -> bytes:
@@ -35,7 +64,7 @@ class Provenance:
         if self.marker is None or plan.entry.engine not in self.marked:
             return blob
         facts = Facts(model=plan.model, engine_model=engine_model, endpoint=plan.endpoint,
-                      created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                      created=_now(),
                       owner=owner, prompt=plan.params.prompt if self.include_prompt else None,
                       inputs=plan.inputs)
         return self.marker.mark(blob, plan.output_format, facts)
@@ -65,4 +94,12 @@ def from_settings(settings: Settings, engines: list[str]) -> Provenance:
             Path(settings.provenance_key) if settings.provenance_key else None,
             settings.data_dir / "c2pa", settings.provenance_organization)
         marker = Marker(found, settings.provenance_organization)
-    return Provenance(marker, Checker(trust), frozenset(marked), settings.provenance_prompt)
+    records = None
+    if settings.watermark:
+        import importlib.util
+
+        if importlib.util.find_spec("pywt") is None:
+            raise ValueError("watermark = true needs PyWavelets: pip install 'limner[watermark]'")
+        records = Records(settings.data_dir / "watermarks")
+    return Provenance(marker, Checker(trust, records), frozenset(marked),
+                      settings.provenance_prompt, records)

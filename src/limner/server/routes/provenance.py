@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from limner.errors import InvalidRequest
-from limner.protocol.provenance import ContentProvenanceCheck, ResultC2PA
+from limner.protocol.provenance import ContentProvenanceCheck, ResultC2PA, ResultWatermark
 from limner.server.forms import read_form
 from limner.server.state import app_state
 
@@ -26,7 +26,8 @@ async def check(request: Request) -> JSONResponse:
     if not files:
         raise InvalidRequest("Missing required parameter: 'file'.", param="file",
                              code="missing_required_parameter")
-    result = await asyncio.to_thread(state.provenance.checker.c2pa, files[0].data)
-    answer = ContentProvenanceCheck(created_at=int(time.time()),
-                                    results=[ResultC2PA.model_validate(result)])
+    found = await asyncio.to_thread(state.provenance.checker.results, files[0].data)
+    answer = ContentProvenanceCheck(created_at=int(time.time()), results=[
+        ResultWatermark.model_validate(r) if r["type"] == "limner_watermark"
+        else ResultC2PA.model_validate(r) for r in found])
     return JSONResponse(answer.model_dump(exclude_none=False))
