@@ -47,12 +47,14 @@ def new_id() -> int:
 def embed(image: Image.Image, mark: int, rounds: int = 3) -> Image.Image:
     """The picture with the word for `mark` in it (its mode and alpha kept). Written again
     while it does not read back (a picture under 512 px loses some of it to the scaling)."""
-    marked = image
-    for _ in range(rounds):
-        marked = _embed_once(marked, mark)
+    marked = _embed_once(image, mark)
+    if min(image.size) >= SIDE:  # written at its own scale or finer: it reads back as written
+        return marked
+    for _ in range(rounds - 1):
         found = read(marked)
         if found is not None and found.id == mark:
             break
+        marked = _embed_once(marked, mark)
     return marked
 
 
