@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import c2pa
 import httpx
@@ -29,6 +29,7 @@ from limner.provenance.checking import mime_of
 from limner.provenance.signing import ASSERTION, TRAINED
 
 Serve = Callable[..., RunningServer]
+Format = Literal["png", "jpeg", "webp", "gif", "svg"]
 
 
 def client_for(server: RunningServer) -> openai.OpenAI:
@@ -230,3 +231,23 @@ def check_all(server: RunningServer, data: bytes) -> list[dict[str, Any]]:
     assert answer.status_code == 200, answer.text
     results: list[dict[str, Any]] = answer.json()["results"]
     return results
+
+
+@pytest.mark.parametrize("output_format", ["png", "jpeg", "webp", "gif", "svg"])
+def test_edits_and_streams_carry_it_in_each_format(serve: Serve, output_format: Format) -> None:
+    server = serve()
+    plain = io.BytesIO()
+    Image.new("RGB", (256, 256), (200, 30, 30)).save(plain, "PNG")
+    answer = client_for(server).images.edit(model="gpt-image-1", prompt="at night",
+                                            image=("plain.png", plain.getvalue()),
+                                            output_format=output_format)
+    assert answer.data and answer.data[0].b64_json
+    result = check(server, base64.b64decode(answer.data[0].b64_json))
+    assert (result["validation_state"], result["model"]) == ("valid", "gpt-image-1")
+    if output_format in ("gif", "svg"):
+        return  # answered whole: neither format streams
+    stream = client_for(server).images.generate(
+        model="gpt-image-1", prompt="a boat", stream=True,
+        output_format=output_format)
+    (done,) = [e for e in stream if e.type == "image_generation.completed"]
+    assert check(server, base64.b64decode(done.b64_json))["validation_state"] == "valid"
