@@ -77,3 +77,14 @@ def test_several_models_their_lifetimes_adapters_and_admins(tmp_path: Path) -> N
         Catalogue(["fast"], "fast", {"x": {"engine": "fast", "lora": [{"scale": 1}]}})
     with pytest.raises(ValueError, match="unknown keys"):
         Catalogue(["fast"], "fast", {"x": {"engine": "fast", "loras": []}})
+
+
+def test_the_encoder_pool_fills_the_cores_only_where_a_gpu_draws(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from limner import service
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert (service.encoder_threads(gpu=False), service.encoder_threads(gpu=True)) == (4, 15)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert (service.encoder_threads(gpu=False), service.encoder_threads(gpu=True)) == (1, 1)
+    assert load_settings(environ={"LIMNER_ENCODERS": "3"}).encoders == 3

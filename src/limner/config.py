@@ -72,6 +72,9 @@ class Settings:
     body_timeout_s: float = 60.0
     keep_alive_timeout_s: float = 5.0
     threads: int | None = None
+    encoders: int | None = None
+    """Threads that encode and sign pictures; None: a quarter of the cores beside a model on
+    the CPU, all but one where a GPU draws (`service.encoder_threads`)."""
     auto_size: str = "1024x1024"
     gpt_default: str = "gpt-image-1"
     engines: tuple[EngineConfig, ...] = (EngineConfig(EMBEDDED_ENGINE, "embedded"),)
@@ -185,6 +188,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
         ("public_base_url", "LIMNER_PUBLIC_BASE_URL", str),
         ("signing_secret", "LIMNER_SIGNING_SECRET", str),
         ("threads", "LIMNER_THREADS", int),
+        ("encoders", "LIMNER_ENCODERS", int),
         ("max_upload_bytes", "LIMNER_MAX_UPLOAD_BYTES", int),
         ("provenance", "LIMNER_PROVENANCE", str),
     ):

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,24 @@ MAX_EVENT_B64 = 32 * 1024 * 1024 - 4096
 """The Go SDK and the official CLI refuse SSE lines over 32 MiB."""
 
 
+def encoder_threads(gpu: bool | None = None) -> int:
+    """The encoder pool's size where the config names none. Beside a model on the CPU, few:
+    more of them starve the event loop and the model on a small machine, and one core in
+    four is plenty. Where the models draw on a GPU the cores have nothing else to do, and at
+    its rates PNG encoding would bound the server: all cores but one (for the event loop)."""
+    cores = os.cpu_count() or 2
+    if gpu is None:
+        gpu = _cuda_available()
+    return max(1, cores - 1) if gpu else max(1, cores // 4)
+
+
+def _cuda_available() -> bool:
+    """Whether a CUDA device is there, asked of torch only if something loaded it already
+    (this module stays free of torch)."""
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())
+
+
 def _stream_b64(blob: bytes) -> str:
     text = base64.b64encode(blob).decode()
     if len(text) > MAX_EVENT_B64:
@@ -96,7 +115,7 @@ class ImageService:
                  delivery: Delivery, policy: PromptPolicy,
                  clock: Callable[[], float] = time.time,
                  metrics: Metrics | None = None, loras: LoraLibrary | None = None,
-                 provenance: Provenance | None = None) -> None:
+                 provenance: Provenance | None = None, encoders: int | None = None) -> None:
         self.metrics = metrics or Metrics()
         self.provenance = provenance
         self.loras = loras
@@ -105,10 +124,8 @@ class ImageService:
         self.delivery = delivery
         self.policy = policy
         self.clock = clock
-        # Few encoder threads: more of them beside the engine starve the event loop on a
-        # small machine; one core in four is plenty for encoding.
-        self._encoders = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) // 4),
-                                            thread_name_prefix="limner-encode")
+        self.encoders = encoders or encoder_threads()
+        self._encoders = ThreadPoolExecutor(self.encoders, thread_name_prefix="limner-encode")
 
     async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._encoders, fn, *args)

@@ -125,7 +125,7 @@ def create_app(settings: Settings, *, engines: Mapping[str, Engine] | None = Non
     schedulers: dict[str, EngineQueue] = {}
     credentials = provenance_from(settings, names)
     service = ImageService(catalogue, schedulers, delivery, policy, clock, metrics, loras,
-                           credentials)
+                           credentials, settings.encoders)
     uploaded = FileStore(settings.data_dir / "files", settings.max_upload_bytes, clock)
     response_store = ResponseStore(settings.data_dir / "responses", settings.responses_ttl_s,
                                    settings.responses_max_bytes, clock)
