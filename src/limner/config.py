@@ -110,10 +110,10 @@ class Settings:
     provenance_organization: str | None = None
     """Written in each manifest (and the made certificate's name) as who runs the server."""
     provenance_prompt: bool = False
+    """Whether manifests carry the prompt (prompts can be private: off by default)."""
     watermark: bool = False
     """An invisible watermark in the pixels as well (png, jpeg, webp; needs
     `limner[watermark]`): an id that maps to `DATA_DIR/watermarks/`'s record."""
-    """Whether manifests carry the prompt (prompts can be private: off by default)."""
     responses_upstream: Mapping[str, Any] | None = None
     """A text model for `/v1/responses` (`base_url`, `model`, `api_key`); none: image-only."""
 

@@ -291,12 +291,12 @@ class ImageService:
                                             plan.frame_duration_ms)
         else:
             keep = None if p.init_image is None or p.mask is None else (p.init_image, p.mask)
-            mark = self.provenance.watermarker(plan, self._engine_model(plan), plan.owner) \
+            mark = self.provenance.watermarker(plan, self._engine_model(plan)) \
                 if final and self.provenance is not None else None
             blob = imaging.finish(frames[-1], p.width, p.height, generation.background,
                                   plan.output_format, plan.output_compression, keep, mark)
         if final and self.provenance is not None:
-            blob = self.provenance.mark(blob, plan, self._engine_model(plan), plan.owner)
+            blob = self.provenance.mark(blob, plan, self._engine_model(plan))
         self.metrics.encode_seconds.observe(time.perf_counter() - started, model=plan.model)
         return blob
 

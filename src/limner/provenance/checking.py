@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from typing import Any
 
 import c2pa
@@ -44,10 +45,19 @@ class Checker:
     def __init__(self, trust_pem: str | None = None, records: Records | None = None) -> None:
         self.records = records
         """Where this server's watermark ids are recorded; None: watermarks are not read."""
-        self._context: c2pa.Context | None = None
-        if trust_pem:
-            self._context = c2pa.Context.from_dict({
-                "trust": {"trust_anchors": trust_pem}, "verify": {"verify_trust": True}})
+        self.trust_pem = trust_pem
+        self._local = threading.local()
+
+    def _context(self) -> c2pa.Context | None:
+        """The trust list as the C2PA library holds it, one per thread (checks run in
+        worker threads, as signing does); None without one."""
+        if not self.trust_pem:
+            return None
+        context: c2pa.Context | None = getattr(self._local, "context", None)
+        if context is None:
+            context = self._local.context = c2pa.Context.from_dict({
+                "trust": {"trust_anchors": self.trust_pem}, "verify": {"verify_trust": True}})
+        return context
 
     def c2pa(self, data: bytes) -> dict[str, Any]:
         """The `c2pa` result for the file's bytes."""
@@ -57,8 +67,9 @@ class Checker:
         if mime is None:
             return absent
         try:
-            if self._context is not None:
-                reader = c2pa.Reader(mime, io.BytesIO(data), None, self._context)
+            context = self._context()
+            if context is not None:
+                reader = c2pa.Reader(mime, io.BytesIO(data), None, context)
             else:
                 reader = c2pa.Reader(mime, io.BytesIO(data))
             with reader:

@@ -41,8 +41,8 @@ class Provenance:
     records: Records | None = None
     """Where watermark ids are recorded; None: no watermark."""
 
-    def watermarker(self, plan: GenerationPlan, engine_model: str,
-                    owner: str | None) -> Callable[[Image.Image], Image.Image] | None:
+    def watermarker(self, plan: GenerationPlan,
+                    engine_model: str) -> Callable[[Image.Image], Image.Image] | None:
         """What writes the watermark into this plan's final pixels, if anything does."""
         records = self.records
         if records is None or plan.entry.engine not in self.marked or \
@@ -54,24 +54,25 @@ class Provenance:
 
             mark = watermark.new_id()
             records.put(mark, {"model": plan.model, "engine_model": engine_model,
-                               "generated_at": _now(), "owner": owner})
+                               "generated_at": _now(), "owner": plan.owner})
             return watermark.embed(picture, mark)
         return write
 
-    def mark(self, blob: bytes, plan: GenerationPlan, engine_model: str,
-             owner: str | None = None) -> bytes:
+    def mark(self, blob: bytes, plan: GenerationPlan, engine_model: str) -> bytes:
         """The encoded picture with its manifest, or as it is where its engine has none."""
         if self.marker is None or plan.entry.engine not in self.marked:
             return blob
         facts = Facts(model=plan.model, engine_model=engine_model, endpoint=plan.endpoint,
                       created=_now(),
-                      owner=owner, prompt=plan.params.prompt if self.include_prompt else None,
+                      owner=plan.owner, prompt=plan.params.prompt if self.include_prompt else None,
                       inputs=plan.inputs)
         return self.marker.mark(blob, plan.output_format, facts)
 
 
 def from_settings(settings: Settings, engines: list[str]) -> Provenance:
     """Raises ValueError for a mode that is neither `c2pa` nor `none`, or half a key pair."""
+    if settings.provenance not in MODES:
+        raise ValueError(f"provenance must be 'c2pa' or 'none', not {settings.provenance!r}")
     tables = {config.name: config for config in settings.engines}
     marked = set()
     for name in engines:
@@ -79,13 +80,10 @@ def from_settings(settings: Settings, engines: list[str]) -> Provenance:
         mode = table.provenance if table and table.provenance is not None \
             else settings.provenance
         if mode not in MODES:
-            where = f"engine {name!r}: provenance" if table and table.provenance else \
-                "provenance"
-            raise ValueError(f"{where} must be 'c2pa' or 'none', not {mode!r}")
+            raise ValueError(f"engine {name!r}: provenance must be 'c2pa' or 'none', not "
+                             f"{mode!r}")
         if mode == "c2pa":
             marked.add(name)
-    if settings.provenance not in MODES:
-        raise ValueError(f"provenance must be 'c2pa' or 'none', not {settings.provenance!r}")
     trust = Path(settings.provenance_trust).read_text() if settings.provenance_trust else None
     marker = None
     if marked:
