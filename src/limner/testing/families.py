@@ -38,7 +38,8 @@ from limner.testing.tiny_pipeline import _byte_symbols, clip_tokenizer
 
 FAMILIES: tuple[str, ...] = (
     "sd15", "sd2", "sdxl", "sd3", "flux", "flux-kontext", "flux2", "flux2-klein", "qwen-image",
-    "qwen-image-edit", "qwen-image-edit-plus", "z-image", "sana", "pixart-sigma", "lcm",
+    "qwen-image-edit", "qwen-image-edit-plus", "z-image", "sana", "sana-sprint", "pixart-sigma",
+    "lcm",
 )
 
 # Printable ASCII: the character vocabulary of the SentencePiece-style tokenizers (T5).
@@ -589,6 +590,26 @@ def _sana(target: Path, tmp: Path) -> None:
     pipe.save_pretrained(target)
 
 
+def _sana_sprint(target: Path, tmp: Path) -> None:
+    from diffusers import SanaSprintPipeline, SanaTransformer2DModel, SCMScheduler
+
+    # sample_size 32 (1024 px), the only one its pipeline's resolution binning knows. As
+    # Sana-Sprint's own: guidance embedded (its scale 0.1), RMS norms across heads on the
+    # queries and keys, a timestep scale, and the SCM scheduler's trigonometric flow.
+    tokenizer = _gemma_tokenizer()
+    transformer = SanaTransformer2DModel(
+        in_channels=32, out_channels=32, num_attention_heads=2, attention_head_dim=8,
+        num_layers=1, num_cross_attention_heads=2, cross_attention_head_dim=8,
+        cross_attention_dim=16, caption_channels=16, sample_size=32, patch_size=1,
+        guidance_embeds=True, guidance_embeds_scale=0.1, qk_norm="rms_norm_across_heads",
+        timestep_scale=1000.0,
+    )
+    pipe = SanaSprintPipeline(tokenizer=tokenizer, text_encoder=_gemma2(tokenizer),
+                              vae=_dc_vae(), transformer=transformer,
+                              scheduler=SCMScheduler(prediction_type="trigflow", sigma_data=0.5))
+    pipe.save_pretrained(target)
+
+
 def _pixart_sigma(target: Path, tmp: Path) -> None:
     from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
 
@@ -612,6 +633,7 @@ _BUILDERS: dict[str, Callable[[Path, Path], None]] = {
     "flux-kontext": _flux_kontext, "flux2": _flux2, "flux2-klein": _flux2_klein,
     "qwen-image": _qwen_image, "qwen-image-edit": _qwen_image_edit,
     "qwen-image-edit-plus": _qwen_image_edit_plus, "z-image": _z_image, "sana": _sana,
+    "sana-sprint": _sana_sprint,
     "pixart-sigma": _pixart_sigma, "lcm": _lcm,
 }
 

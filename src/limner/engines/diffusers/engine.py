@@ -52,6 +52,7 @@ from limner.engines.diffusers.accel import compile as compile_models
 from limner.engines.diffusers.accel import fusion, kernel_check, layout, weight_cache
 from limner.engines.diffusers.accel import prepack as weight_packing
 from limner.engines.diffusers.families import Family, family_for
+from limner.engines.diffusers.families.base import OpenVINOWay
 from limner.engines.diffusers.options import (
     DiffusersOptions,
     LoadPlan,
@@ -96,21 +97,22 @@ def detect_platform() -> Platform:
                     openvino=importlib.util.find_spec("openvino") is not None)
 
 
-def openvino_runs(unet_config: Mapping[str, Any] | None) -> bool:
-    """The OpenVINO backend converts Stable Diffusion 1.x/2.x-style UNets only (a pipeline
-    with no UNet, or one with added embeddings as SDXL's, stays in torch)."""
-    return unet_config is not None and unet_config.get("addition_embed_type") is None
+def sd_unet(config: Mapping[str, Any] | None) -> bool:
+    """A Stable Diffusion 1.x/2.x-style UNet (no added embeddings as SDXL's), which OpenVINO
+    runs through its own wrappers (`OVUNet`, with int8 tuned for it)."""
+    return config is not None and config.get("addition_embed_type") is None
 
 
-def unet_config(model: str) -> Mapping[str, Any] | None:
-    """The model's UNet config, read without loading any weights; None where it has none."""
-    from diffusers import UNet2DConditionModel
+def openvino_runs(model: str) -> OpenVINOWay | None:
+    """How OpenVINO runs `model` (its family's `openvino`: `auto`, `asked` or None), read
+    from its configs without loading any weights; None where they cannot be read."""
+    from diffusers import DiffusionPipeline
 
     try:
-        config = UNet2DConditionModel.load_config(model, subfolder="unet")
-    except Exception:  # no UNet (a transformer pipeline), or a model that cannot be read
+        kind = DiffusionPipeline.load_config(model).get("_class_name")
+    except Exception:  # the load that follows says what is wrong with the model
         return None
-    return config if isinstance(config, Mapping) else None
+    return family_for(str(kind)).openvino
 
 
 def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
@@ -202,7 +204,8 @@ class DiffusersEngine:
         loads, so the pipeline is loaded as torch will run it."""
         if self.backend != "openvino" or self.options.backend != "auto":
             return
-        if openvino_runs(unet_config(self.model)):
+        way = openvino_runs(self.model)
+        if way == "auto":
             return
         from diffusers import DiffusionPipeline
 
@@ -212,7 +215,8 @@ class DiffusersEngine:
             kind = "this model"
         plan = resolve(dataclasses.replace(self.options, backend="torch"), detect_platform(),
                        model_is_folder=Path(self.model).is_dir())
-        why = f"backend torch (auto: OpenVINO does not run {kind})"
+        why = f"backend torch (auto: OpenVINO does not run {kind})" if way is None else \
+            f"backend torch (auto: torch is faster than OpenVINO for {kind} on a CPU)"
         self._follow(dataclasses.replace(plan, reasons=(why, *plan.reasons[1:])))
 
     @property
@@ -469,7 +473,10 @@ class DiffusersEngine:
         return Path(self.cache_dir) / "weights"
 
     def _to_openvino(self, pipe: Any) -> str | None:
-        """Swap the UNet, the tiny decoder and a CLIP text encoder for OpenVINO-compiled ones.
+        """Swap the denoiser and the decoders (and SD's CLIP text encoder) for
+        OpenVINO-compiled ones: a Stable Diffusion UNet through its own wrappers, any other
+        family's denoiser through `OVDenoiser`, converted at its first call, with its VAE's
+        decoder.
 
         Runs after `pipe.to(device)` (which would otherwise try to move the wrappers). The
         swaps use `object.__setattr__`: the pipeline's own `__setattr__` would record the
@@ -479,43 +486,76 @@ class DiffusersEngine:
         """
         if self.backend != "openvino":
             return None
-        sd_encode = self._sd_encode
         try:
             from limner.engines.diffusers.accel import openvino as ovb
         except ImportError as exc:
             raise EngineError("backend = 'openvino' needs OpenVINO, which is not installed: "
                               "pip install 'limner[openvino]'") from exc
-        if not openvino_runs(getattr(getattr(pipe, "unet", None), "config", None)):
-            raise EngineError("backend = 'openvino' supports Stable Diffusion 1.x/2.x-style "
-                              "pipelines (SD-Turbo, SDXS, LCM); use backend = 'torch' for "
+        if openvino_runs(self.model) is None:
+            raise EngineError("backend = 'openvino' runs Stable Diffusion, SDXL, SD3, FLUX.1, "
+                              "Sana and PixArt pipelines; use backend = 'torch' for "
                               f"{type(pipe).__name__}")
         cache = Path(self.cache_dir) / "openvino" if self.cache_dir else None
         calibration = self._calibration() if self.quantize == "int8" else None
         runtime = ovb.OpenVINORuntime(cache, self.threads, self.ov_precision, calibration,
                                       variant=loras.static_key(self.options.loras))
         self._ov_runtime = runtime
+        unet = getattr(pipe, "unet", None)
         try:
-            object.__setattr__(pipe, "unet", runtime.unet(pipe.unet, self.model))
-            if self.tiny is not None and self.tiny_decoder:
-                self.tiny = runtime.tiny_decoder(self.tiny, self.tiny_decoder)
-                if self.decoder == "tiny":
-                    object.__setattr__(pipe, "vae", self.tiny)
-            vae = getattr(pipe, "vae", None)
-            if type(vae).__name__ == "AutoencoderTiny":  # the model's own (SDXS ships one)
-                object.__setattr__(pipe, "vae", runtime.tiny_decoder(
-                    vae, f"{self.model.rstrip('/')}/vae"))
-            encoder = getattr(pipe, "text_encoder", None)
-            tokenizer = getattr(pipe, "tokenizer", None)
-            if sd_encode and type(encoder).__name__ == "CLIPTextModel" \
-                    and tokenizer is not None:
-                object.__setattr__(pipe, "text_encoder", runtime.text_encoder(
-                    encoder, self.model, int(tokenizer.model_max_length)))
+            if unet is not None and sd_unet(unet.config):
+                self._sd_to_openvino(pipe, runtime)
+            else:
+                part = "unet" if unet is not None else "transformer"
+                object.__setattr__(pipe, part, runtime.denoiser(getattr(pipe, part),
+                                                                self.model, part))
+                self._decoders_to_openvino(pipe, runtime)
         except EngineError:
             raise
         except Exception as exc:
             raise EngineError(f"could not convert {self.model!r} to OpenVINO: {exc}") from exc
+        later = "" if unet is not None and sd_unet(unet.config) else \
+            " (the denoiser at its first call, the warm-up's)"
         return (f"{self.ov_precision}; converted {', '.join(runtime.converted) or 'nothing'}, "
-                "the rest read from the IR cache")
+                f"the rest read from the IR cache{later}")
+
+    def _sd_to_openvino(self, pipe: Any, runtime: Any) -> None:
+        """Stable Diffusion: the UNet, the tiny decoder and the CLIP text encoder."""
+        object.__setattr__(pipe, "unet", runtime.unet(pipe.unet, self.model))
+        if self.tiny is not None and self.tiny_decoder:
+            self.tiny = runtime.tiny_decoder(self.tiny, self.tiny_decoder)
+            if self.decoder == "tiny":
+                object.__setattr__(pipe, "vae", self.tiny)
+        vae = getattr(pipe, "vae", None)
+        if type(vae).__name__ == "AutoencoderTiny":  # the model's own (SDXS ships one)
+            object.__setattr__(pipe, "vae", runtime.tiny_decoder(
+                vae, f"{self.model.rstrip('/')}/vae"))
+        encoder = getattr(pipe, "text_encoder", None)
+        tokenizer = getattr(pipe, "tokenizer", None)
+        if self._sd_encode and type(encoder).__name__ == "CLIPTextModel" \
+                and tokenizer is not None:
+            object.__setattr__(pipe, "text_encoder", runtime.text_encoder(
+                encoder, self.model, int(tokenizer.model_max_length)))
+
+    def _decoders_to_openvino(self, pipe: Any, runtime: Any) -> None:
+        """Another family: the tiny decoder where one is loaded, and the VAE's decoder (the
+        one that draws the final image, unless that is the tiny one)."""
+        if self.tiny is not None and self.tiny_decoder:
+            self.tiny = runtime.tiny_decoder(self.tiny, self.tiny_decoder)
+            if self.decoder == "tiny":
+                object.__setattr__(pipe, "vae", self.tiny)
+                return
+        vae = getattr(pipe, "vae", None)
+        if not isinstance(vae, torch.nn.Module):
+            return
+        try:
+            decoder = runtime.tiny_decoder(vae, f"{self.model.rstrip('/')}/vae") \
+                if type(vae).__name__ == "AutoencoderTiny" else runtime.vae_decoder(vae, self.model)
+        except Exception as exc:  # a VAE the converter cannot trace: torch's still decodes
+            log.warning("%s: the VAE's decoder stays in torch (OpenVINO cannot convert it: "
+                        "%s: %s)", self._name, type(exc).__name__, exc)
+            self.stepped_down.append(f"openvino VAE decoder off: {type(exc).__name__}: {exc}")
+            return
+        object.__setattr__(pipe, "vae", decoder)
 
     def _calibration_steps(self) -> list[int]:
         """The distinct step counts of the quality levels a request names by default."""
@@ -541,10 +581,8 @@ class DiffusersEngine:
         runtime, self._ov_runtime = self._ov_runtime, None
         if self.quantize != "int8" or runtime is None:
             return None
-        cached = f"int8 IR read from the cache: {', '.join(runtime.int8_cached)}" \
-            if runtime.int8_cached else ""
-        if not runtime.pending:
-            return cached or None
+        if not runtime.pending and not runtime.waiting():
+            return self._int8_cached(runtime) or None
         from limner.engines.diffusers.accel import openvino as ovb
 
         started = time.perf_counter()
@@ -553,24 +591,38 @@ class DiffusersEngine:
         requests = ovb.calibration_requests(self.quantize_samples, self._calibration_steps(),
                                             self._native or 512)
         self.pipe = pipe
+        # A family's transformer converts at its first call, the first calibration draw's:
+        # its runner records from then on, or comes as cached int8 IR (nothing to draw for).
+        runtime.recording = True
         try:
             for params in requests:
                 self.generate([params])
+                if not runtime.pending:
+                    break
             runtime.quantize_pending()
         except EngineError:
             raise
         except Exception as exc:
             raise EngineError(f"could not quantize {self.model!r} to int8: {exc}") from exc
         finally:
+            runtime.recording = False
             self.pipe = None
             for _, runner, _ in runtime.pending:
                 runner.recorded = None
             # The calibration prompts' encodings leave with them.
             self._embeds.clear()
             self._negative = None
+        cached = self._int8_cached(runtime)
+        if not runtime.quantized:
+            return cached or None
         done = (f"quantized {', '.join(runtime.quantized)} from {len(requests)} draws in "
                 f"{time.perf_counter() - started:.0f} s")
         return f"{done}; {cached}" if cached else done
+
+    @staticmethod
+    def _int8_cached(runtime: Any) -> str:
+        return f"int8 IR read from the cache: {', '.join(runtime.int8_cached)}" \
+            if runtime.int8_cached else ""
 
     @property
     def compile_mode(self) -> str | None:
@@ -761,6 +813,7 @@ class DiffusersEngine:
                                   "output_type": "pil"}
         if way != "pipelines":
             kwargs.update(self.family.size_kwargs(pipe, width, height))
+            kwargs.update(self.family.steps_kwargs(pipe, asked))
         blend: generic_edit.Blend | None = None
         if way == "pipelines":
             kwargs.update(_edit_inputs(batch, (width, height)), strength=first.strength)
@@ -889,7 +942,8 @@ class DiffusersEngine:
                 "image": pictures[0] if self.family.references == 1 else pictures,
                 "num_inference_steps": steps, "width": width, "height": height,
                 "generator": [torch.Generator("cpu").manual_seed(s) for s in params.seeds],
-                "output_type": "pil", **self.family.size_kwargs(pipe, width, height)}
+                "output_type": "pil", **self.family.size_kwargs(pipe, width, height),
+                **self.family.steps_kwargs(pipe, steps)}
             guidance = self.guidance if params.guidance is None else params.guidance
             kwargs.update(self.family.guidance_kwargs(pipe, guidance, params.negative_prompt))
             if params.negative_prompt is not None:

@@ -1,6 +1,7 @@
 """OpenVINO for the diffusers engine: the UNet, the tiny decoder and the CLIP text encoder
-run as compiled OpenVINO models behind objects the diffusers pipeline calls like the torch
-modules they replace.
+of Stable Diffusion, and the denoiser and VAE decoder of the other families that convert
+(`OVDenoiser`, `OVDecoder`), run as compiled OpenVINO models behind objects the diffusers
+pipeline calls like the torch modules they replace.
 
 The only module that imports openvino (an optional extra). Converting a UNet takes about a
 minute and ~10 GB of RAM, so each converted model is saved as IR under the cache folder,
@@ -17,13 +18,15 @@ keyed by the converted model's key and by everything that decides the calibratio
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -47,11 +50,11 @@ MAX_SHAPES = 4
 INT8_RECIPE = "limner-int8-4"
 """Version of how `quantize_model` quantizes: part of the int8 cache key, so changing the
 recipe never reuses an int8 IR made by the old one."""
-INT8_PARTS = ("unet", "tiny_decoder")
+INT8_PARTS = ("unet", "transformer", "tiny_decoder")
 """The components `quantize = "int8"` quantizes, where int8 pays: the UNet (most of an
 image's time) and the tiny decoder (much faster, little error). Not the CLIP text encoder: a
 small share of an image, cached per prompt, while its int8 error reaches every UNet input
-(measurements in `docs/performance.md`)."""
+(measurements in `docs/performance.md`). A family's transformer is quantized as a UNet is."""
 KEPT_IN_FLOAT = {
     "f32": re.compile(r"conv_shortcut|\.to_out\.|\.proj_(in|out)/|samplers\.|\.ff\.net\.2/"
                       r"|up_blocks\.\d+\.resnets\.\d+\.conv2/"),
@@ -155,7 +158,7 @@ class Runner:
         self.model = model
         self.compile_config = dict(compile_config)
         self.name = name
-        self.input_names = [port.get_any_name() for port in model.inputs]
+        self.input_names = input_names(model)
         self._compiled: OrderedDict[tuple[tuple[int, ...], ...], Any] = OrderedDict()
         self.recorded: list[dict[str, np.ndarray]] | None = None
         """While a list, every call's inputs are appended to it (int8 calibration)."""
@@ -163,7 +166,7 @@ class Runner:
     def replace(self, model: ov.Model) -> None:
         """Run `model` from now on (the int8 one), compiling it anew per shape."""
         self.model = model
-        self.input_names = [port.get_any_name() for port in model.inputs]
+        self.input_names = input_names(model)
         self._compiled.clear()
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -186,11 +189,33 @@ class Runner:
         return np.asarray(compiled(arrays)[0])
 
 
+def input_names(model: ov.Model) -> list[str]:
+    """Each input's name: the one `name_inputs` gave it where it did (a port can carry the
+    tracer's numbered names beside it), else any."""
+    names = []
+    for port in model.inputs:
+        given = sorted(name for name in port.get_names() if not name.isdigit())
+        names.append(given[0] if given else port.get_any_name())
+    return names
+
+
 def _tensor(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(array).to(device=like.device)
 
 
-class OVUNet:
+class _Stand:
+    """What pipelines read off the torch module a wrapper stands in for, beyond its call:
+    its dtype and device, and `modules()` (which diffusers walks for offloading hooks:
+    none here)."""
+
+    dtype = torch.float32
+    device = torch.device("cpu")
+
+    def modules(self) -> Iterator[torch.nn.Module]:
+        return iter(())
+
+
+class OVUNet(_Stand):
     """Called by StableDiffusionPipeline exactly as it calls a `UNet2DConditionModel`; as
     with a torch module, a call goes through `forward`, so that whatever wraps a part's
     `forward` (the benchmarks' timers and recorders) wraps this one too."""
@@ -198,8 +223,6 @@ class OVUNet:
     def __init__(self, runner: Runner, config: Any) -> None:
         self.runner = runner
         self.config = config
-        self.dtype = torch.float32
-        self.device = torch.device("cpu")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Output | tuple[torch.Tensor]:
         out: Output | tuple[torch.Tensor] = self.forward(*args, **kwargs)
@@ -225,15 +248,13 @@ class OVUNet:
         return (out,) if not return_dict else Output(out)
 
 
-class OVTinyAutoencoder:
+class OVTinyAutoencoder(_Stand):
     """An `AutoencoderTiny` whose `decode` runs in OpenVINO; `encode`, which only edits call
     (once a picture, against a decode every step for previews), stays torch's."""
 
     def __init__(self, runner: Runner, config: Any, encode: Any) -> None:
         self.runner = runner
         self.config = config
-        self.dtype = torch.float32
-        self.device = torch.device("cpu")
         self._encode = encode
 
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> Any:
@@ -245,15 +266,13 @@ class OVTinyAutoencoder:
         return (out,) if not return_dict else Output(out)
 
 
-class OVTextEncoder:
+class OVTextEncoder(_Stand):
     """A `CLIPTextModel` as `encode_prompt` calls it: `text_encoder(ids, attention_mask=None)[0]`
     is the last hidden state (through `forward`, as `OVUNet`)."""
 
     def __init__(self, runner: Runner, config: Any) -> None:
         self.runner = runner
         self.config = config
-        self.dtype = torch.float32
-        self.device = torch.device("cpu")
 
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor]:
         out: tuple[torch.Tensor] = self.forward(*args, **kwargs)
@@ -265,6 +284,195 @@ class OVTextEncoder:
             raise EngineError("the openvino text encoder has no attention mask or clip skip")
         ids = input_ids.to(torch.int64).cpu().numpy()
         return (_tensor(self.runner({"input_ids": ids}), input_ids),)
+
+
+Layout = tuple[tuple[str, str, Any], ...]
+"""How a call's arguments map to a converted model's inputs: per argument, its name, its kind
+(`tensor`, `list` or `dict` of tensors, or `constant`) and the input names it fills (or, for a
+constant, its value)."""
+
+
+def flatten_call(arguments: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], Layout]:
+    """A call's tensors by input name (a list's items as `name.0`, a dict's as `name.key`),
+    and the layout that puts them back; whatever else the call passes is a constant of the
+    converted model."""
+    tensors: dict[str, torch.Tensor] = {}
+    layout: list[tuple[str, str, Any]] = []
+    for name, value in arguments.items():
+        if isinstance(value, torch.Tensor):
+            tensors[name] = value
+            layout.append((name, "tensor", name))
+        elif isinstance(value, (list, tuple)) and value \
+                and all(isinstance(item, torch.Tensor) for item in value):
+            keys = tuple(f"{name}.{i}" for i in range(len(value)))
+            tensors.update(zip(keys, value, strict=True))
+            layout.append((name, "list", keys))
+        elif isinstance(value, dict) and value \
+                and all(isinstance(item, torch.Tensor) for item in value.values()):
+            pairs = tuple((key, f"{name}.{key}") for key in value)
+            tensors.update({input_name: value[key] for key, input_name in pairs})
+            layout.append((name, "dict", pairs))
+        else:
+            layout.append((name, "constant", value))
+    return tensors, tuple(layout)
+
+
+def describe_layout(layout: Layout, tensors: Mapping[str, torch.Tensor]) -> str:
+    """The layout with each input's dtype and rank: what a converted model was made for (a
+    cache key part, and what a later call is compared with)."""
+    kinds = {name: (str(tensor.dtype), tensor.ndim) for name, tensor in tensors.items()}
+    return json.dumps([(name, kind, value) for name, kind, value in layout] + [kinds],
+                      default=repr, sort_keys=True)
+
+
+def _as_input(tensor: torch.Tensor) -> torch.Tensor:
+    """Floating-point inputs go in as float32 (the precision hint decides the compute), and
+    a 0-d one (SDXL's timestep) as a 1-d one, which UNets broadcast over the batch: the
+    converter bakes a 0-d input's expansion into shapes that fit one batch size only."""
+    tensor = tensor.float() if tensor.is_floating_point() else tensor
+    return tensor.reshape(1) if tensor.ndim == 0 else tensor
+
+
+class _CallForward(torch.nn.Module):
+    """A module called with the flattened tensors of one call layout: `forward` takes them as
+    positional arguments `x0, x1, ...` (made per layout by `_call_forward`, since the
+    converter names a model's inputs after its forward's parameters), rebuilds the call's
+    arguments and returns its first output."""
+
+    def __init__(self, module: torch.nn.Module, names: Sequence[str], layout: Layout) -> None:
+        super().__init__()
+        self.module = module
+        self.names = list(names)
+        self.layout = layout
+
+    def call(self, flat: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        tensors = dict(zip(self.names, flat, strict=True))
+        arguments: dict[str, Any] = {}
+        for name, kind, value in self.layout:
+            if kind == "tensor":
+                arguments[name] = tensors[value]
+            elif kind == "list":
+                arguments[name] = [tensors[key] for key in value]
+            elif kind == "dict":
+                arguments[name] = {key: tensors[input_name] for key, input_name in value}
+            else:
+                arguments[name] = value
+        out: torch.Tensor = self.module(**arguments, return_dict=False)[0]
+        return out
+
+
+def _call_forward(module: torch.nn.Module, names: Sequence[str],
+                  layout: Layout) -> _CallForward:
+    """A `_CallForward` whose `forward` has one named parameter per input."""
+    parameters = ", ".join(f"x{i}" for i in range(len(names)))
+    namespace: dict[str, Any] = {}
+    exec(f"def forward(self, {parameters}):\n    return self.call(({parameters},))",
+         namespace)
+    kind = type("CallForward", (_CallForward,), {"forward": namespace["forward"]})
+    wrapper: _CallForward = kind(module, names, layout)
+    return wrapper
+
+
+def name_inputs(model: ov.Model, names: Sequence[str]) -> None:
+    """Give each input of a model converted from `_call_forward` its input name alone."""
+    for port in model.inputs:
+        given = [name for name in port.get_names() if re.fullmatch(r"x\d+", name)]
+        if given:
+            port.get_tensor().set_names({names[int(given[0][1:])]})
+
+
+class OVDenoiser(_Stand):
+    """A family's denoiser (a diffusers transformer, or a UNet with added conditions such as
+    SDXL's) as its pipeline calls it, converted at its first call from that call's own
+    arguments: every family's transformer takes other inputs (packed sequences and position
+    ids, attention masks, pooled projections, condition dicts, lists of tensors), and the
+    call is the one description of them all that cannot go stale. The engine's warm-up makes
+    that call at load. The torch module is let go once converted (the IR holds its weights);
+    a later call laid out otherwise (another constant, a new input) raises, which the engine
+    answers by stepping down to torch."""
+
+    def __init__(self, runtime: OpenVINORuntime, module: torch.nn.Module, source: str,
+                 component: str) -> None:
+        self.runtime = runtime
+        self.module: torch.nn.Module | None = module
+        self.source = source
+        self.component = component
+        self.config = module.config
+        if hasattr(module, "add_embedding"):  # SDXL's pipeline reads its input width
+            self.add_embedding = module.add_embedding
+        self._signature = inspect.signature(module.forward)
+        self._runner: Runner | None = None
+        self._layout = ""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Output | tuple[torch.Tensor]:
+        out: Output | tuple[torch.Tensor] = self.forward(*args, **kwargs)
+        return out
+
+    @contextlib.contextmanager
+    def cache_context(self, name: str) -> Iterator[None]:
+        """diffusers' cache hooks (`transformer.cache_context`): none run here."""
+        yield
+
+    def forward(self, *args: Any, **kwargs: Any) -> Output | tuple[torch.Tensor]:
+        arguments = dict(self._signature.bind(*args, **kwargs).arguments)
+        return_dict = arguments.pop("return_dict", True)
+        for name, value in list(arguments.items()):
+            if name == "kwargs" and isinstance(value, dict):  # forward(**kwargs)
+                arguments.pop(name)
+                arguments.update(value)
+        tensors, layout = flatten_call(arguments)
+        inputs = {name: _as_input(tensor) for name, tensor in tensors.items()}
+        described = describe_layout(layout, inputs)
+        if self._runner is None:
+            self._runner = self._convert(inputs, layout, described)
+        elif described != self._layout:
+            raise RuntimeError(f"the OpenVINO {self.component} was converted for a call laid "
+                               f"out as {self._layout}, not {described}")
+        like = next(iter(tensors.values()))
+        arrays = {name: tensor.detach().cpu().numpy() for name, tensor in inputs.items()}
+        out = _tensor(self._runner(arrays), like)
+        return (out,) if not return_dict else Output(out)
+
+    def _convert(self, inputs: Mapping[str, torch.Tensor], layout: Layout,
+                 described: str) -> Runner:
+        if self.module is None:
+            raise RuntimeError(f"the OpenVINO {self.component} has no torch module left")
+        module = self.module.float() if self.module.dtype != torch.float32 else self.module
+        names = list(inputs)
+        wrapper = _call_forward(module, names, layout)
+        runner = self.runtime.call_runner(self.component, self.source, module, wrapper,
+                                          tuple(inputs.values()), names, described)
+        self.module = None
+        self._layout = described
+        return runner
+
+
+class OVDecoder(_Stand):
+    """A VAE (AutoencoderKL, AutoencoderDC, ...) whose `decode` runs in OpenVINO; `encode`
+    stays torch's (an edit calls it once a picture), as `OVTinyAutoencoder`'s does."""
+
+    def __init__(self, runner: Runner, vae: Any) -> None:
+        self.runner = runner
+        self.config = vae.config
+        self._vae = vae
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> Any:
+        return self._vae.encode(x.float(), return_dict=return_dict)
+
+    def decode(self, latents: torch.Tensor, return_dict: bool = True,
+               **_: Any) -> Output | tuple[torch.Tensor]:
+        out = _tensor(self.runner({"latents": latents.float().cpu().numpy()}), latents)
+        return (out,) if not return_dict else Output(out)
+
+
+class _Decode(torch.nn.Module):
+    def __init__(self, vae: Any) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.vae.decode(latents, return_dict=False)[0]
+        return out
 
 
 class _UNetForward(torch.nn.Module):
@@ -374,6 +582,11 @@ class OpenVINORuntime:
         self.pending: list[tuple[str, Runner, Path | None]] = []
         """(component, its runner, where its int8 IR goes): still to quantize, once the
         engine has recorded their inputs (`quantize_pending`)."""
+        self.denoisers: list[OVDenoiser] = []
+        """The denoisers made (`denoiser`), each converted at its first call."""
+        self.recording = False
+        """True while the engine draws to calibrate: a runner made then (an `OVDenoiser`'s,
+        converted at its first call) records from its first input on."""
 
     def unet(self, unet: Any, source: str) -> OVUNet:
         config = unet.config
@@ -407,9 +620,43 @@ class OpenVINORuntime:
                               _config_dict(config), _TextForward(encoder), example)
         return OVTextEncoder(runner, config)
 
+    def denoiser(self, module: torch.nn.Module, source: str, component: str) -> OVDenoiser:
+        """A family's denoiser, converted at its first call (`OVDenoiser`)."""
+        denoiser = OVDenoiser(self, module, source, component)
+        self.denoisers.append(denoiser)
+        return denoiser
+
+    def waiting(self) -> bool:
+        """True while a denoiser is still to be converted, at its first call."""
+        return any(denoiser.module is not None for denoiser in self.denoisers)
+
+    def call_runner(self, component: str, source: str, module: torch.nn.Module,
+                    wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...],
+                    names: Sequence[str], layout: str) -> Runner:
+        """The runner of a module converted from one call (`OVDenoiser`), keyed also by how
+        that call was laid out; left to quantize where int8 is asked, recording from the
+        call that made it on while the engine calibrates."""
+        config = {**_config_dict(module.config), "call layout": layout}
+        runner = self._runner(component, source, component_folder(source, component, module),
+                              config, wrapper, example, names)
+        if self.recording and runner.recorded is None \
+                and any(part[1] is runner for part in self.pending):
+            runner.recorded = []
+        return runner
+
+    def vae_decoder(self, vae: Any, source: str) -> OVDecoder:
+        """A VAE whose decoder runs in OpenVINO; the example is a small latent grid."""
+        config = vae.config
+        channels = int(getattr(config, "latent_channels", 4) or 4)
+        example = (torch.randn(1, channels, 8, 8),)
+        runner = self._runner("vae_decoder", source, component_folder(source, "vae", vae),
+                              _config_dict(config), _Decode(vae.float()), example)
+        return OVDecoder(runner, vae)
+
     def _runner(self, component: str, source: str, folder: Path | None,
                 config: Mapping[str, Any], wrapper: torch.nn.Module,
-                example: tuple[torch.Tensor, ...]) -> Runner:
+                example: tuple[torch.Tensor, ...],
+                names: Sequence[str] | None = None) -> Runner:
         """The component's runner: on its cached int8 IR where int8 is asked and one is
         there (no conversion then), else on the converted model, which is then left to
         quantize (`pending`) where int8 is asked."""
@@ -424,7 +671,7 @@ class OpenVINORuntime:
                 self.int8_cached.append(component)
                 return Runner(self.core, self.core.read_model(target / "model.xml"),
                               self.compile_config, component)
-        runner = Runner(self.core, self._model(component, key, wrapper, example),
+        runner = Runner(self.core, self._model(component, key, wrapper, example, names),
                         self.compile_config, component)
         if int8:
             self.pending.append((component, runner, target))
@@ -451,13 +698,14 @@ class OpenVINORuntime:
         self.pending = []
 
     def _model(self, component: str, key: str, wrapper: torch.nn.Module,
-               example: tuple[torch.Tensor, ...]) -> ov.Model:
+               example: tuple[torch.Tensor, ...],
+               names: Sequence[str] | None = None) -> ov.Model:
         """The cached IR when there is one; else convert, save (atomically) and read back,
         so a first load runs the very same model as later ones."""
         if self.cache_dir is None:
             log.info("converting %s to OpenVINO (no cache folder: not saved)", component)
             self.converted.append(component)
-            return self._convert(wrapper, example)
+            return self._convert(wrapper, example, names)
         target = self.cache_dir / f"{component}-{key}"
         xml = target / "model.xml"
         if xml.is_file():
@@ -465,15 +713,19 @@ class OpenVINORuntime:
             return self.core.read_model(xml)
         log.info("%s: converting to OpenVINO (about a minute for a full-size UNet); "
                  "the IR goes to %s", component, target)
-        model = self._convert(wrapper, example)
+        model = self._convert(wrapper, example, names)
         save_folder(target, partial(_save_ir, model, stored=self.stored))
         self.converted.append(component)
         return self.core.read_model(xml)
 
     @staticmethod
-    def _convert(wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> ov.Model:
+    def _convert(wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...],
+                 names: Sequence[str] | None = None) -> ov.Model:
         with torch.no_grad():
-            return convert_model(wrapper.eval(), example)
+            model = convert_model(wrapper.eval(), example)
+        if names is not None:
+            name_inputs(model, names)
+        return model
 
 
 def _save_ir(model: ov.Model, folder: Path, stored: str) -> None:

@@ -21,6 +21,10 @@ inpainting pipelines made from the loaded one; `reference` through the model's o
 the pictures passed as references (instruction-edit models); `generic` through limner's own
 image-to-image on the pipeline itself (`generic_edit`), where diffusers has none."""
 NegativeWay = Literal["cfg", "true_cfg", "none"]
+OpenVINOWay = Literal["auto", "asked"]
+"""Whether OpenVINO runs a family's denoiser: `auto` where `backend = "auto"` takes it (it
+measured faster than torch's default on a CPU), `asked` where it converts and runs but only
+when `backend = "openvino"` is asked (not faster); None where it does not convert."""
 
 
 class Family:
@@ -57,6 +61,9 @@ class Family:
     """The latent channels a TAESD-style tiny decoder takes for this family, if one fits."""
     latent_rgb: ClassVar[tuple[tuple[float, float, float], ...] | None] = None
     """A linear map from latent channels to RGB: a preview with no VAE decode at all."""
+    openvino: ClassVar[OpenVINOWay | None] = None
+    """How OpenVINO runs the denoiser and VAE decoder (`OpenVINOWay`); the measurements that
+    decide it are in `docs/performance.md`."""
 
     # -- sizes ------------------------------------------------------------------------------
     def native(self, pipe: Any) -> int:
@@ -160,6 +167,10 @@ class Family:
 
     def size_kwargs(self, pipe: Any, width: int, height: int) -> dict[str, Any]:
         """Arguments beyond `width`/`height` that make the pipeline draw at that size."""
+        return {}
+
+    def steps_kwargs(self, pipe: Any, steps: int) -> dict[str, Any]:
+        """Arguments beyond `num_inference_steps` that make the pipeline run that many."""
         return {}
 
     def prepare(self, pipe: Any, dtype: torch.dtype) -> str | None:

@@ -20,6 +20,7 @@ def guidance_embedded(pipe: Any) -> bool:
 
 class Flux(Family):
     name = "flux"
+    openvino = "auto"
     pipelines = ("FluxPipeline",)
     native_size = 1024
     grid = 16

@@ -11,6 +11,7 @@ from limner.engines.diffusers.families.sd import SD_LATENT_RGB
 
 class LatentConsistency(Family):
     name = "lcm"
+    openvino = "auto"
     pipelines = ("LatentConsistencyModelPipeline",)
     native_size = 512
     grid = 64

@@ -14,6 +14,7 @@ SD_LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173),
 
 class StableDiffusion(Family):
     name = "sd"
+    openvino = "auto"
     pipelines = ("StableDiffusionPipeline",)
     native_size = 512
     grid = 64

@@ -10,6 +10,7 @@ from limner.engines.diffusers.families.base import Family
 
 class StableDiffusion3(Family):
     name = "sd3"
+    openvino = "asked"
     pipelines = ("StableDiffusion3Pipeline",)
     native_size = 1024
     grid = 16

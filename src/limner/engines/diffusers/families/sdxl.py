@@ -12,6 +12,7 @@ from limner.engines.diffusers.families.base import Family
 
 class StableDiffusionXL(Family):
     name = "sdxl"
+    openvino = "asked"
     pipelines = ("StableDiffusionXLPipeline",)
     native_size = 1024
     grid = 64
