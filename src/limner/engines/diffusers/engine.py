@@ -492,8 +492,8 @@ class DiffusersEngine:
             raise EngineError("backend = 'openvino' needs OpenVINO, which is not installed: "
                               "pip install 'limner[openvino]'") from exc
         if openvino_runs(self.model) is None:
-            raise EngineError("backend = 'openvino' runs Stable Diffusion, SDXL, SD3, FLUX.1, "
-                              "Sana and PixArt pipelines; use backend = 'torch' for "
+            raise EngineError("backend = 'openvino' runs Stable Diffusion, SDXL, SD3, FLUX.1 and "
+                              "Sana pipelines; use backend = 'torch' for "
                               f"{type(pipe).__name__}")
         cache = Path(self.cache_dir) / "openvino" if self.cache_dir else None
         calibration = self._calibration() if self.quantize == "int8" else None

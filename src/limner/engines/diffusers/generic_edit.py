@@ -42,6 +42,10 @@ def supported(pipe: Any) -> str | None:
         return f"{type(pipe).__name__} takes no starting `latents`"
     if not callable(getattr(getattr(pipe, "vae", None), "encode", None)):
         return "its VAE has no encoder"
+    scheduler = getattr(pipe, "scheduler", None)
+    if not (hasattr(scheduler, "scale_noise") or hasattr(scheduler, "add_noise")):
+        # Sana-Sprint's SCM scheduler: its trigonometric flow has no noising step.
+        return f"its scheduler ({type(scheduler).__name__}) cannot noise a starting picture"
     return None
 
 

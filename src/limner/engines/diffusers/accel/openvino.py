@@ -205,14 +205,18 @@ def _tensor(array: np.ndarray, like: torch.Tensor) -> torch.Tensor:
 
 class _Stand:
     """What pipelines read off the torch module a wrapper stands in for, beyond its call:
-    its dtype and device, and `modules()` (which diffusers walks for offloading hooks:
-    none here)."""
+    its dtype and device, `modules()` (which diffusers walks for offloading hooks: none
+    here), and `to()` (SDXL's edit pipelines upcast their VAE: a compiled model stays as it
+    is)."""
 
     dtype = torch.float32
     device = torch.device("cpu")
 
     def modules(self) -> Iterator[torch.nn.Module]:
         return iter(())
+
+    def to(self, *args: Any, **kwargs: Any) -> _Stand:
+        return self
 
 
 class OVUNet(_Stand):

@@ -10,7 +10,6 @@ from limner.engines.diffusers.families.base import Family
 
 class PixArt(Family):
     name = "pixart"
-    openvino = "asked"
     pipelines = ("PixArtSigmaPipeline", "PixArtAlphaPipeline")
     native_size = 1024
     grid = 16

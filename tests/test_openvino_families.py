@@ -1,0 +1,238 @@
+"""OpenVINO for the families beyond Stable Diffusion's UNet (SDXL, SD3, FLUX.1, Kontext, Sana and
+Sana-Sprint): each family's denoiser converted at its first call, the VAE's decoder
+with it, on tiny random-weight `save_pretrained` folders. In float32 the pictures must be
+those torch draws; the CPU's default plan (`backend = "auto"`) must take OpenVINO exactly for
+the families that measured faster with it, and a conversion that fails must step down to
+torch rather than fail the model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from limner.engines.diffusers import engine as engine_module
+from limner.engines.diffusers.engine import DiffusersEngine
+from limner.engines.diffusers.families import family_for
+from limner.jobs import GenerationParams
+from limner.testing.families import build_family, build_tiny_decoder_for
+
+pytest.importorskip("openvino")
+
+from limner.engines.diffusers.accel import openvino as ovb  # after importorskip
+
+pytestmark = pytest.mark.slow  # converts models to OpenVINO
+
+GENERIC = ("sdxl", "sd3", "flux", "flux-kontext", "sana", "sana-sprint")
+"""The families whose denoiser goes through `OVDenoiser` (SD 1.x/2.x and LCM keep theirs)."""
+NATIVE = 128
+MAX_MEAN_DIFF = 1.0
+"""Mean |OpenVINO - torch| per pixel channel in float32, in 8-bit levels (the IR stores
+float32 weights in f32; what differs is the order of sums)."""
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ov-families")
+
+
+@pytest.fixture
+def openvino_installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The platform as it is, OpenVINO included (the suite hides it by default)."""
+    real = engine_module.detect_platform
+    monkeypatch.setattr(engine_module, "detect_platform",
+                        lambda: dataclasses.replace(real(), openvino=True))
+    yield
+
+
+def params(width: int = NATIVE, height: int = NATIVE, seed: int = 3) -> list[GenerationParams]:
+    return [GenerationParams(prompt="a lighthouse at dusk", width=width, height=height,
+                             seeds=(seed,), steps=2)]
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def pipeline_class(folder: Path) -> str:
+    return str(json.loads((folder / "model_index.json").read_text())["_class_name"])
+
+
+def denoiser(engine: DiffusersEngine) -> Any:
+    return getattr(engine.pipe, "transformer", None) or engine.pipe.unet
+
+
+@pytest.mark.parametrize("family", GENERIC)
+def test_openvino_in_float32_draws_what_torch_draws(family: str, folders: Path,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = build_family(family, folders)
+    torch_engine = DiffusersEngine(str(folder), backend="torch", dtype="float32",
+                                   prepack=False, warmup=False, threads=2, native_size=NATIVE)
+    torch_engine.load()
+    ov_engine = DiffusersEngine(str(folder), backend="openvino", dtype="float32", threads=2,
+                                cache_dir=str(tmp_path), native_size=NATIVE)
+    ov_engine.load()
+    assert ov_engine.stepped_down == [], ov_engine.stepped_down
+    assert type(denoiser(ov_engine)).__name__ == "OVDenoiser"
+    assert type(ov_engine.pipe.vae).__name__ == "OVDecoder"
+    assert "openvino" in ov_engine.info.speedups
+    sizes = []
+    for size in ((NATIVE, NATIVE), (2 * NATIVE, NATIVE)):  # a second shape, the same IR
+        want = torch_engine.generate(params(*size))[0][0]
+        got = ov_engine.generate(params(*size))[0][0]
+        assert (got.mode, got.size) == (want.mode, want.size)
+        sizes.append(got.size)
+        assert np.abs(pixels(got) - pixels(want)).mean() < MAX_MEAN_DIFF
+        assert pixels(got).std() > 5, "a flat picture"
+    if family != "sana-sprint":  # its pipeline bins every size to one of its aspect ratios
+        assert sizes[0] == (NATIVE, NATIVE) and sizes[1][0] > sizes[1][1], sizes
+    # A second load reads the IR the first one saved: converting again is forbidden.
+
+    def no_conversion(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(ovb, "convert_model", no_conversion)
+    again = DiffusersEngine(str(folder), backend="openvino", dtype="float32", threads=2,
+                            cache_dir=str(tmp_path), native_size=NATIVE)
+    again.load()
+    assert again.stepped_down == []
+    assert pixels(again.generate(params())[0][0]).tolist() == \
+        pixels(ov_engine.generate(params())[0][0]).tolist()
+
+
+@pytest.mark.parametrize("family", ["flux", "sd3", "sana-sprint"])
+def test_the_default_plan_takes_openvino_where_it_measured_faster(
+        family: str, folders: Path, tmp_path: Path, openvino_installed: None) -> None:
+    folder = build_family(family, folders)
+    engine = DiffusersEngine(str(folder), threads=2, cache_dir=str(tmp_path),
+                             native_size=NATIVE)  # every option left to the plan
+    kind = pipeline_class(folder)
+    way = family_for(kind).openvino
+    assert way in ("auto", "asked")
+    engine.load()
+    if way == "auto":
+        assert engine.backend == "openvino"
+        assert type(denoiser(engine)).__name__ == "OVDenoiser"
+    else:
+        assert engine.backend == "torch"
+        assert engine.plan.reasons[0] == (f"backend torch (auto: torch is faster than "
+                                          f"OpenVINO for {kind} on a CPU)")
+    assert engine.stepped_down == []
+    previews: list[Any] = []
+    image = engine.generate(params(), lambda update: previews.append(update.preview()))[0][0]
+    assert (image.mode, image.size) == ("RGB", (NATIVE, NATIVE))
+    assert pixels(image).std() > 5
+    assert previews and all(p is None or p[0][0].mode == "RGB" for p in previews)
+
+
+def test_previews_and_the_final_picture_through_the_tiny_decoder(
+        folders: Path, tmp_path: Path) -> None:
+    folder = build_family("flux", folders)
+    tiny = build_tiny_decoder_for("flux", folders)
+    engine = DiffusersEngine(str(folder), backend="openvino", dtype="float32", threads=2,
+                             cache_dir=str(tmp_path), native_size=NATIVE,
+                             tiny_decoder=str(tiny), decoder="tiny")
+    engine.load()
+    assert type(engine.pipe.vae).__name__ == "OVTinyAutoencoder"
+    previews: list[Any] = []
+    image = engine.generate(params(), lambda update: previews.append(update.preview()))[0][0]
+    assert image.size == (NATIVE, NATIVE) and pixels(image).std() > 1
+    assert len(previews) == 2 and previews[-1][0][0].mode == "RGB"
+
+
+def test_a_denoiser_that_fails_to_convert_steps_down_to_torch(
+        folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = build_family("flux", folders)
+    real = ovb.convert_model
+
+    def refuse_transformers(module: torch.nn.Module, example_input: Any) -> Any:
+        if isinstance(module, ovb._CallForward):
+            raise RuntimeError("no conversion rule for this operation")
+        return real(module, example_input)
+
+    monkeypatch.setattr(ovb, "convert_model", refuse_transformers)
+    engine = DiffusersEngine(str(folder), backend="openvino", threads=2,
+                             cache_dir=str(tmp_path), native_size=NATIVE)
+    engine.load()  # the warm-up's first call converts, fails, and the model loads in torch
+    assert engine.backend == "torch"
+    assert engine.stepped_down == [
+        "openvino off: RuntimeError: no conversion rule for this operation"]
+    assert type(denoiser(engine)).__name__ == "FluxTransformer2DModel"
+    assert engine.generate(params())[0][0].size == (NATIVE, NATIVE)
+
+
+def test_a_vae_that_fails_to_convert_stays_in_torch(
+        folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = build_family("sana", folders)
+    real = ovb.convert_model
+
+    def refuse_decoders(module: torch.nn.Module, example_input: Any) -> Any:
+        if isinstance(module, ovb._Decode):
+            raise RuntimeError("not enough values to unpack")
+        return real(module, example_input)
+
+    monkeypatch.setattr(ovb, "convert_model", refuse_decoders)
+    engine = DiffusersEngine(str(folder), backend="openvino", threads=2,
+                             cache_dir=str(tmp_path), native_size=NATIVE)
+    engine.load()
+    assert engine.backend == "openvino"
+    assert type(denoiser(engine)).__name__ == "OVDenoiser"
+    assert type(engine.pipe.vae).__name__ == "AutoencoderDC"
+    assert engine.stepped_down == [
+        "openvino VAE decoder off: RuntimeError: not enough values to unpack"]
+    assert pixels(engine.generate(params())[0][0]).std() > 5
+
+
+def test_a_call_laid_out_otherwise_than_converted_raises(folders: Path) -> None:
+    """The engine answers the RuntimeError by stepping down; the denoiser must not guess."""
+    from diffusers import FluxTransformer2DModel
+
+    folder = build_family("flux", folders)
+    module = FluxTransformer2DModel.from_pretrained(folder / "transformer").eval()
+    runtime = ovb.OpenVINORuntime(None, 2, "f32")
+    wrapped = runtime.denoiser(module, str(folder), "transformer")
+    inputs = dict(hidden_states=torch.randn(1, 16, 64), timestep=torch.tensor([0.5]),
+                  guidance=torch.tensor([3.5]), pooled_projections=torch.randn(1, 32),
+                  encoder_hidden_states=torch.randn(1, 8, 32), txt_ids=torch.zeros(8, 3),
+                  img_ids=torch.zeros(16, 3))
+    with torch.no_grad():
+        want = module(**inputs, return_dict=False)[0]
+    got = wrapped(**inputs, joint_attention_kwargs={}, return_dict=False)[0]
+    assert wrapped.module is None, "the torch module is kept after conversion"
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-4)
+    assert wrapped(**inputs, joint_attention_kwargs={}).sample.shape == want.shape
+    with pytest.raises(RuntimeError, match="was converted for a call laid out as"):
+        wrapped(**inputs, joint_attention_kwargs={"scale": 0.5}, return_dict=False)
+
+
+def test_int8_quantizes_a_family_transformer_once(folders: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("nncf")
+    folder = build_family("flux", folders)
+    options: dict[str, Any] = dict(backend="openvino", quantize="int8", quantize_samples=2,
+                                   threads=2, cache_dir=str(tmp_path), native_size=NATIVE)
+    engine = DiffusersEngine(str(folder), **options)
+    engine.load()
+    assert engine.stepped_down == []
+    assert any(step.startswith("int8: quantized transformer from 2 draws")
+               for step in engine.applied), engine.applied
+    first = engine.generate(params())[0][0]
+    assert first.size == (NATIVE, NATIVE) and pixels(first).std() > 5
+
+    def no_quantizing(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("quantized again")
+
+    monkeypatch.setattr(ovb, "quantize_model", no_quantizing)
+    again = DiffusersEngine(str(folder), **options)
+    again.load()
+    assert "int8: int8 IR read from the cache: transformer" in again.applied
+    assert pixels(again.generate(params())[0][0]).tolist() == \
+        pixels(engine.generate(params())[0][0]).tolist()
