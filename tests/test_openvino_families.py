@@ -196,9 +196,10 @@ def test_a_call_laid_out_otherwise_than_converted_raises(folders: Path) -> None:
     from diffusers import FluxTransformer2DModel
 
     folder = build_family("flux", folders)
-    module = FluxTransformer2DModel.from_pretrained(folder / "transformer").eval()
+    module = FluxTransformer2DModel.from_pretrained(  # type: ignore[no-untyped-call]
+        folder / "transformer").eval()
     runtime = ovb.OpenVINORuntime(None, 2, "f32")
-    wrapped = runtime.denoiser(module, str(folder), "transformer")
+    wrapped: Any = runtime.denoiser(module, str(folder), "transformer")
     inputs = dict(hidden_states=torch.randn(1, 16, 64), timestep=torch.tensor([0.5]),
                   guidance=torch.tensor([3.5]), pooled_projections=torch.randn(1, 32),
                   encoder_hidden_states=torch.randn(1, 8, 32), txt_ids=torch.zeros(8, 3),
