@@ -20,7 +20,13 @@
 #
 # For the int8 step, also `pip download --no-deps ... nncf==3.4.0 pydot` into .whl/.
 #
-# Usage: bash benchmarks/device_check.sh [SECONDS] [all|gpu|cpu|int8]
+# The families step (benchmarks/families_gpu.py) needs diffusers, importlib-metadata and the
+# HTTP server's wheels above, and torchao for its fp8/int8 part (skipped, with the reason in
+# its JSON, without it): the same `pip download` with torchao==0.18.0 (3.4 MB; 13.0 MB for
+# all twelve wheels, beside a 36 MiB checkout). The image's transformers (5.17.0 in 2026-11)
+# has every text encoder it builds (CLIP, T5, Qwen3, Qwen2.5-VL, Gemma 2).
+#
+# Usage: bash benchmarks/device_check.sh [SECONDS] [all|gpu|cpu|int8|families|families-cpu]
 #   SECONDS: the total budget (default 530; on H200 machines in 2026-11 "all" took 530 s and
 #   "cpu" was cut at 570 s before its last backends finished, the machine's start not
 #   counted).
@@ -29,6 +35,11 @@
 #   carried) with SD-Turbo against plain diffusers, agreement with diffusers' own modules in
 #   fp32, SDXS-512, glibc's malloc and unfused blocks against limner's defaults, an operator
 #   profile. int8: OpenVINO in f32 and bf16, each with and without int8, on SD-Turbo.
+#   families: every served family at real size with random weights on the GPU (bf16):
+#   plain diffusers against limner (compile = "reduce-overhead") at batch 1, images/s at
+#   batch 4 and 8 through the scheduler and over HTTP with 16 clients, torchao fp8; the
+#   order, most important first, is $FAMILIES (default below). families-cpu: the same on
+#   tiny configs on the CPU, the rehearsal (no compile, no GPU needed).
 # One log and a JSON per step go to $OUT (default /tmp/limner-device). Steps run most
 # important first; each gets at most what is left of the budget.
 set -u
@@ -81,6 +92,25 @@ fi
 bf16_cpu=false
 grep -q -w -E "amx_bf16|avx512_bf16" /proc/cpuinfo && bf16_cpu=true
 
+if [[ $which == families || $which == families-cpu ]]; then
+    # One process per family, each with what is left of the budget; a family cut short
+    # keeps the parts it finished (its JSON is written after each). Compile and CUDA graphs
+    # cost a minute or more per family and batch shape: at 540 s expect two to four of them.
+    # torch.compile writes its cache under /tmp, so a second call on a warm machine is faster.
+    families=${FAMILIES:-sd-turbo,flux1-schnell,z-image-turbo,sdxl-turbo,flux2-klein,qwen-image,sana-sprint}
+    left=$((deadline - SECONDS - 10))
+    if [[ $which == families ]]; then
+        run_step gpu-families "$left" python3 benchmarks/families_gpu.py --device cuda \
+            --families "$families" --budget $((left - 10)) --reps 3 --batches 4,8 \
+            --http-clients 16 --http-seconds 15 --torchao "${TORCHAO:-fp8-dq}"
+    else
+        run_step cpu-families "$left" python3 benchmarks/families_gpu.py --device cpu --tiny \
+            --families "$families" --budget $((left - 10)) --reps 1 --compile none \
+            --http-seconds 3 --torchao int8-wo
+    fi
+    echo "== done after $SECONDS s"
+    exit 0
+fi
 if [[ $which != cpu ]]; then
     step gpu-eager 170 --device cuda --models sd-turbo,sdxs-512 --backends torch --reps 10 \
         --parts engines
