@@ -27,8 +27,9 @@ from limner.testing.families import FAMILIES, build_family, build_tiny_decoder_f
 
 pytestmark = pytest.mark.slow
 
-PLANS: dict[str, dict[str, Any]] = {"default": {}, "fp32": {"dtype": "float32", "prepack": False, "warmup": False},
-         "openvino": {"backend": "openvino"}}
+PLANS: dict[str, dict[str, Any]] = {
+    "default": {}, "fp32": {"dtype": "float32", "prepack": False, "warmup": False},
+    "openvino": {"backend": "openvino"}}
 OPENVINO = ("sd15", "sdxl", "sd3", "flux", "flux-kontext", "sana", "sana-sprint", "lcm")
 """The families OpenVINO runs (`Family.openvino`); SD 2 shares SD 1.5's path."""
 MATRIX = [(f, p) for f in FAMILIES for p in PLANS if p != "openvino" or f in OPENVINO]
