@@ -156,13 +156,17 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def component_config(family: str, component: str, tiny: bool = False) -> dict[str, Any]:
-    """A component's config as the published file has it, with `TINY`'s sizes if asked."""
+def component_config(family: str, component: str, tiny: bool = False,
+                     over: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A component's config as the published file has it, with `TINY`'s sizes if asked and
+    `over`'s values (a depth cut, `families_cpu.py`) on top."""
     entry = FamilySpec.load(family).components[component]
     file = entry if isinstance(entry, str) else entry["config"]
     config: dict[str, Any] = json.loads((CONFIGS / family / file).read_text())
     if tiny:
         config = _merge(config, TINY.get(family, {}).get(component, {}))
+    if over:
+        config = _merge(config, over)
     return config
 
 
@@ -224,9 +228,12 @@ def _redraw_uninitialised(module: torch.nn.Module) -> None:
 
 
 def build_components(family: str, device: str, dtype: torch.dtype = torch.bfloat16,
-                     tiny: bool = False, only: set[str] | None = None) -> dict[str, Any]:
+                     tiny: bool = False, only: set[str] | None = None,
+                     overrides: Mapping[str, Mapping[str, Any]] | None = None
+                     ) -> dict[str, Any]:
     """Every component of `family` (models on `device` in `dtype`, tokenizers, scheduler);
-    `only` limits it to the named model components (rebuilding one, as torchao needs)."""
+    `only` limits it to the named model components (rebuilding one, as torchao needs);
+    `overrides` puts values over a component's config, by component name."""
     import diffusers
 
     spec = FamilySpec.load(family)
@@ -242,7 +249,7 @@ def build_components(family: str, device: str, dtype: torch.dtype = torch.bfloat
             if isinstance(entry, Mapping) and "tokenizer" in entry:
                 out[name] = _tokenizer(entry["tokenizer"], entry, scratch)
                 continue
-            config = component_config(family, name, tiny)
+            config = component_config(family, name, tiny, (overrides or {}).get(name))
             if name == "scheduler":
                 out[name] = getattr(diffusers, config["_class_name"]).from_config(
                     {k: v for k, v in config.items() if not k.startswith("_")})
