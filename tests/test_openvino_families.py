@@ -164,7 +164,8 @@ def test_a_denoiser_that_fails_to_convert_steps_down_to_torch(
     engine.load()  # the warm-up's first call converts, fails, and the model loads in torch
     assert engine.backend == "torch"
     assert engine.stepped_down == [
-        "openvino off: RuntimeError: no conversion rule for this operation"]
+        "openvino off: ConversionFailed: OpenVINO cannot convert the transformer: "
+        "RuntimeError: no conversion rule for this operation"]
     assert type(denoiser(engine)).__name__ == "FluxTransformer2DModel"
     assert engine.generate(params())[0][0].size == (NATIVE, NATIVE)
 
@@ -237,3 +238,44 @@ def test_int8_quantizes_a_family_transformer_once(folders: Path, tmp_path: Path,
     assert "int8: int8 IR read from the cache: transformer" in again.applied
     assert pixels(again.generate(params())[0][0]).tolist() == \
         pixels(engine.generate(params())[0][0]).tolist()
+
+
+def test_a_text_encoder_that_fails_to_convert_stays_in_torch_in_bf16(
+        folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond SD the parts left in torch are large: on a bf16 CPU they run in bf16, and a
+    text encoder the converter refuses runs there, the denoiser still in OpenVINO."""
+    real_platform = engine_module.detect_platform
+    monkeypatch.setattr(engine_module, "detect_platform", lambda: dataclasses.replace(
+        real_platform(), cpu_bf16=True, openvino=True))
+    folder = build_family("sana", folders)
+    real = ovb.convert_model
+
+    def refuse_encoders(module: torch.nn.Module, example_input: Any) -> Any:
+        if isinstance(module, ovb._CallForward) and "Gemma" in type(module.module).__name__:
+            raise RuntimeError("Conversion is failed for: SequenceMark")
+        return real(module, example_input)
+
+    monkeypatch.setattr(ovb, "convert_model", refuse_encoders)
+    engine = DiffusersEngine(str(folder), threads=2, cache_dir=str(tmp_path),
+                             native_size=NATIVE)
+    engine.load()  # the family is known from the folder before anything loads
+    assert engine.backend == "openvino" and engine.dtype == torch.bfloat16
+    assert "OpenVINO in bf16; the parts left in torch in bfloat16 (beyond SD they are large)" \
+        in engine.plan.reasons
+    assert engine.stepped_down == []
+    assert type(denoiser(engine)).__name__ == "OVDenoiser"
+    encoder = engine.pipe.text_encoder
+    assert type(encoder).__name__ == "OVEncoder" and encoder.torch_module is not None
+    assert encoder.torch_module.dtype == torch.bfloat16  # back as it was before the attempt
+    assert pixels(engine.generate(params())[0][0]).std() > 5
+
+
+def test_a_large_text_encoder_runs_in_openvino(folders: Path, tmp_path: Path) -> None:
+    folder = build_family("flux", folders)
+    engine = DiffusersEngine(str(folder), backend="openvino", dtype="float32", threads=2,
+                             cache_dir=str(tmp_path), native_size=NATIVE)
+    engine.load()
+    t5 = engine.pipe.text_encoder_2
+    assert type(t5).__name__ == "OVEncoder" and t5.torch_module is None and t5.module is None
+    assert type(engine.pipe.text_encoder).__name__ == "CLIPTextModel"  # read for pooled
+    assert pixels(engine.generate(params())[0][0]).std() > 5

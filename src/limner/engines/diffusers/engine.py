@@ -13,9 +13,11 @@ fails inside a speed-up switches it off and draws again (`STEP_DOWN`).
 
 Its options are parsed and every default settled by `options` (torch-free), before
 anything loads. Fast paths (engine options): text-encoder outputs are cached per prompt; `backend =
-"openvino"` runs the UNet, tiny decoder and text encoder in OpenVINO on the CPU (see
-`accel.openvino`, imported only then), and `quantize = "int8"` quantizes its UNet and tiny
-decoder once with NNCF from a few calibration draws; `compile = true` (or a `torch.compile`
+"openvino"` runs Stable Diffusion's UNet, tiny decoder and text encoder, and the other
+converting families' denoiser (at its first call) and VAE decoder, in OpenVINO on the CPU (see
+`accel.openvino`, imported only then; `auto` takes it for the families it measured faster
+on, `Family.openvino`), and `quantize = "int8"` quantizes the denoiser and tiny decoder once
+with NNCF from a few calibration draws; `compile = true` (or a `torch.compile`
 mode name) wraps the UNet and the VAE's decoder in `torch.compile`; eager torch on a CPU packs its
 convolution and linear weights once for oneDNN (`prepack`) and runs the elementwise work
 around them inside those calls (`fuse`, see `fusion`), each where a check on small layers
@@ -115,6 +117,16 @@ def openvino_runs(model: str) -> OpenVINOWay | None:
     return family_for(str(kind)).openvino
 
 
+def _pipeline_class(model: str) -> str:
+    """`model_index.json`'s pipeline class, or "" where it cannot be read."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        return str(DiffusionPipeline.load_config(model).get("_class_name", ""))
+    except Exception:  # the load that follows says what is wrong with the model
+        return ""
+
+
 def pick_dtype(device: str, requested: str = "auto") -> torch.dtype:
     """torch's dtype for the `dtype` option on `device` (`auto` as `resolve` decides it)."""
     options = DiffusersOptions.parse({"dtype": requested, "device": device})
@@ -202,10 +214,18 @@ class DiffusersEngine:
         """`backend = "auto"` chose OpenVINO before the model's kind was known: a kind it
         cannot run goes back to torch's own plan (dtype, packing, fusion) before anything
         loads, so the pipeline is loaded as torch will run it."""
-        if self.backend != "openvino" or self.options.backend != "auto":
+        if self.backend != "openvino":
             return
         way = openvino_runs(self.model)
-        if way == "auto":
+        if way is not None and self.ov_precision == "bf16" and \
+                family_for(_pipeline_class(self.model)).name not in ("sd", "lcm"):
+            # Beyond SD, what stays in torch (a text encoder OpenVINO cannot convert, the
+            # VAE's encoder) is large: bf16, as torch's own plan would draw it.
+            reasons = tuple(reason.replace("left in torch in float32", "left in torch in "
+                                           "bfloat16 (beyond SD they are large)")
+                            for reason in self.plan.reasons)
+            self._follow(dataclasses.replace(self.plan, dtype="bfloat16", reasons=reasons))
+        if self.options.backend != "auto" or way == "auto":
             return
         from diffusers import DiffusionPipeline
 
@@ -476,7 +496,7 @@ class DiffusersEngine:
         """Swap the denoiser and the decoders (and SD's CLIP text encoder) for
         OpenVINO-compiled ones: a Stable Diffusion UNet through its own wrappers, any other
         family's denoiser through `OVDenoiser`, converted at its first call, with its VAE's
-        decoder.
+        decoder and its large text encoders (`Family.openvino_encoders`).
 
         Runs after `pipe.to(device)` (which would otherwise try to move the wrappers). The
         swaps use `object.__setattr__`: the pipeline's own `__setattr__` would record the
@@ -508,6 +528,11 @@ class DiffusersEngine:
                 part = "unet" if unet is not None else "transformer"
                 object.__setattr__(pipe, part, runtime.denoiser(getattr(pipe, part),
                                                                 self.model, part))
+                for name in self.family.openvino_encoders:
+                    encoder = getattr(pipe, name, None)
+                    if isinstance(encoder, torch.nn.Module):
+                        object.__setattr__(pipe, name, runtime.encoder(encoder, self.model,
+                                                                       name))
                 self._decoders_to_openvino(pipe, runtime)
         except EngineError:
             raise

@@ -385,6 +385,11 @@ def name_inputs(model: ov.Model, names: Sequence[str]) -> None:
             port.get_tensor().set_names({names[int(given[0][1:])]})
 
 
+class ConversionFailed(RuntimeError):
+    """A module could not be converted at its first call (a RuntimeError, as OpenVINO's
+    own errors are, so the engine steps down from a denoiser that fails)."""
+
+
 class OVDenoiser(_Stand):
     """A family's denoiser (a diffusers transformer, or a UNet with added conditions such as
     SDXL's) as its pipeline calls it, converted at its first call from that call's own
@@ -419,16 +424,19 @@ class OVDenoiser(_Stand):
 
     def forward(self, *args: Any, **kwargs: Any) -> Output | tuple[torch.Tensor]:
         arguments = dict(self._signature.bind(*args, **kwargs).arguments)
+        for name, parameter in self._signature.parameters.items():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD and name in arguments:
+                arguments.update(arguments.pop(name))  # forward(..., **kwargs)
         return_dict = arguments.pop("return_dict", True)
-        for name, value in list(arguments.items()):
-            if name == "kwargs" and isinstance(value, dict):  # forward(**kwargs)
-                arguments.pop(name)
-                arguments.update(value)
         tensors, layout = flatten_call(arguments)
         inputs = {name: _as_input(tensor) for name, tensor in tensors.items()}
         described = describe_layout(layout, inputs)
         if self._runner is None:
-            self._runner = self._convert(inputs, layout, described)
+            try:
+                self._runner = self._convert(inputs, layout, described)
+            except Exception as exc:
+                raise ConversionFailed(f"OpenVINO cannot convert the {self.component}: "
+                                       f"{type(exc).__name__}: {str(exc)[-300:]}") from exc
         elif described != self._layout:
             raise RuntimeError(f"the OpenVINO {self.component} was converted for a call laid "
                                f"out as {self._layout}, not {described}")
@@ -441,14 +449,53 @@ class OVDenoiser(_Stand):
                  described: str) -> Runner:
         if self.module is None:
             raise RuntimeError(f"the OpenVINO {self.component} has no torch module left")
-        module = self.module.float() if self.module.dtype != torch.float32 else self.module
+        # Traced in float32 (the inputs' type); a module that fails goes back as it was.
+        original: torch.dtype = getattr(self.module, "dtype", torch.float32)
+        module = self.module.float()
         names = list(inputs)
         wrapper = _call_forward(module, names, layout)
-        runner = self.runtime.call_runner(self.component, self.source, module, wrapper,
-                                          tuple(inputs.values()), names, described)
+        try:
+            runner = self.runtime.call_runner(self.component, self.source, module, wrapper,
+                                              tuple(inputs.values()), names, described)
+        except Exception:
+            module.to(original)
+            raise
         self.module = None
         self._layout = described
         return runner
+
+
+class EncoderOutput(tuple[torch.Tensor]):
+    """A text encoder's output as pipelines read it: `[0]` or `.last_hidden_state`."""
+
+    @property
+    def last_hidden_state(self) -> torch.Tensor:
+        return self[0]
+
+
+class OVEncoder(OVDenoiser):
+    """A text encoder (T5, Gemma) whose last hidden state the pipeline takes, converted at
+    its first call as `OVDenoiser` is; it answers as a transformers model does, with a
+    tuple-like output, whatever `return_dict` says."""
+
+    torch_module: torch.nn.Module | None = None
+    """The torch encoder, kept where it could not be converted (it then runs as it is: a
+    text encoder is worth converting, never worth failing a model for)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.torch_module is not None:
+            return self.torch_module(*args, **kwargs)
+        module = self.module
+        try:
+            out = super().forward(*args, **{**kwargs, "return_dict": False})
+        except ConversionFailed as exc:
+            if module is None:
+                raise
+            log.warning("%s stays in torch: %s", self.component, exc)
+            self.torch_module = module
+            return module(*args, **kwargs)
+        first = out.sample if isinstance(out, Output) else out[0]
+        return EncoderOutput((first,))
 
 
 class OVDecoder(_Stand):
@@ -630,9 +677,16 @@ class OpenVINORuntime:
         self.denoisers.append(denoiser)
         return denoiser
 
+    def encoder(self, module: torch.nn.Module, source: str, component: str) -> OVEncoder:
+        """A family's text encoder, converted at its first call (`OVEncoder`)."""
+        encoder = OVEncoder(self, module, source, component)
+        self.denoisers.append(encoder)
+        return encoder
+
     def waiting(self) -> bool:
         """True while a denoiser is still to be converted, at its first call."""
-        return any(denoiser.module is not None for denoiser in self.denoisers)
+        return any(denoiser.module is not None for denoiser in self.denoisers
+                   if not isinstance(denoiser, OVEncoder))
 
     def call_runner(self, component: str, source: str, module: torch.nn.Module,
                     wrapper: torch.nn.Module, example: tuple[torch.Tensor, ...],

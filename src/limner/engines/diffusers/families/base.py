@@ -64,6 +64,10 @@ class Family:
     openvino: ClassVar[OpenVINOWay | None] = None
     """How OpenVINO runs the denoiser and VAE decoder (`OpenVINOWay`); the measurements that
     decide it are in `docs/performance.md`."""
+    openvino_encoders: ClassVar[tuple[str, ...]] = ()
+    """The text encoders OpenVINO runs beside the denoiser: those whose pipeline reads only
+    their last hidden state (`[0]`), the large ones whose torch float32 cost per new prompt
+    is seconds (T5, Gemma); CLIP encoders read for pooled or penultimate states stay."""
 
     # -- sizes ------------------------------------------------------------------------------
     def native(self, pipe: Any) -> int:

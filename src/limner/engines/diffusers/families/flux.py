@@ -26,6 +26,7 @@ class Flux(Family):
     grid = 16
     steps: ClassVar = {"low": 10, "medium": 20, "high": 28}
     tiny_channels = 16
+    openvino_encoders = ("text_encoder_2",)
 
     def default_steps(self, pipe: Any) -> Mapping[str, int]:
         """Schnell (no guidance embedding) is distilled to one to four steps."""

@@ -16,6 +16,15 @@ class Sana(Family):
     grid = 32
     steps: ClassVar = {"low": 10, "medium": 20, "high": 30}
     edit_way = "generic"
+    openvino_encoders = ("text_encoder",)
+
+    def size_kwargs(self, pipe: Any, width: int, height: int) -> dict[str, Any]:
+        """The pipeline bins every size to its trained aspect ratios at its own area, and
+        scales the result back: a smaller `native_size` (a CPU's faster draw) would still be
+        drawn at full size. Below the model's area the engine's own size is drawn as it is."""
+        native = self.native(pipe)
+        return {"use_resolution_binning": False} if width * height < 0.8 * native * native \
+            else {}
 
 
 class SanaSprint(Sana):
