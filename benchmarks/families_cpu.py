@@ -73,16 +73,18 @@ def depth_keys(family: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def overrides(cut: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, Any]]:
+def overrides(family: str, cut: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, Any]]:
     """Config values for a cut: T5 counts its decoder too, Qwen its sliding-window layers and
     Qwen2.5-VL its text tower in `text_config`; set them alike so the config stays whole."""
     out: dict[str, dict[str, Any]] = {}
     for component, keys in cut.items():
         values: dict[str, Any] = dict(keys)
-        if "num_layers" in keys:
+        if "num_layers" in keys and component.startswith("text_encoder"):
             values["num_decoder_layers"] = keys["num_layers"]
-        if "num_hidden_layers" in keys:
+        config = fp.component_config(family, component)
+        if "num_hidden_layers" in keys and "max_window_layers" in config:
             values["max_window_layers"] = keys["num_hidden_layers"]
+        if "num_hidden_layers" in keys and isinstance(config.get("text_config"), dict):
             values["text_config"] = {"num_hidden_layers": keys["num_hidden_layers"],
                                      "max_window_layers": keys["num_hidden_layers"]}
         out[component] = values
@@ -131,28 +133,45 @@ def draw(pipe: Any, spec: fp.FamilySpec, take: int) -> dict[str, float]:
     return dict(times)
 
 
-def to_openvino(pipe: Any, threads: int, precision: str) -> None:
-    """The denoiser and the VAE's decoder as limner's OpenVINO backend runs them."""
+def openvino_parts(family: str) -> list[str]:
+    """What limner's OpenVINO backend converts of `family`: the denoiser, the family's large
+    text encoders (`Family.openvino_encoders`) and the VAE's decoder."""
+    from limner.engines.diffusers.families import family_for
+
+    spec = fp.FamilySpec.load(family)
+    denoiser = "unet" if "unet" in spec.components else "transformer"
+    return [denoiser, *family_for(spec.pipeline).openvino_encoders, "vae"]
+
+
+def to_openvino(pipe: Any, threads: int, precision: str, parts: list[str]) -> None:
+    """`parts` of the pipeline as limner's OpenVINO backend runs them (each converted at its
+    first call, the VAE's decoder at once)."""
     from limner.engines.diffusers.accel import openvino as ovb
 
     runtime = ovb.OpenVINORuntime(None, threads, precision)
-    part = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
-    object.__setattr__(pipe, part, runtime.denoiser(getattr(pipe, part), "bench", part))
-    vae = pipe.vae
-    object.__setattr__(pipe, "vae", runtime.vae_decoder(vae.float(), "bench"))
+    for name in parts:
+        module = getattr(pipe, name)
+        wrapped = runtime.vae_decoder(module.float(), "bench") if name == "vae" else \
+            runtime.denoiser(module, "bench", name) if name in ("unet", "transformer") else \
+            runtime.encoder(module, "bench", name)
+        object.__setattr__(pipe, name, wrapped)
 
 
 def measure_build(family: str, cut: Mapping[str, Mapping[str, int]], dtype: torch.dtype,
-                  args: argparse.Namespace, takes: Iterator[int]) -> dict[str, Any]:
+                  args: argparse.Namespace, takes: Iterator[int],
+                  convert: list[str]) -> dict[str, Any]:
+    """One build drawn in torch, then with `convert`'s parts in OpenVINO (none: torch only;
+    a depth build converts only the part whose depth it changes)."""
     spec = fp.FamilySpec.load(family)
-    components = fp.build_components(family, "cpu", dtype, overrides=overrides(cut))
+    components = fp.build_components(family, "cpu", dtype, overrides=overrides(family, cut))
     pipe = fp.make_pipeline(family, components)
     draw(pipe, spec, next(takes))  # warm-up
     result: dict[str, Any] = {"torch": draw(pipe, spec, next(takes))}
-    if args.openvino:
+    if convert:
         precision = "bf16" if dtype == torch.bfloat16 else "f32"
+        result["openvino_parts"] = convert
         try:
-            to_openvino(pipe, args.threads, precision)
+            to_openvino(pipe, args.threads, precision, convert)
             started = time.perf_counter()
             draw(pipe, spec, next(takes))  # converts at the first call
             result["openvino_convert_s"] = time.perf_counter() - started
@@ -185,23 +204,24 @@ def measure_family(family: str, args: argparse.Namespace) -> dict[str, Any]:
     base_cut = {component: dict.fromkeys(keys, 1) for component, keys in real.items()}
     takes = iter(range(1_000_000))
     print(f"{family}: real depths {real}", flush=True)
-    base = measure_build(family, base_cut, dtype, args, takes)
+    parts = openvino_parts(family) if args.openvino else []
+    base = measure_build(family, base_cut, dtype, args, takes, parts)
     print(f"  one block of each: {summary(base)}", flush=True)
     slopes: dict[str, dict[str, dict[str, float]]] = {"torch": {}, "openvino": {}}
     for component, keys in real.items():
         for key in keys:
             cut = {c: dict(k) for c, k in base_cut.items()}
             cut[component][key] = 2
-            more = measure_build(family, cut, dtype, args, takes)
+            more = measure_build(family, cut, dtype, args, takes,
+                                 [component] if component in parts else [])
             print(f"  {component}.{key} = 2: {summary(more)}", flush=True)
             for backend in ("torch", "openvino"):
-                if backend in more and backend in base:
-                    part = component if backend == "torch" or component in (
-                        "transformer", "unet") else None
-                    if part is None:  # text encoders stay in torch: their torch slope
-                        continue
-                    slope = max(0.0, more[backend][part] - base[backend][part])
-                    slopes[backend].setdefault(component, {})[key] = slope
+                if backend not in more or backend not in base:
+                    continue
+                if backend == "openvino" and component not in more.get("openvino_parts", ()):
+                    continue  # left in torch there: torch's slope stands
+                slope = max(0.0, more[backend][component] - base[backend][component])
+                slopes[backend].setdefault(component, {})[key] = slope
     torch_real = extrapolate(base["torch"], slopes["torch"], real)
     result: dict[str, Any] = {"family": family, "dtype": str(dtype), "real_depths": real,
                               "size": fp.FamilySpec.load(family).size,

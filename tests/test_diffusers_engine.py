@@ -421,6 +421,25 @@ def test_compiled_engine_draws_the_eager_picture(tiny_sd: Path, tmp_path: Path) 
     assert len(previews) == 4 and previews[-1][0][0].mode == "RGB"
 
 
+@pytest.mark.slow
+def test_a_compiled_transformer_draws_the_eager_picture(tmp_path: Path) -> None:
+    """`compile` wraps a family's transformer as it wraps a UNet (a GPU's FLUX or Sana)."""
+    from limner.testing.families import build_family
+
+    folder = str(build_family("flux", tmp_path))
+    options: dict[str, Any] = dict(dtype="float32", threads=1, prepack=False, native_size=64)
+    eager = DiffusersEngine(folder, **options)
+    eager.load()
+    compiled = DiffusersEngine(folder, compile=True, **options)
+    compiled.load()
+    assert type(compiled.pipe.transformer).__name__ == "OptimizedModule"
+    assert "compile: transformer, vae decoder (default)" in compiled.applied
+    ours = compiled.generate([request()])[0]
+    reference = eager.generate([request()])[0]
+    assert ours[0].size == reference[0].size
+    assert np.abs(pixels(ours[0]) - pixels(reference[0])).max() <= 2
+
+
 def test_cache_dir_defaults_to_the_data_dir(tmp_path: Path) -> None:
     built = build_engine(EngineConfig("sd", "diffusers", "/models/sd", {}), None, tmp_path)
     assert isinstance(built, DiffusersEngine) and built.cache_dir == str(tmp_path / "cache")

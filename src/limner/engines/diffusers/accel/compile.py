@@ -1,4 +1,5 @@
-"""`torch.compile` for the diffusers engine: the UNet and the VAE's decoder.
+"""`torch.compile` for the diffusers engine: the denoiser (a UNet or a family's transformer)
+and the VAE's decoder.
 
 The first call of each shape compiles (slow), later calls run fused kernels. On a CPU,
 freezing folds the weights into the graph, so oneDNN gets them pre-packed once instead of per
@@ -24,15 +25,20 @@ class Compiled:
 
 
 def apply(pipe: Any, mode: str, device: str, tiny: Any = None) -> Compiled:
-    """Compiles `pipe.unet` and its VAE's decoder in place with `torch.compile(mode=mode)`."""
-    if getattr(pipe, "unet", None) is None:
-        raise EngineError(f"compile = true needs a UNet; {type(pipe).__name__} has none")
+    """Compiles the pipeline's denoiser (`unet` or `transformer`) and its VAE's decoder in
+    place with `torch.compile(mode=mode)`; the compiled module answers for the original's
+    attributes (`config`, `dtype`, `cache_context`), which pipelines read."""
+    part = next((name for name in ("unet", "transformer")
+                 if isinstance(getattr(pipe, name, None), torch.nn.Module)), None)
+    if part is None:
+        raise EngineError(f"compile = true needs a UNet or a transformer; "
+                          f"{type(pipe).__name__} has neither")
     if device == "cpu":
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True
-    pipe.unet = torch.compile(pipe.unet, mode=mode)
-    parts = ["unet"]
+    setattr(pipe, part, torch.compile(getattr(pipe, part), mode=mode))
+    parts = [part]
     preview_decoder = None
     decoder = getattr(getattr(pipe, "vae", None), "decoder", None)
     if isinstance(decoder, torch.nn.Module):
