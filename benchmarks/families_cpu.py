@@ -125,7 +125,7 @@ def draw(pipe: Any, spec: fp.FamilySpec, take: int) -> dict[str, float]:
     generator = torch.Generator().manual_seed(take)
     started = time.perf_counter()
     with timed_parts(pipe, times), torch.inference_mode():
-        pipe(PROMPT.format(take), num_inference_steps=spec.steps, height=spec.size,
+        pipe(prompt=PROMPT.format(take), num_inference_steps=spec.steps, height=spec.size,
              width=spec.size, generator=generator, output_type="pil", **spec.call)
     total = time.perf_counter() - started
     times["other"] = total - sum(times.values())
