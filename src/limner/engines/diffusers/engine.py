@@ -108,13 +108,8 @@ def sd_unet(config: Mapping[str, Any] | None) -> bool:
 def openvino_runs(model: str) -> OpenVINOWay | None:
     """How OpenVINO runs `model` (its family's `openvino`: `auto`, `asked` or None), read
     from its configs without loading any weights; None where they cannot be read."""
-    from diffusers import DiffusionPipeline
-
-    try:
-        kind = DiffusionPipeline.load_config(model).get("_class_name")
-    except Exception:  # the load that follows says what is wrong with the model
-        return None
-    return family_for(str(kind)).openvino
+    kind = _pipeline_class(model)
+    return family_for(kind).openvino if kind else None
 
 
 def _pipeline_class(model: str) -> str:
@@ -217,8 +212,9 @@ class DiffusersEngine:
         if self.backend != "openvino":
             return
         way = openvino_runs(self.model)
+        kind = _pipeline_class(self.model) or "this model"
         if way is not None and self.ov_precision == "bf16" and \
-                family_for(_pipeline_class(self.model)).name not in ("sd", "lcm"):
+                family_for(kind).name not in ("sd", "lcm"):
             # Beyond SD, what stays in torch (a text encoder OpenVINO cannot convert, the
             # VAE's encoder) is large: bf16, as torch's own plan would draw it.
             reasons = tuple(reason.replace("left in torch in float32", "left in torch in "
@@ -227,12 +223,6 @@ class DiffusersEngine:
             self._follow(dataclasses.replace(self.plan, dtype="bfloat16", reasons=reasons))
         if self.options.backend != "auto" or way == "auto":
             return
-        from diffusers import DiffusionPipeline
-
-        try:
-            kind = DiffusionPipeline.load_config(self.model).get("_class_name", "this model")
-        except Exception:  # the load that follows says what is wrong with the model
-            kind = "this model"
         plan = resolve(dataclasses.replace(self.options, backend="torch"), detect_platform(),
                        model_is_folder=Path(self.model).is_dir())
         why = f"backend torch (auto: OpenVINO does not run {kind})" if way is None else \
