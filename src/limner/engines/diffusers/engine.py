@@ -213,7 +213,7 @@ class DiffusersEngine:
             return
         way = openvino_runs(self.model)
         kind = _pipeline_class(self.model) or "this model"
-        if way is not None and self.ov_precision == "bf16" and \
+        if way and self.ov_precision == "bf16" and \
                 family_for(kind).name not in ("sd", "lcm"):
             # Beyond SD, what stays in torch (a text encoder OpenVINO cannot convert, the
             # VAE's encoder) is large: bf16, as torch's own plan would draw it.
@@ -225,7 +225,7 @@ class DiffusersEngine:
             return
         plan = resolve(dataclasses.replace(self.options, backend="torch"), detect_platform(),
                        model_is_folder=Path(self.model).is_dir())
-        why = f"backend torch (auto: OpenVINO does not run {kind})" if way is None else \
+        why = f"backend torch (auto: OpenVINO does not run {kind})" if not way else \
             f"backend torch (auto: torch is faster than OpenVINO for {kind} on a CPU)"
         self._follow(dataclasses.replace(plan, reasons=(why, *plan.reasons[1:])))
 
@@ -501,7 +501,7 @@ class DiffusersEngine:
         except ImportError as exc:
             raise EngineError("backend = 'openvino' needs OpenVINO, which is not installed: "
                               "pip install 'limner[openvino]'") from exc
-        if openvino_runs(self.model) is None:
+        if not openvino_runs(self.model):
             raise EngineError("backend = 'openvino' runs Stable Diffusion, SDXL, SD3, FLUX.1 and "
                               "Sana pipelines; use backend = 'torch' for "
                               f"{type(pipe).__name__}")
