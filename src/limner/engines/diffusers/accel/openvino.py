@@ -656,7 +656,10 @@ class OpenVINORuntime:
         return OVUNet(runner, config)
 
     def tiny_decoder(self, tiny: Any, source: str) -> OVTinyAutoencoder:
+        """The tiny decoder in OpenVINO, converted in float32 whatever dtype torch loaded it
+        in (a bf16 plan loads it in bf16); its encoder stays in torch, fed float32."""
         config = tiny.config
+        tiny = tiny.float()
         example = (torch.randn(1, int(config.latent_channels), 8, 8),)
         runner = self._runner("tiny_decoder", source, component_folder(source, None, tiny),
                               _config_dict(config), _TinyDecode(tiny.decoder), example)
