@@ -259,25 +259,25 @@ def test_static_loras_with_packing_and_the_weight_cache(sdxl: Path, root: Path,
                                                         loras: dict[str, Path],
                                                         monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
-    """SDXL's default plan on a CPU is torch with every speed-up of its own (bf16 where the
-    CPU has it): the LoRA is fused before them. The weight cache keeps the model's own
+    """SDXL's torch plan on a CPU has every speed-up of its own (bf16 where the CPU has
+    it): the LoRA is fused before them. The weight cache keeps the model's own
     weights only: with the copies written after the load (as for files that do not convert
     one to one), a load with a static LoRA writes none, and one without it draws the
     model's own picture."""
     monkeypatch.setattr(weight_cache, "convert", lambda *args, **kwargs: [])
     cache, static = str(root / "cache-sdxl"), [{"name": "xl", "path": str(loras["xl"])}]
-    first = engine_for(sdxl, cache_dir=cache, loras=static)
+    first = engine_for(sdxl, cache_dir=cache, loras=static, backend="torch")
     fused, speedups = draw(first), first.info.speedups
     assert first.weights_saved == [] and not first.info.adapters
     first.close()
-    plain_load = engine_for(sdxl, cache_dir=cache)
+    plain_load = engine_for(sdxl, cache_dir=cache, backend="torch")
     own = draw(plain_load)
     assert plain_load.weights_saved
     assert set(plain_load.info.speedups) == {*speedups, "weight_cache"}
     plain_load.close()
     assert np.abs(fused - own).max() > 8
     for options, pixels in (({}, own), ({"loras": static}, fused)):  # from the cache now
-        engine = engine_for(sdxl, cache_dir=cache, **options)
+        engine = engine_for(sdxl, cache_dir=cache, backend="torch", **options)
         assert engine.weights_from_cache and np.array_equal(draw(engine), pixels)
         engine.close()
 

@@ -24,7 +24,8 @@ NegativeWay = Literal["cfg", "true_cfg", "none"]
 OpenVINOWay = Literal["auto", "asked"]
 """Whether OpenVINO runs a family's denoiser: `auto` where `backend = "auto"` takes it (it
 measured faster than torch's default on a CPU), `asked` where it converts and runs but only
-when `backend = "openvino"` is asked (not faster); None where it does not convert."""
+when `backend = "openvino"` is asked (not faster, or not measured at the real size);
+None where it does not convert."""
 
 
 class Family:

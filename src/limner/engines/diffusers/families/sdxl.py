@@ -12,7 +12,7 @@ from limner.engines.diffusers.families.base import Family
 
 class StableDiffusionXL(Family):
     name = "sdxl"
-    openvino = "asked"
+    openvino = "auto"
     pipelines = ("StableDiffusionXLPipeline",)
     native_size = 1024
     grid = 64
