@@ -507,6 +507,14 @@ class OVDecoder(_Stand):
         self.config = vae.config
         self._vae = vae
 
+    def __getattr__(self, name: str) -> Any:
+        """Whatever else a pipeline reads off its VAE (FLUX.2's latent statistics `bn`, a
+        VAE's scale factors) is the torch VAE's."""
+        vae = self.__dict__.get("_vae")
+        if vae is None:
+            raise AttributeError(name)
+        return getattr(vae, name)
+
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> Any:
         return self._vae.encode(x.float(), return_dict=return_dict)
 
