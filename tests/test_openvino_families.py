@@ -1,5 +1,5 @@
-"""OpenVINO for the families beyond Stable Diffusion's UNet (SDXL, SD3, FLUX.1, Kontext, Sana and
-Sana-Sprint): each family's denoiser converted at its first call, the VAE's decoder
+"""OpenVINO for the families beyond Stable Diffusion's UNet (SDXL, SD3, FLUX.1, Kontext, FLUX.2,
+Sana and Sana-Sprint): each family's denoiser converted at its first call, the VAE's decoder
 with it, on tiny random-weight `save_pretrained` folders. In float32 the pictures must be
 those torch draws; the CPU's default plan (`backend = "auto"`) must take OpenVINO exactly for
 the families that measured faster with it, and a conversion that fails must step down to
@@ -30,7 +30,7 @@ from limner.engines.diffusers.accel import openvino as ovb  # after importorskip
 
 pytestmark = pytest.mark.slow  # converts models to OpenVINO
 
-GENERIC = ("sdxl", "sd3", "flux", "flux-kontext", "sana", "sana-sprint")
+GENERIC = ("sdxl", "sd3", "flux", "flux-kontext", "flux2", "flux2-klein", "sana", "sana-sprint")
 """The families whose denoiser goes through `OVDenoiser` (SD 1.x/2.x and LCM keep theirs)."""
 NATIVE = 128
 MAX_MEAN_DIFF = 1.0
@@ -83,6 +83,10 @@ def test_openvino_in_float32_draws_what_torch_draws(family: str, folders: Path,
     assert ov_engine.stepped_down == [], ov_engine.stepped_down
     assert type(denoiser(ov_engine)).__name__ == "OVDenoiser"
     assert type(ov_engine.pipe.vae).__name__ == "OVDecoder"
+    # What a pipeline reads off its VAE beyond decode (FLUX.2's `bn`) is the torch VAE's.
+    assert ov_engine.pipe.vae.use_slicing is False
+    with pytest.raises(AttributeError):
+        ov_engine.pipe.vae.no_such_attribute  # noqa: B018
     assert "openvino" in ov_engine.info.speedups
     sizes = []
     for size in ((NATIVE, NATIVE), (2 * NATIVE, NATIVE)):  # a second shape, the same IR

@@ -566,9 +566,12 @@ class DiffusersEngine:
             decoder = runtime.tiny_decoder(vae, f"{self.model.rstrip('/')}/vae") \
                 if type(vae).__name__ == "AutoencoderTiny" else runtime.vae_decoder(vae, self.model)
         except Exception as exc:  # a VAE the converter cannot trace: torch's still decodes
+            from limner.engines.diffusers.accel.openvino import conversion_error
+
+            reason = conversion_error(exc)
             log.warning("%s: the VAE's decoder stays in torch (OpenVINO cannot convert it: "
-                        "%s: %s)", self._name, type(exc).__name__, exc)
-            self.stepped_down.append(f"openvino VAE decoder off: {type(exc).__name__}: {exc}")
+                        "%s)", self._name, reason)
+            self.stepped_down.append(f"openvino VAE decoder off: {reason}")
             return
         object.__setattr__(pipe, "vae", decoder)
 
