@@ -48,8 +48,13 @@ import family_pipelines as fp
 DEPTH_KEYS = ("num_layers", "num_single_layers", "n_layers", "num_hidden_layers")
 """Config keys that count a component's repeated blocks (T5's `num_layers`, CLIP's, Gemma's
 and Qwen's `num_hidden_layers`, the transformers' block counts)."""
-FAMILIES = ("sana-sprint", "sd-turbo", "sdxl-turbo", "flux2-klein", "z-image-turbo",
-            "flux1-schnell", "qwen-image")
+DUAL = "dual_attention_layers"
+"""SD3.5's MMDiT-X lists the blocks that add a second self-attention over the image tokens
+(SD3.5 Medium: 13 of its 24): a block kind of its own, `DUAL` counting those and
+`num_layers` the plain ones (`overrides` makes the first `DUAL` blocks the dual ones, as
+the release does, so the last block, context-pre-only, is plain in a cut as in the real)."""
+FAMILIES = ("sana-sprint", "sd-turbo", "sdxl-turbo", "sd35-medium", "flux2-klein",
+            "z-image-turbo", "flux1-schnell", "qwen-image")
 PROMPT = "a lighthouse on a cliff at dusk, oil painting, take {}"
 
 
@@ -69,6 +74,13 @@ def depth_keys(family: str) -> dict[str, dict[str, int]]:
                  if isinstance(config.get(key), int) and config[key] > 1}
         if isinstance(text, dict) and isinstance(text.get("num_hidden_layers"), int):
             found["num_hidden_layers"] = int(text["num_hidden_layers"])
+        dual = config.get(DUAL)
+        if dual and isinstance(config.get("num_layers"), int):
+            total = int(config["num_layers"])
+            found.pop("num_layers", None)
+            found[DUAL] = sum(1 for i in set(dual) if 0 <= int(i) < total)
+            if total > found[DUAL]:
+                found["num_layers"] = total - found[DUAL]
         if found:
             out[name] = found
     return out
@@ -76,10 +88,14 @@ def depth_keys(family: str) -> dict[str, dict[str, int]]:
 
 def overrides(family: str, cut: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, Any]]:
     """Config values for a cut: T5 counts its decoder too, Qwen its sliding-window layers and
-    Qwen2.5-VL its text tower in `text_config`; set them alike so the config stays whole."""
+    Qwen2.5-VL its text tower in `text_config`; set them alike so the config stays whole.
+    MMDiT-X's `DUAL` count becomes the list of its first blocks, `num_layers` the sum."""
     out: dict[str, dict[str, Any]] = {}
     for component, keys in cut.items():
         values: dict[str, Any] = dict(keys)
+        if DUAL in keys:
+            values[DUAL] = list(range(keys[DUAL]))
+            values["num_layers"] = keys[DUAL] + keys.get("num_layers", 0)
         if "num_layers" in keys and component.startswith("text_encoder"):
             values["num_decoder_layers"] = keys["num_layers"]
         config = fp.component_config(family, component)
@@ -225,7 +241,9 @@ def measure_family(family: str, args: argparse.Namespace) -> dict[str, Any]:
     print(f"  one block of each: {summary(base)}", flush=True)
     slopes: dict[str, dict[str, dict[str, float]]] = {"torch": {}, "openvino": {}}
     for component, keys in real.items():
-        for key in keys:
+        for key, count in keys.items():
+            if count < 2:
+                continue  # no block beyond the one-block build's: no slope needed
             cut = {c: dict(k) for c, k in base_cut.items()}
             cut[component][key] = 2
             more = measure_build(family, cut, dtype, args, takes,

@@ -37,7 +37,7 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 
 FAMILIES: tuple[str, ...] = (
     "sd-turbo", "sdxl-turbo", "flux1-schnell", "flux2-klein", "qwen-image", "z-image-turbo",
-    "sana-sprint",
+    "sana-sprint", "sd35-medium",
 )
 """In the issue's order; `device_check.sh` runs them most important first."""
 
@@ -117,6 +117,20 @@ TINY: dict[str, dict[str, dict[str, Any]]] = {
                 "encoder_block_out_channels": [8, 8, 16, 16, 32, 32],
                 "decoder_block_out_channels": [8, 8, 16, 16, 32, 32],
                 "encoder_layers_per_block": [1] * 6, "decoder_layers_per_block": [1] * 6},
+    },
+    "sd35-medium": {
+        # The two CLIPs' hidden states (32 + 32) are zero-padded up to T5's width (64); the
+        # pooled projection takes both CLIPs' projections (32 + 32). One dual-attention
+        # block and one plain one (the last, context-pre-only), as MMDiT-X has both kinds.
+        "transformer": {"sample_size": 16, "num_layers": 2, "attention_head_dim": 8,
+                        "num_attention_heads": 4, "joint_attention_dim": 64,
+                        "caption_projection_dim": 32, "pooled_projection_dim": 64,
+                        "pos_embed_max_size": 32, "dual_attention_layers": [0]},
+        "text_encoder": _CLIP_TINY, "text_encoder_2": _CLIP_TINY,
+        "text_encoder_3": {"d_model": 64, "d_ff": 37, "d_kv": 16, "num_heads": 4,
+                           "num_layers": 1, "num_decoder_layers": 1,
+                           "relative_attention_num_buckets": 8},
+        "vae": _VAE_TINY,
     },
 }
 TINY_SIZE = {"sana-sprint": 1024}
