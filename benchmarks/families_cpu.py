@@ -3,7 +3,7 @@ OpenVINO, without holding the real model.
 
 Usage:
     python benchmarks/families_cpu.py [--families sana-sprint,flux1-schnell,...]
-        [--threads 2] [--openvino] [--json out.json]
+        [--threads 2] [--openvino] [--steps N] [--json out.json]
 
 FLUX.1 (17 B parameters with its encoders), Qwen-Image (29 B) and Z-Image (10 B) do not fit
 a 24 GiB machine in bf16, and drawing one image of them takes minutes on two cores, so each
@@ -55,6 +55,8 @@ DUAL = "dual_attention_layers"
 the release does, so the last block, context-pre-only, is plain in a cut as in the real)."""
 FAMILIES = ("sana-sprint", "sd-turbo", "sdxl-turbo", "sd35-medium", "flux2-klein",
             "z-image-turbo", "flux1-schnell", "qwen-image")
+STEPS: list[int] = []
+"""--steps where given: the step count drawn in place of each family's own."""
 PROMPT = "a lighthouse on a cliff at dusk, oil painting, take {}"
 
 
@@ -136,13 +138,17 @@ def timed_parts(pipe: Any, times: dict[str, float]) -> Iterator[None]:
             step()
 
 
+def steps_of(spec: fp.FamilySpec) -> int:
+    return STEPS[0] if STEPS else spec.steps
+
+
 def draw(pipe: Any, spec: fp.FamilySpec, take: int) -> dict[str, float]:
     """One image at the family's size and steps; seconds per component and in all."""
     times: dict[str, float] = defaultdict(float)
     generator = torch.Generator().manual_seed(take)
     started = time.perf_counter()
     with timed_parts(pipe, times), torch.inference_mode():
-        pipe(prompt=PROMPT.format(take), num_inference_steps=spec.steps, height=spec.size,
+        pipe(prompt=PROMPT.format(take), num_inference_steps=steps_of(spec), height=spec.size,
              width=spec.size, generator=generator, output_type="pil",
              **{**spec.call, **out_layers(pipe)})
     total = time.perf_counter() - started
@@ -181,6 +187,8 @@ def to_openvino(pipe: Any, threads: int, precision: str, parts: list[str]) -> No
     from limner.engines.diffusers.accel import openvino as ovb
 
     runtime = ovb.OpenVINORuntime(None, threads, precision)
+    if "vae" not in parts and isinstance(getattr(pipe, "vae", None), torch.nn.Module):
+        pipe.vae.float()  # the converted denoiser hands it float32 latents (as in limner)
     for name in parts:
         module = getattr(pipe, name)
         wrapped = runtime.vae_decoder(module.float(), "bench") if name == "vae" else \
@@ -259,7 +267,7 @@ def measure_family(family: str, args: argparse.Namespace) -> dict[str, Any]:
     torch_real = extrapolate(base["torch"], slopes["torch"], real)
     result: dict[str, Any] = {"family": family, "dtype": str(dtype), "real_depths": real,
                               "size": fp.FamilySpec.load(family).size,
-                              "steps": fp.FamilySpec.load(family).steps,
+                              "steps": steps_of(fp.FamilySpec.load(family)),
                               "one_block": base, "slopes": slopes, "torch": torch_real}
     if "openvino" in base:
         ov_slopes = {**slopes["torch"], **slopes["openvino"]}
@@ -290,7 +298,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--openvino", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--steps", type=int, help="draw this many steps instead of the family's "
+                    "own (a 40-step family's per-step cost in less time)")
     args = ap.parse_args()
+    STEPS[:] = [args.steps] if args.steps else []
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results = []

@@ -502,8 +502,8 @@ class DiffusersEngine:
             raise EngineError("backend = 'openvino' needs OpenVINO, which is not installed: "
                               "pip install 'limner[openvino]'") from exc
         if not openvino_runs(self.model):
-            raise EngineError("backend = 'openvino' runs Stable Diffusion, SDXL, SD3, FLUX.1 and "
-                              "Sana pipelines; use backend = 'torch' for "
+            raise EngineError("backend = 'openvino' runs Stable Diffusion, SDXL, SD3, FLUX.1, "
+                              "FLUX.2 and Sana pipelines; use backend = 'torch' for "
                               f"{type(pipe).__name__}")
         cache = Path(self.cache_dir) / "openvino" if self.cache_dir else None
         calibration = self._calibration() if self.quantize == "int8" else None
@@ -569,9 +569,10 @@ class DiffusersEngine:
             from limner.engines.diffusers.accel.openvino import conversion_error
 
             reason = conversion_error(exc)
-            log.warning("%s: the VAE's decoder stays in torch (OpenVINO cannot convert it: "
-                        "%s)", self._name, reason)
+            log.warning("%s: the VAE's decoder stays in torch, in float32 (OpenVINO cannot "
+                        "convert it: %s)", self._name, reason)
             self.stepped_down.append(f"openvino VAE decoder off: {reason}")
+            vae.float()  # the converted denoiser hands it float32 latents
             return
         object.__setattr__(pipe, "vae", decoder)
 
