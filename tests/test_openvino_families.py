@@ -112,7 +112,7 @@ def test_openvino_in_float32_draws_what_torch_draws(family: str, folders: Path,
         pixels(ov_engine.generate(params())[0][0]).tolist()
 
 
-@pytest.mark.parametrize("family", ["flux", "sd3", "sana-sprint"])
+@pytest.mark.parametrize("family", ["flux", "flux2-klein", "sd3", "sana-sprint"])
 def test_the_default_plan_takes_openvino_where_it_measured_faster(
         family: str, folders: Path, tmp_path: Path, openvino_installed: None) -> None:
     folder = build_family(family, folders)

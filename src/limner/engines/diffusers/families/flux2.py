@@ -13,7 +13,7 @@ from limner.engines.diffusers.families.base import Family, packed_grid
 
 class Flux2(Family):
     name = "flux2"
-    openvino = "asked"
+    openvino = "auto"
     pipelines = ("Flux2Pipeline",)
     native_size = 1024
     grid = 16

@@ -10,8 +10,9 @@ from limner.engines.diffusers.families.base import Family
 
 class StableDiffusion3(Family):
     name = "sd3"
-    openvino = "asked"
+    openvino = "auto"
     pipelines = ("StableDiffusion3Pipeline",)
+    openvino_encoders = ("text_encoder_3",)  # T5-XXL, as FLUX.1's
     native_size = 1024
     grid = 16
     steps: ClassVar = {"low": 10, "medium": 20, "high": 28}
