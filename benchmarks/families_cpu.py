@@ -55,8 +55,6 @@ DUAL = "dual_attention_layers"
 the release does, so the last block, context-pre-only, is plain in a cut as in the real)."""
 FAMILIES = ("sana-sprint", "sd-turbo", "sdxl-turbo", "sd35-medium", "flux2-klein",
             "z-image-turbo", "flux1-schnell", "qwen-image")
-STEPS: list[int] = []
-"""--steps where given: the step count drawn in place of each family's own."""
 PROMPT = "a lighthouse on a cliff at dusk, oil painting, take {}"
 
 
@@ -138,17 +136,13 @@ def timed_parts(pipe: Any, times: dict[str, float]) -> Iterator[None]:
             step()
 
 
-def steps_of(spec: fp.FamilySpec) -> int:
-    return STEPS[0] if STEPS else spec.steps
-
-
-def draw(pipe: Any, spec: fp.FamilySpec, take: int) -> dict[str, float]:
-    """One image at the family's size and steps; seconds per component and in all."""
+def draw(pipe: Any, spec: fp.FamilySpec, take: int, steps: int) -> dict[str, float]:
+    """One image at the family's size in `steps`; seconds per component and in all."""
     times: dict[str, float] = defaultdict(float)
     generator = torch.Generator().manual_seed(take)
     started = time.perf_counter()
     with timed_parts(pipe, times), torch.inference_mode():
-        pipe(prompt=PROMPT.format(take), num_inference_steps=steps_of(spec), height=spec.size,
+        pipe(prompt=PROMPT.format(take), num_inference_steps=steps, height=spec.size,
              width=spec.size, generator=generator, output_type="pil",
              **{**spec.call, **out_layers(pipe)})
     total = time.perf_counter() - started
@@ -203,19 +197,20 @@ def measure_build(family: str, cut: Mapping[str, Mapping[str, int]], dtype: torc
     """One build drawn in torch, then with `convert`'s parts in OpenVINO (none: torch only;
     a depth build converts only the part whose depth it changes)."""
     spec = fp.FamilySpec.load(family)
+    steps = args.steps or spec.steps
     components = fp.build_components(family, "cpu", dtype, overrides=overrides(family, cut))
     pipe = fp.make_pipeline(family, components)
-    draw(pipe, spec, next(takes))  # warm-up
-    result: dict[str, Any] = {"torch": draw(pipe, spec, next(takes))}
+    draw(pipe, spec, next(takes), steps)  # warm-up
+    result: dict[str, Any] = {"torch": draw(pipe, spec, next(takes), steps)}
     if convert:
         precision = "bf16" if dtype == torch.bfloat16 else "f32"
         result["openvino_parts"] = convert
         try:
             to_openvino(pipe, args.threads, precision, convert)
             started = time.perf_counter()
-            draw(pipe, spec, next(takes))  # converts at the first call
+            draw(pipe, spec, next(takes), steps)  # converts at the first call
             result["openvino_convert_s"] = time.perf_counter() - started
-            result["openvino"] = draw(pipe, spec, next(takes))
+            result["openvino"] = draw(pipe, spec, next(takes), steps)
         except Exception as exc:  # a family OpenVINO cannot convert: say so, go on
             result["openvino_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
     del pipe, components
@@ -267,7 +262,7 @@ def measure_family(family: str, args: argparse.Namespace) -> dict[str, Any]:
     torch_real = extrapolate(base["torch"], slopes["torch"], real)
     result: dict[str, Any] = {"family": family, "dtype": str(dtype), "real_depths": real,
                               "size": fp.FamilySpec.load(family).size,
-                              "steps": steps_of(fp.FamilySpec.load(family)),
+                              "steps": args.steps or fp.FamilySpec.load(family).steps,
                               "one_block": base, "slopes": slopes, "torch": torch_real}
     if "openvino" in base:
         ov_slopes = {**slopes["torch"], **slopes["openvino"]}
@@ -301,7 +296,6 @@ def main() -> int:
     ap.add_argument("--steps", type=int, help="draw this many steps instead of the family's "
                     "own (a 40-step family's per-step cost in less time)")
     args = ap.parse_args()
-    STEPS[:] = [args.steps] if args.steps else []
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results = []

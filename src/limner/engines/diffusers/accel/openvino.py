@@ -83,9 +83,9 @@ is the same on every machine and its description can key the cache."""
 def convert_model(module: torch.nn.Module, example_input: tuple[torch.Tensor, ...]) -> ov.Model:
     """`ov.convert_model` with dynamic shapes (a module-level function so tests can forbid
     it, to prove a cached IR was used). The trace is not run a second time to compare
-    graphs: transformers that cache their position embeddings at the first call (Qwen-Image,
-    Z-Image) trace differently then, and the tests compare the converted model's pixels
-    with torch's instead."""
+    graphs: that is another pass of a multi-GB transformer at load, it fails modules that
+    cache their position tables at the first call, and the tests compare the converted
+    model's pixels with torch's instead."""
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
     with warnings.catch_warnings():
