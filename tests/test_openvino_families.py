@@ -1,9 +1,9 @@
 """OpenVINO for the families beyond Stable Diffusion's UNet (SDXL, SD3, FLUX.1, Kontext, FLUX.2,
-Sana and Sana-Sprint): each family's denoiser converted at its first call, the VAE's decoder
-with it, on tiny random-weight `save_pretrained` folders. In float32 the pictures must be
-those torch draws; the CPU's default plan (`backend = "auto"`) must take OpenVINO exactly for
-the families that measured faster with it, and a conversion that fails must step down to
-torch rather than fail the model."""
+Sana, Sana-Sprint, Qwen-Image and Z-Image): each family's denoiser converted at its first call,
+the VAE's decoder with it, on tiny random-weight `save_pretrained` folders. In float32 the
+pictures must be those torch draws; the CPU's default plan (`backend = "auto"`) must take
+OpenVINO exactly for the families that measured faster with it, and a conversion that fails
+must step down to torch rather than fail the model."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from limner.engines.diffusers.accel import openvino as ovb  # after importorskip
 
 pytestmark = pytest.mark.slow  # converts models to OpenVINO
 
-GENERIC = ("sdxl", "sd3", "flux", "flux-kontext", "flux2", "flux2-klein", "sana", "sana-sprint")
+GENERIC = ("sdxl", "sd3", "flux", "flux-kontext", "flux2", "flux2-klein", "sana", "sana-sprint",
+           "qwen-image", "z-image")
 """The families whose denoiser goes through `OVDenoiser` (SD 1.x/2.x and LCM keep theirs)."""
 NATIVE = 128
 MAX_MEAN_DIFF = 1.0
@@ -110,6 +111,50 @@ def test_openvino_in_float32_draws_what_torch_draws(family: str, folders: Path,
     assert again.stepped_down == []
     assert pixels(again.generate(params())[0][0]).tolist() == \
         pixels(ov_engine.generate(params())[0][0]).tolist()
+
+
+@pytest.mark.parametrize("family", ["qwen-image", "qwen-image-edit", "z-image"])
+def test_a_rewritten_call_answers_as_the_transformer_does(family: str, folders: Path,
+                                                          tmp_path: Path) -> None:
+    """Qwen-Image's and Z-Image's calls are rewritten before conversion (`traceable`): for
+    each call torch's transformer meets (prompts of two lengths, none a multiple of the
+    caption bucket, a negative prompt's guidance, which batches Z-Image's captions at two
+    lengths, and a second size), the converted denoiser must answer what it answers."""
+    folder = build_family(family, folders)
+    torch_engine = DiffusersEngine(str(folder), backend="torch", dtype="float32",
+                                   prepack=False, warmup=False, threads=2, native_size=NATIVE)
+    torch_engine.load()
+    calls: list[tuple[tuple[Any, ...], dict[str, Any], Any]] = []
+    transformer = torch_engine.pipe.transformer
+    forward = transformer.forward
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        out = forward(*args, **kwargs)
+        calls.append((args, kwargs, out[0]))
+        return out
+
+    transformer.forward = recorded
+    for prompt, negative, size in (("a lighthouse", None, (NATIVE, NATIVE)),
+                                   ("a lighthouse on a cliff at dusk, waves and gulls, oil",
+                                    "blurry", (NATIVE, NATIVE)),
+                                   ("a red fox in snow", None, (2 * NATIVE, NATIVE))):
+        batch = [GenerationParams(prompt=prompt, negative_prompt=negative, width=size[0],
+                                  height=size[1], seeds=(1,), steps=2)]
+        torch_engine.generate(batch)
+    ov_engine = DiffusersEngine(str(folder), backend="openvino", dtype="float32", threads=2,
+                                cache_dir=str(tmp_path), native_size=NATIVE)
+    ov_engine.load()
+    assert ov_engine.stepped_down == [] and type(denoiser(ov_engine)).__name__ == "OVDenoiser"
+    shapes = set()
+    for args, kwargs, want in calls:
+        got = denoiser(ov_engine)(*args, **kwargs)[0]
+        wants = list(want) if isinstance(want, list) else [want]
+        gots = list(got) if isinstance(got, list) else [got]
+        assert [g.shape for g in gots] == [w.shape for w in wants]
+        for g, w in zip(gots, wants, strict=True):
+            assert (g - w).abs().max() < 1e-3 * w.abs().max(), (g - w).abs().max()
+        shapes.add(tuple(w.shape for w in wants))
+    assert len(calls) >= 4 and len(shapes) >= 2, shapes
 
 
 @pytest.mark.parametrize("family", ["flux", "flux2-klein", "sd3", "sana-sprint"])

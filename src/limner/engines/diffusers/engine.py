@@ -503,8 +503,8 @@ class DiffusersEngine:
                               "pip install 'limner[openvino]'") from exc
         if not openvino_runs(self.model):
             raise EngineError("backend = 'openvino' runs Stable Diffusion, SDXL, SD3, FLUX.1, "
-                              "FLUX.2 and Sana pipelines; use backend = 'torch' for "
-                              f"{type(pipe).__name__}")
+                              "FLUX.2, Sana, Qwen-Image and Z-Image pipelines; use "
+                              f"backend = 'torch' for {type(pipe).__name__}")
         cache = Path(self.cache_dir) / "openvino" if self.cache_dir else None
         calibration = self._calibration() if self.quantize == "int8" else None
         runtime = ovb.OpenVINORuntime(cache, self.threads, self.ov_precision, calibration,

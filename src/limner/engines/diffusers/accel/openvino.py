@@ -37,6 +37,7 @@ import openvino as ov
 import torch
 
 from limner.engines.base import EngineError
+from limner.engines.diffusers.accel.traceable import REWRITES_VERSION, rewrite_for
 from limner.engines.diffusers.accel.weight_cache import component_folder, save_folder, weight_files
 from limner.jobs import GenerationParams
 
@@ -432,6 +433,8 @@ class OVDenoiser(_Stand):
         """The module's plain attributes, which pipelines read off it (Z-Image's
         `in_channels`) after the module itself is let go."""
         self._signature = inspect.signature(module.forward)
+        self.rewrite = rewrite_for(module)
+        """What the call becomes before it is flattened (`traceable`): itself for most."""
         self._runner: Runner | None = None
         self._layout = ""
 
@@ -456,9 +459,12 @@ class OVDenoiser(_Stand):
             if parameter.kind is inspect.Parameter.VAR_KEYWORD and name in arguments:
                 arguments.update(arguments.pop(name))  # forward(..., **kwargs)
         return_dict = arguments.pop("return_dict", True)
+        arguments, finish = self.rewrite.rewrite(arguments)
         tensors, layout = flatten_call(arguments)
         inputs = {name: _as_input(tensor) for name, tensor in tensors.items()}
         described = describe_layout(layout, inputs)
+        if self.rewrite.name != "as-called":  # the layout of a call no pipeline makes
+            described = f"{REWRITES_VERSION} {self.rewrite.name} {described}"
         if self._runner is None:
             try:
                 self._runner = self._convert(inputs, layout, described)
@@ -470,7 +476,7 @@ class OVDenoiser(_Stand):
                                f"out as {self._layout}, not {described}")
         like = next(iter(tensors.values()))
         arrays = {name: tensor.detach().cpu().numpy() for name, tensor in inputs.items()}
-        out = _tensor(self._runner(arrays), like)
+        out = finish(_tensor(self._runner(arrays), like))
         return (out,) if not return_dict else Output(out)
 
     def _convert(self, inputs: Mapping[str, torch.Tensor], layout: Layout,
@@ -481,7 +487,7 @@ class OVDenoiser(_Stand):
         original: torch.dtype = getattr(self.module, "dtype", torch.float32)
         module = self.module.float()
         names = list(inputs)
-        wrapper = _call_forward(module, names, layout)
+        wrapper = _call_forward(self.rewrite.traced(module), names, layout)
         try:
             runner = self.runtime.call_runner(self.component, self.source, module, wrapper,
                                               tuple(inputs.values()), names, described)
@@ -548,7 +554,9 @@ class OVDecoder(_Stand):
 
     def decode(self, latents: torch.Tensor, return_dict: bool = True,
                **_: Any) -> Output | tuple[torch.Tensor]:
-        out = _tensor(self.runner({"latents": latents.float().cpu().numpy()}), latents)
+        # The one input, under whatever name the converter gave it (Qwen-Image's: input.1).
+        name = self.runner.input_names[0]
+        out = _tensor(self.runner({name: latents.float().cpu().numpy()}), latents)
         return (out,) if not return_dict else Output(out)
 
 
@@ -560,6 +568,21 @@ class _Decode(torch.nn.Module):
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.vae.decode(latents, return_dict=False)[0]
         return out
+
+
+@contextlib.contextmanager
+def _nearest_upsampling(vae: torch.nn.Module) -> Iterator[None]:
+    """OpenVINO has no "nearest-exact" upsampling (Qwen-Image's VAE asks for it); at the
+    integer factor of 2 these decoders upsample by, "nearest" picks the same pixels."""
+    exact: list[Any] = [module for module in vae.modules()
+                        if getattr(module, "mode", None) == "nearest-exact"]
+    for module in exact:
+        module.mode = "nearest"
+    try:
+        yield
+    finally:
+        for module in exact:
+            module.mode = "nearest-exact"
 
 
 class _UNetForward(torch.nn.Module):
@@ -744,10 +767,14 @@ class OpenVINORuntime:
     def vae_decoder(self, vae: Any, source: str) -> OVDecoder:
         """A VAE whose decoder runs in OpenVINO; the example is a small latent grid."""
         config = vae.config
-        channels = int(getattr(config, "latent_channels", 4) or 4)
-        example = (torch.randn(1, channels, 8, 8),)
-        runner = self._runner("vae_decoder", source, component_folder(source, "vae", vae),
-                              _config_dict(config), _Decode(vae.float()), example)
+        if getattr(config, "z_dim", None):  # a video VAE (Qwen-Image's): one frame
+            example = (torch.randn(1, int(config.z_dim), 1, 8, 8),)
+        else:
+            channels = int(getattr(config, "latent_channels", 4) or 4)
+            example = (torch.randn(1, channels, 8, 8),)
+        with _nearest_upsampling(vae):
+            runner = self._runner("vae_decoder", source, component_folder(source, "vae", vae),
+                                  _config_dict(config), _Decode(vae.float()), example)
         return OVDecoder(runner, vae)
 
     def _runner(self, component: str, source: str, folder: Path | None,
