@@ -31,7 +31,7 @@ PLANS: dict[str, dict[str, Any]] = {
     "default": {}, "fp32": {"dtype": "float32", "prepack": False, "warmup": False},
     "openvino": {"backend": "openvino"}}
 OPENVINO = ("sd15", "sdxl", "sd3", "flux", "flux-kontext", "flux2-klein", "sana", "sana-sprint",
-            "lcm")
+            "lcm", "qwen-image", "qwen-image-edit-plus", "z-image")
 """The families OpenVINO runs (`Family.openvino`); SD 2 shares SD 1.5's path."""
 MATRIX = [(f, p) for f in FAMILIES for p in PLANS if p != "openvino" or f in OPENVINO]
 NATIVE = 128

@@ -157,7 +157,8 @@ def test_a_rewritten_call_answers_as_the_transformer_does(family: str, folders: 
     assert len(calls) >= 4 and len(shapes) >= 2, shapes
 
 
-@pytest.mark.parametrize("family", ["flux", "flux2-klein", "sd3", "sana-sprint"])
+@pytest.mark.parametrize("family", ["flux", "flux2-klein", "sd3", "sana-sprint", "qwen-image",
+                                    "z-image"])
 def test_the_default_plan_takes_openvino_where_it_measured_faster(
         family: str, folders: Path, tmp_path: Path, openvino_installed: None) -> None:
     folder = build_family(family, folders)
@@ -165,11 +166,19 @@ def test_the_default_plan_takes_openvino_where_it_measured_faster(
                              native_size=NATIVE)  # every option left to the plan
     kind = pipeline_class(folder)
     way = family_for(kind).openvino
-    assert way in ("auto", "asked")
+    assert way in ("auto", "decoder", "asked")
     engine.load()
     if way == "auto":
         assert engine.backend == "openvino"
         assert type(denoiser(engine)).__name__ == "OVDenoiser"
+    elif way == "decoder":  # torch's denoiser, in torch's plan; OpenVINO's VAE decoder
+        assert engine.backend == "torch" and engine.prepack == engine.plan.prepack
+        assert isinstance(denoiser(engine), torch.nn.Module)
+        assert type(engine.pipe.vae).__name__ == "OVDecoder"
+        assert engine.plan.reasons[0] == (
+            f"backend torch, the VAE decoder in OpenVINO (auto: for {kind} on a CPU torch's "
+            "denoiser is as fast, OpenVINO's decoder faster)")
+        assert "openvino" in engine.info.speedups
     else:
         assert engine.backend == "torch"
         assert engine.plan.reasons[0] == (f"backend torch (auto: torch is faster than "
@@ -180,6 +189,30 @@ def test_the_default_plan_takes_openvino_where_it_measured_faster(
     assert (image.mode, image.size) == ("RGB", (NATIVE, NATIVE))
     assert pixels(image).std() > 5
     assert previews and all(p is None or p[0][0].mode == "RGB" for p in previews)
+
+
+def test_a_decoder_that_fails_to_draw_under_torch_steps_down_to_torch(
+        folders: Path, tmp_path: Path, openvino_installed: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `decoder` way is a speed-up as any other: a draw that fails inside it switches it
+    off, and the model is drawn again all in torch."""
+    folder = build_family("z-image", folders)
+    engine = DiffusersEngine(str(folder), threads=2, cache_dir=str(tmp_path),
+                             native_size=NATIVE)
+    engine.load()
+    assert type(engine.pipe.vae).__name__ == "OVDecoder"
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("Exception from src/inference/src/cpp/infer_request.cpp")
+
+    monkeypatch.setattr(ovb.OVDecoder, "decode", broken)
+    image = engine.generate(params())[0][0]
+    assert engine.stepped_down == [
+        "openvino off: RuntimeError: Exception from src/inference/src/cpp/infer_request.cpp"]
+    assert type(engine.pipe.vae).__name__ == "AutoencoderKL"
+    assert engine.plan.reasons[0] == "backend torch (asked)"
+    assert "openvino" not in engine.info.speedups
+    assert image.size == (NATIVE, NATIVE) and pixels(image).std() > 5
 
 
 def test_previews_and_the_final_picture_through_the_tiny_decoder(

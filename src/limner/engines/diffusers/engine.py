@@ -148,6 +148,8 @@ class DiffusersEngine:
                              "pip install 'limner[int8]'")
         self._ov_runtime: Any = None
         """The OpenVINO runtime of the last load, until its int8 quantization is done."""
+        self._openvino_decoder = False
+        """True where torch's plan runs the VAE's decoder in OpenVINO (the `decoder` way)."""
         self.cache_weights = o.cache_weights
         self.guidance = o.guidance
         self.tiny_decoder = o.tiny_decoder
@@ -207,8 +209,10 @@ class DiffusersEngine:
 
     def _settle_backend(self) -> None:
         """`backend = "auto"` chose OpenVINO before the model's kind was known: a kind it
-        cannot run goes back to torch's own plan (dtype, packing, fusion) before anything
-        loads, so the pipeline is loaded as torch will run it."""
+        cannot run, or runs no faster, goes back to torch's own plan (dtype, packing,
+        fusion) before anything loads, so the pipeline is loaded as torch will run it; a
+        kind whose VAE decoder alone is faster in OpenVINO keeps that (`decoder`)."""
+        self._openvino_decoder = False
         if self.backend != "openvino":
             return
         way = openvino_runs(self.model)
@@ -227,7 +231,11 @@ class DiffusersEngine:
                        model_is_folder=Path(self.model).is_dir())
         why = f"backend torch (auto: OpenVINO does not run {kind})" if not way else \
             f"backend torch (auto: torch is faster than OpenVINO for {kind} on a CPU)"
+        if way == "decoder":
+            why = (f"backend torch, the VAE decoder in OpenVINO (auto: for {kind} on a CPU "
+                   "torch's denoiser is as fast, OpenVINO's decoder faster)")
         self._follow(dataclasses.replace(plan, reasons=(why, *plan.reasons[1:])))
+        self._openvino_decoder = way == "decoder"
 
     @property
     def info(self) -> EngineInfo:
@@ -250,7 +258,8 @@ class DiffusersEngine:
         return loras.refusal(self.pipe, self.options.request_loras, self._running()) is None
 
     def _running(self) -> tuple[str, ...]:
-        running = {"openvino": self.backend == "openvino", "int8": self.quantize == "int8",
+        running = {"openvino": self.backend == "openvino" or self._openvino_decoder,
+                   "int8": self.quantize == "int8",
                    "compile": bool(self.compile),
                    "channels_last": self.channels_last, "prepack": self.prepack,
                    "fuse": self.fuse, "prompt_cache": self._cache_prompts,
@@ -285,6 +294,7 @@ class DiffusersEngine:
             (f"family {self.family.name}", lambda pipe: self.family.prepare(pipe, self.dtype)),
             ("layout", self._lay_out),
             ("weight cache", self._save_weights),
+            ("openvino decoder", self._decoder_to_openvino),
             ("kernel check", self._check_kernels),
             ("prepack", self._pack),
             ("fuse", self._fuse),
@@ -533,6 +543,21 @@ class DiffusersEngine:
         return (f"{self.ov_precision}; converted {', '.join(runtime.converted) or 'nothing'}, "
                 f"the rest read from the IR cache{later}")
 
+    def _decoder_to_openvino(self, pipe: Any) -> str | None:
+        """The `decoder` way (`Family.openvino`): under torch's plan, the VAE's decoder (and
+        a tiny decoder) swapped for OpenVINO's, in the precision torch draws in; before
+        packing, which the converter cannot trace."""
+        if not self._openvino_decoder:
+            return None
+        from limner.engines.diffusers.accel import openvino as ovb
+
+        cache = Path(self.cache_dir) / "openvino" if self.cache_dir else None
+        precision = "bf16" if self.dtype == torch.bfloat16 else "f32"
+        runtime = ovb.OpenVINORuntime(cache, self.threads, precision, None)
+        self._decoders_to_openvino(pipe, runtime)
+        return (f"{precision}; converted {', '.join(runtime.converted) or 'nothing'}, the rest "
+                "read from the IR cache")
+
     def _sd_to_openvino(self, pipe: Any, runtime: Any) -> None:
         """Stable Diffusion: the UNet, the tiny decoder and the CLIP text encoder."""
         object.__setattr__(pipe, "unet", runtime.unet(pipe.unet, self.model))
@@ -572,7 +597,8 @@ class DiffusersEngine:
             log.warning("%s: the VAE's decoder stays in torch, in float32 (OpenVINO cannot "
                         "convert it: %s)", self._name, reason)
             self.stepped_down.append(f"openvino VAE decoder off: {reason}")
-            vae.float()  # the converted denoiser hands it float32 latents
+            # A converted denoiser hands it float32 latents; torch's, its own dtype.
+            vae.to(self.dtype if self._openvino_decoder else torch.float32)
             return
         object.__setattr__(pipe, "vae", decoder)
 

@@ -21,11 +21,13 @@ inpainting pipelines made from the loaded one; `reference` through the model's o
 the pictures passed as references (instruction-edit models); `generic` through limner's own
 image-to-image on the pipeline itself (`generic_edit`), where diffusers has none."""
 NegativeWay = Literal["cfg", "true_cfg", "none"]
-OpenVINOWay = Literal["auto", "asked"]
+OpenVINOWay = Literal["auto", "decoder", "asked"]
 """Whether OpenVINO runs a family's denoiser: `auto` where `backend = "auto"` takes it (it
-measured faster than torch's default on a CPU), `asked` where it converts and runs but only
-when `backend = "openvino"` is asked (not faster, or not measured at the real size);
-None where it does not convert."""
+measured faster than torch's default on a CPU); `decoder` where `auto` keeps torch's
+denoiser (as fast or faster) and takes OpenVINO for the VAE's decoder alone (faster);
+`asked` where it converts and runs but only when `backend = "openvino"` is asked (not
+faster, or not measured at the real size); None where it does not convert. With
+`backend = "openvino"` asked, every way but None converts the denoiser too."""
 
 
 class Family:

@@ -18,7 +18,7 @@ class QwenImage(Family):
     steps: ClassVar = {"low": 20, "medium": 30, "high": 50}
     guidance_argument = "true_cfg_scale"
     negative = "true_cfg"
-    openvino = "asked"
+    openvino = "decoder"
 
     def latent_grid(self, pipe: Any, latents: torch.Tensor, width: int,
                     height: int) -> torch.Tensor:

@@ -16,4 +16,4 @@ class ZImage(Family):
     # Z-Image-Turbo's published setting (8 transformer passes).
     steps: ClassVar = {"low": 4, "medium": 8, "high": 12}
     tiny_channels = 16
-    openvino = "asked"
+    openvino = "decoder"
