@@ -156,6 +156,10 @@ class Output:
 
     sample: torch.Tensor
 
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """diffusers' outputs also index as tuples (Z-Image's inpainting reads `[0]`)."""
+        return (self.sample,)[index]
+
 
 class Runner:
     """One converted model, compiled lazily per static input shape."""
