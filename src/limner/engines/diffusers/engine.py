@@ -591,7 +591,7 @@ class DiffusersEngine:
             decoder = runtime.tiny_decoder(vae, f"{self.model.rstrip('/')}/vae") \
                 if type(vae).__name__ == "AutoencoderTiny" else runtime.vae_decoder(vae, self.model)
         except Exception as exc:  # a VAE the converter cannot trace: torch's still decodes
-            from limner.engines.diffusers.accel.openvino import conversion_error
+            from limner.engines.diffusers.accel.openvino_calls import conversion_error
 
             reason = conversion_error(exc)
             log.warning("%s: the VAE's decoder stays in torch, in float32 (OpenVINO cannot "
