@@ -19,6 +19,7 @@ from openai import OpenAI
 from PIL import Image
 
 from limner.engines.fake import FakeEngine
+from limner.responses.store import ResponseStore
 
 TOOL: Any = {"type": "image_generation", "quality": "low"}
 
@@ -215,6 +216,28 @@ def test_background_stream_is_followed_from_a_sequence_number(
         rest = list(again)
     assert [e.sequence_number for e in rest] == list(range(5, len(ORDER)))
     assert [e.type for e in rest] == ORDER[5:]
+
+
+def test_a_finished_stream_is_followed_while_the_store_writes_it(
+        serve: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A response stays live until the store holds its record and events: a follower that
+    comes in between, however briefly, still reads every event after its number."""
+    real = ResponseStore.save_events
+
+    def slow(self: ResponseStore, *args: Any, **kwargs: Any) -> None:
+        time.sleep(1.0)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResponseStore, "save_events", slow)
+    client = client_of(serve())
+    with client.responses.stream(model="gpt-5", input="a comet", background=True,
+                                 tools=[tool(quality="medium", partial_images=2)]) as stream:
+        first = list(stream)
+    response_id = first[0].response.id  # type: ignore[union-attr]
+    with client.responses.stream(response_id=response_id, starting_after=4) as again:
+        rest = list(again)
+    assert [e.sequence_number for e in rest] == list(range(5, len(ORDER)))
+    assert client.responses.retrieve(response_id).status == "completed"
 
 
 def test_background_response_survives_a_restart(tmp_path: Path) -> None:

@@ -181,8 +181,12 @@ class ResponsesService:
             self._publish(run, run.lifecycle("response.failed"))
         finally:
             run.changed.set()
-            self._running.pop(run.response.id, None)
-            await asyncio.shield(asyncio.to_thread(self._save_finished, run))
+            # Stored before it stops being `_running`: a `get` or a follower in between
+            # would otherwise read the stored `queued` record, with no events.
+            try:
+                await asyncio.shield(asyncio.to_thread(self._save_finished, run))
+            finally:
+                self._running.pop(run.response.id, None)
 
     def _save_finished(self, run: Run) -> None:
         try:
@@ -207,11 +211,13 @@ class ResponsesService:
             async for event in self._drive(run, generation):
                 yield event
         finally:
-            self._running.pop(run.response.id, None)
             if not run.done:
                 run.response.status = "cancelled"
-            if run.response.store:
-                await asyncio.shield(asyncio.to_thread(self._save_finished, run))
+            try:
+                if run.response.store:
+                    await asyncio.shield(asyncio.to_thread(self._save_finished, run))
+            finally:
+                self._running.pop(run.response.id, None)
 
     # 3. The event sequence ------------------------------------------------------------------
     async def _drive(self, run: Run, generation: Generation | None
