@@ -34,6 +34,7 @@ from limner.engines.diffusers.engine import (
 )
 from limner.engines.registry import build_engine
 from limner.jobs import GenerationCancelled, GenerationParams, StepUpdate
+from limner.testing.families import build_family
 from limner.testing.tiny_pipeline import build_tiny_decoder, build_tiny_sd
 
 torch.set_num_threads(1)
@@ -520,6 +521,34 @@ def left_half(size: tuple[int, int] = (64, 64)) -> Image.Image:
     mask = Image.new("L", size, 0)
     mask.paste(255, (0, 0, size[0] // 2, size[1]))
     return mask
+
+
+def test_sdxl_pipelines_own_watermark_is_off(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """diffusers' SDXL pipelines mark every picture wherever the invisible-watermark package
+    is installed; limner's `watermark` setting decides instead, so what a seed draws does
+    not depend on what else is installed. Here the package is made to look installed, its
+    mark a negative of the picture."""
+    from diffusers.pipelines.stable_diffusion_xl import (
+        pipeline_stable_diffusion_xl,
+        pipeline_stable_diffusion_xl_img2img,
+        pipeline_stable_diffusion_xl_inpaint,
+    )
+
+    class Negative:
+        def apply_watermark(self, images: torch.Tensor) -> torch.Tensor:
+            return -images
+
+    for module in (pipeline_stable_diffusion_xl, pipeline_stable_diffusion_xl_img2img,
+                   pipeline_stable_diffusion_xl_inpaint):
+        monkeypatch.setattr(module, "is_invisible_watermark_available", lambda: True)
+        monkeypatch.setattr(module, "StableDiffusionXLWatermarker", Negative, raising=False)
+    engine = DiffusersEngine(str(build_family("sdxl", tmp_path)), dtype="float32",
+                             prepack=False, warmup=False, threads=1, native_size=64)
+    engine.load()
+    assert engine.pipe.watermark is None
+    assert set(engine._editors) == {"redraw", "inpaint"}
+    assert all(editor.watermark is None for editor in engine._editors.values())
 
 
 def test_edit_pipelines_share_the_loaded_weights(engine: DiffusersEngine) -> None:

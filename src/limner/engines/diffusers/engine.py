@@ -105,6 +105,14 @@ def sd_unet(config: Mapping[str, Any] | None) -> bool:
     return config is not None and config.get("addition_embed_type") is None
 
 
+def _own_watermark_off(pipe: Any) -> None:
+    """SDXL's pipelines mark every picture with the invisible-watermark package wherever it
+    happens to be installed: limner's `watermark` setting decides instead, so a seed draws
+    the same pixels whatever else is installed (the mark's cost is in docs/performance.md)."""
+    if getattr(pipe, "watermark", None) is not None:
+        pipe.watermark = None
+
+
 def openvino_runs(model: str) -> OpenVINOWay | None:
     """How OpenVINO runs `model` (its family's `openvino`: `auto`, `asked` or None), read
     from its configs without loading any weights; None where they cannot be read."""
@@ -352,6 +360,7 @@ class DiffusersEngine:
         else:
             pipe = pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
+        _own_watermark_off(pipe)
         return pipe
 
     def _check_gpu_memory(self) -> None:
@@ -737,6 +746,7 @@ class DiffusersEngine:
                 log.warning("%s: could not make the %s pipeline from %s: %s", self._name,
                             kind, type(pipe).__name__, exc)
                 continue
+            _own_watermark_off(editor)
             if needed <= set(_call_parameters(editor)):
                 editors[kind] = editor
         return editors
