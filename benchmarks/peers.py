@@ -30,8 +30,9 @@ sizes of 16 to 64: a rehearsal, whose ratios measure overheads), or `small`, the
 mid-size denoiser (hidden 384, six blocks: `random_pipelines.SMALL_DENOISERS`), which does
 most of the work as on the real models yet draws in seconds. Sana-Sprint, which
 `build_family` lacks, is built from the tiny Sana. Their peers, each with the model's own VAE:
-`limner` (the engine's defaults: `backend = "auto"`, OpenVINO for what it converts),
-`plain`, `optimum` (`OVDiffusionPipeline`: optimum-intel's class for the family, exported and
+`limner` (the engine's defaults: `backend = "auto"`, OpenVINO where it measured faster;
+for Qwen-Image and Z-Image torch with OpenVINO's VAE decoder; `limner-openvino`, all in
+OpenVINO, where --peers names it), `plain`, `optimum` (`OVDiffusionPipeline`: optimum-intel's class for the family, exported and
 reshaped as above) and `genai` (where GenAI has the pipeline: SD, SDXL, SD3, FLUX.1,
 FLUX.2 [klein], Z-Image, Qwen-Image; not Sana).
 
