@@ -32,9 +32,9 @@ most of the work as on the real models yet draws in seconds. Sana-Sprint, which
 `build_family` lacks, is built from the tiny Sana. Their peers, each with the model's own VAE:
 `limner` (the engine's defaults: `backend = "auto"`, OpenVINO where it measured faster;
 for Qwen-Image and Z-Image torch with OpenVINO's VAE decoder; `limner-openvino`, all in
-OpenVINO, where --peers names it), `plain`, `optimum` (`OVDiffusionPipeline`: optimum-intel's class for the family, exported and
-reshaped as above) and `genai` (where GenAI has the pipeline: SD, SDXL, SD3, FLUX.1,
-FLUX.2 [klein], Z-Image, Qwen-Image; not Sana).
+OpenVINO, where --peers names it), `plain`, `optimum` (`OVDiffusionPipeline`: optimum-intel's
+class for the family, exported and reshaped as above) and `genai` (where GenAI has the
+pipeline: SD, SDXL, SD3, FLUX.1, FLUX.2 [klein], Z-Image, Qwen-Image; not Sana).
 
 Precision is the same for all but `plain`, whose point is diffusers' fp32 defaults: limner's
 `dtype = "auto"` and OpenVINO's default `INFERENCE_PRECISION_HINT` are both bf16 on a CPU
