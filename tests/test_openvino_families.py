@@ -190,6 +190,15 @@ def test_the_default_plan_takes_openvino_where_it_measured_faster(
     assert (image.mode, image.size) == ("RGB", (NATIVE, NATIVE))
     assert pixels(image).std() > 5
     assert previews and all(p is None or p[0][0].mode == "RGB" for p in previews)
+    if way == "decoder":  # torch's VAE encoder hands torch's denoiser latents it can read
+        start = Image.fromarray(np.random.default_rng(0).integers(
+            0, 256, (NATIVE, NATIVE, 3), dtype=np.uint8)).convert("RGBA")
+        edited = engine.generate([GenerationParams(
+            prompt="a red fox", width=NATIVE, height=NATIVE, seeds=(0,), steps=2,
+            init_image=start, strength=0.6)])[0][0]
+        assert (edited.mode, edited.size) == ("RGB", (NATIVE, NATIVE))
+        assert engine.stepped_down == [] and engine.backend == "torch"
+        assert type(engine.pipe.vae).__name__ == "OVDecoder"
 
 
 def test_a_decoder_that_fails_to_draw_under_torch_steps_down_to_torch(

@@ -114,8 +114,9 @@ def _own_watermark_off(pipe: Any) -> None:
 
 
 def openvino_runs(model: str) -> OpenVINOWay | None:
-    """How OpenVINO runs `model` (its family's `openvino`: `auto`, `asked` or None), read
-    from its configs without loading any weights; None where they cannot be read."""
+    """How OpenVINO runs `model` (its family's `openvino`: `auto`, `decoder`, `asked` or
+    None), read from its configs without loading any weights; None where they cannot be
+    read."""
     kind = _pipeline_class(model)
     return family_for(kind).openvino if kind else None
 
@@ -596,18 +597,22 @@ class DiffusersEngine:
         vae = getattr(pipe, "vae", None)
         if not isinstance(vae, torch.nn.Module):
             return
+        # What torch's VAE still does (its encoder, or all of it where the decoder does not
+        # convert) meets the denoiser's latents: float32 for a converted one, else torch's.
+        dtype = self.dtype if self._openvino_decoder else torch.float32
         try:
             decoder = runtime.tiny_decoder(vae, f"{self.model.rstrip('/')}/vae") \
-                if type(vae).__name__ == "AutoencoderTiny" else runtime.vae_decoder(vae, self.model)
+                if type(vae).__name__ == "AutoencoderTiny" else \
+                runtime.vae_decoder(vae, self.model, dtype)
         except Exception as exc:  # a VAE the converter cannot trace: torch's still decodes
             from limner.engines.diffusers.accel.openvino_calls import conversion_error
 
             reason = conversion_error(exc)
-            log.warning("%s: the VAE's decoder stays in torch, in float32 (OpenVINO cannot "
-                        "convert it: %s)", self._name, reason)
+            log.warning("%s: the VAE's decoder stays in torch, in %s (OpenVINO cannot "
+                        "convert it: %s)", self._name, str(dtype).removeprefix("torch."),
+                        reason)
             self.stepped_down.append(f"openvino VAE decoder off: {reason}")
-            # A converted denoiser hands it float32 latents; torch's, its own dtype.
-            vae.to(self.dtype if self._openvino_decoder else torch.float32)
+            vae.to(dtype)
             return
         object.__setattr__(pipe, "vae", decoder)
 

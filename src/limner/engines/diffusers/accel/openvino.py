@@ -241,7 +241,7 @@ class OVDecoder(Stand):
         return getattr(vae, name)
 
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> Any:
-        return self._vae.encode(x.float(), return_dict=return_dict)
+        return self._vae.encode(x.to(self._vae.dtype), return_dict=return_dict)
 
     def decode(self, latents: torch.Tensor, return_dict: bool = True,
                **_: Any) -> Output | tuple[torch.Tensor]:
@@ -455,8 +455,11 @@ class OpenVINORuntime:
             runner.recorded = []
         return runner
 
-    def vae_decoder(self, vae: Any, source: str) -> OVDecoder:
-        """A VAE whose decoder runs in OpenVINO; the example is a small latent grid."""
+    def vae_decoder(self, vae: Any, source: str,
+                    encode_dtype: torch.dtype = torch.float32) -> OVDecoder:
+        """A VAE whose decoder runs in OpenVINO (converted in float32 from a small latent
+        grid); its torch encoder is left in `encode_dtype`, the dtype of the latents the
+        denoiser takes (float32 for a converted one)."""
         config = vae.config
         if getattr(config, "z_dim", None):  # a video VAE (Qwen-Image's): one frame
             example = (torch.randn(1, int(config.z_dim), 1, 8, 8),)
@@ -464,8 +467,12 @@ class OpenVINORuntime:
             channels = int(getattr(config, "latent_channels", 4) or 4)
             example = (torch.randn(1, channels, 8, 8),)
         with _nearest_upsampling(vae):
-            runner = self._runner("vae_decoder", source, component_folder(source, "vae", vae),
-                                  _config_dict(config), _Decode(vae.float()), example)
+            try:
+                runner = self._runner("vae_decoder", source,
+                                      component_folder(source, "vae", vae),
+                                      _config_dict(config), _Decode(vae.float()), example)
+            finally:
+                vae.to(encode_dtype)
         return OVDecoder(runner, vae)
 
     def _runner(self, component: str, source: str, folder: Path | None,
